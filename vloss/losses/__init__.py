@@ -1,0 +1,1 @@
+"""Training objectives: Hungarian matcher, set criterion (cls/BCE/dice), contrastive loss."""
