@@ -22,6 +22,8 @@ class LossConfig:
         deep_supervision: supervise every decoder layer, not only the last.
         contrastive: "clip" (global InfoNCE, Eq. 5) or "filip" (token-wise, Table 6 ablation).
         gather_contrastive: gather embeddings across ranks for more negatives.
+        gather_with_grad: make that gather differentiable (gradients of the global loss reach
+            every rank's embeddings); otherwise only the local shard carries gradient.
     """
 
     cls_weight: float = 2.0
@@ -36,3 +38,17 @@ class LossConfig:
     deep_supervision: bool = True
     contrastive: str = "clip"
     gather_contrastive: bool = True
+    gather_with_grad: bool = True
+
+    def __post_init__(self) -> None:
+        if self.contrastive not in ("clip", "filip"):
+            raise ValueError(f"LossConfig.contrastive must be 'clip' or 'filip', got {self.contrastive!r}")
+        if self.num_points <= 0:
+            raise ValueError(f"LossConfig.num_points must be positive, got {self.num_points}")
+        if self.oversample_ratio < 1.0:
+            raise ValueError(f"LossConfig.oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0.0 <= self.importance_sample_ratio <= 1.0:
+            raise ValueError("LossConfig.importance_sample_ratio must be in [0, 1], "
+                             f"got {self.importance_sample_ratio}")
+        if self.no_object_weight < 0:
+            raise ValueError(f"LossConfig.no_object_weight must be >= 0, got {self.no_object_weight}")
