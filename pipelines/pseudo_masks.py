@@ -1,0 +1,359 @@
+"""The pseudo-mask job: COCO boxes -> one mask per box -> Parquet shards, with Ray Data.
+
+Flow (all validation happens before Ray starts):
+
+1. Read and validate the detection JSON (``vloss.teacher.boxes``): unknown ids,
+   non-positive boxes and boxes entirely outside their image are errors; boxes
+   partly outside are clipped and counted.
+2. Plan shards: images with boxes, sorted by id, ``rows_per_shard`` per shard, named
+   ``part-{index:05d}.parquet``. The same input always maps an image to the same shard.
+3. Validate existing shards; only images of missing/invalid shards go to Ray.
+4. Ray Data pipeline: ``from_items`` (image records) -> ``map_batches(decode_images)``
+   (Ray tasks read bytes through ``pyarrow.fs`` and decode with PIL) ->
+   ``map_batches(PseudoMaskStage, compute=ActorPoolStrategy(size=n))`` (the teacher,
+   loaded once per actor) -> ``iter_batches`` on the driver.
+5. The driver streams results into per-shard buffers and commits a shard (temp file,
+   then rename) the moment all of its images are in. ``preserve_order`` is on, so
+   shards complete in order and the driver holds about one shard of RLE rows at a
+   time. This keeps names deterministic and commits atomic, which
+   ``Dataset.write_parquet`` (names by write task, not by image id) cannot give.
+6. ``_manifest.json`` and ``_errors.jsonl`` are rebuilt from all shards' footers, so
+   counts describe the final output, kept shards included.
+
+Images that fail to read or decode, or whose size disagrees with the JSON, are
+recorded (reason) in their shard's footer and ``_errors.jsonl`` and counted; with
+``strict=True`` the first such failure aborts the job.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from PIL import Image
+
+from pipelines.io import Location, locate, read_json, write_json_atomic
+from pipelines.pseudo_mask_shards import (ERRORS_NAME, MANIFEST_NAME, SHARD_RE, ShardResult, ShardSpec,
+                                          iter_records, plan_shards, shard_name, validate_shard, write_shard)
+from vloss.data.masks import encode_rle
+from vloss.teacher.boxes import DetectionInput, parse_detection_input
+from vloss.teacher.config import TeacherConfig, build_teacher
+
+
+class PseudoMaskJobError(RuntimeError):
+    """The job cannot finish (strict-mode failure, or an inconsistent run)."""
+
+
+@dataclass
+class PseudoMaskJobConfig:
+    """Settings of one pseudo-mask run.
+
+    Args:
+        annotations: COCO detection JSON (local path or URI).
+        images: image root the JSON's ``file_name`` values are relative to (path or URI).
+        out: output directory (path or URI).
+        checkpoint: teacher state-dict file (path or URI); required for ``maskrcnn``.
+        teacher: backend / architecture / resize settings.
+        rows_per_shard: images per Parquet shard.
+        limit: only the first ``limit`` images (sorted by id) that have boxes.
+        strict: abort on the first image that cannot be read or decoded.
+        num_actors: teacher actors in the pool.
+        gpus_per_actor: GPUs per teacher actor (0 on CPU machines).
+        cpus_per_actor: logical CPUs each teacher actor reserves (fractional on small machines).
+        cpus_per_decode_task: logical CPUs each decode task reserves.
+        batch_size: images per teacher call.
+        ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
+    """
+
+    annotations: str
+    images: str
+    out: str
+    checkpoint: str | None = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    rows_per_shard: int = 1000
+    limit: int | None = None
+    strict: bool = False
+    num_actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 0.5
+    cpus_per_decode_task: float = 0.25
+    batch_size: int = 4
+    ray_num_cpus: int = 2
+
+    def __post_init__(self) -> None:
+        if self.teacher.backend == "maskrcnn" and not self.checkpoint:
+            raise ValueError("--checkpoint is required for the maskrcnn backend")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be positive, got {self.limit}")
+        if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:
+            raise ValueError("num_actors, batch_size and rows_per_shard must be positive")
+
+
+# ----------------------------------------------------------------------------- Ray stages
+
+def decode_images(batch: dict[str, np.ndarray], images_root: str) -> dict[str, np.ndarray]:
+    """Ray task: read each image through ``pyarrow.fs`` and decode it to raw RGB bytes.
+
+    Failures become an ``error`` string on the row instead of an exception.
+
+    Args:
+        batch: columns ``image_id, file_name, height, width, ...``.
+        images_root: the image root (path or URI).
+    Returns:
+        the batch plus ``pixels`` (``H*W*3`` uint8 bytes, empty on failure) and ``error``.
+    """
+    root = locate(images_root)
+    pixels, errors = [], []
+    for name, h, w in zip(batch["file_name"], batch["height"], batch["width"]):
+        loc = root.child(str(name))
+        try:
+            data = loc.read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
+                arr = np.asarray(im.convert("RGB"))                   # [H, W, 3] uint8
+            if arr.shape[:2] != (int(h), int(w)):
+                raise ValueError(f"image is {arr.shape[1]}x{arr.shape[0]} but the JSON says {int(w)}x{int(h)}")
+            pixels.append(arr.tobytes())
+            errors.append("")
+        except Exception as exc:  # missing file, truncated/corrupt JPEG, size mismatch
+            pixels.append(b"")
+            errors.append(f"{loc.uri}: {type(exc).__name__}: {exc}")
+    out = dict(batch)
+    out["pixels"] = np.array(pixels, dtype=object)
+    out["error"] = np.array(errors, dtype=object)
+    return out
+
+
+class PseudoMaskStage:
+    """Ray actor stage: the teacher, loaded once, predicts a mask per given box.
+
+    Args:
+        teacher: ``TeacherConfig`` as a dict.
+        checkpoint: state-dict path/URI (read through ``pyarrow.fs``), or None for ``box``.
+    """
+
+    def __init__(self, teacher: dict, checkpoint: str | None) -> None:
+        config = TeacherConfig(**teacher)
+        data = locate(checkpoint).read_bytes() if checkpoint and config.backend != "box" else None
+        self.teacher = build_teacher(config, data, checkpoint_name=checkpoint)
+
+    def _predict_rows(self, images: list[np.ndarray], boxes: list[np.ndarray]):
+        try:
+            return [(o, "") for o in self.teacher.predict(images, boxes)]
+        except Exception:  # isolate the failing image instead of losing the batch
+            outs = []
+            for im, bx in zip(images, boxes):
+                try:
+                    outs.append((self.teacher.predict([im], [bx])[0], ""))
+                except Exception as exc:
+                    outs.append((None, f"teacher failed: {type(exc).__name__}: {exc}"))
+            return outs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["image_id"])
+        errors = [str(e) for e in batch["error"]]
+        instances_json = [""] * n
+        todo = [i for i in range(n) if not errors[i]]
+        images, boxes, metas = [], [], []
+        for i in todo:
+            h, w = int(batch["height"][i]), int(batch["width"][i])
+            images.append(np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(h, w, 3))
+            meta = json.loads(batch["boxes_json"][i])
+            metas.append(meta)
+            boxes.append(np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in meta["bbox"]],
+                                  dtype=np.float64).reshape(-1, 4))
+        for i, meta, (out, err) in zip(todo, metas, self._predict_rows(images, boxes)):
+            if out is None:
+                errors[i] = err
+                continue
+            insts = []
+            for k in range(len(meta["id"])):
+                mask = out.masks[k]                                   # [H, W] bool
+                insts.append({"id": meta["id"][k], "category_id": meta["category_id"][k],
+                              "bbox": meta["bbox"][k], "counts": encode_rle(mask)["counts"],
+                              "area": int(mask.sum()), "score": float(out.scores[k]),
+                              "clipped": meta["clipped"][k], "teacher_label": int(out.labels[k])})
+            instances_json[i] = json.dumps(insts)
+        return {"image_id": batch["image_id"], "shard": batch["shard"], "file_name": batch["file_name"],
+                "height": batch["height"], "width": batch["width"],
+                "error": np.array(errors, dtype=object), "instances_json": np.array(instances_json, dtype=object)}
+
+
+# ----------------------------------------------------------------------------- driver
+
+def ensure_ray(num_cpus: int) -> None:
+    """Connect to Ray: bare ``ray.init()`` inside a job / cluster (``RAY_ADDRESS`` set),
+    otherwise an embedded local Ray with ``num_cpus`` and no dashboard."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def _image_items(specs: list[ShardSpec]) -> list[dict]:
+    items = []
+    for spec in specs:
+        for im in spec.images:
+            boxes = {"id": [b.ann_id for b in im.instances], "category_id": [b.category_id for b in im.instances],
+                     "bbox": [list(b.bbox) for b in im.instances], "clipped": [b.clipped for b in im.instances]}
+            items.append({"image_id": im.image_id, "shard": spec.index, "file_name": im.file_name,
+                          "height": im.height, "width": im.width, "boxes_json": json.dumps(boxes)})
+    return items
+
+
+def _row_from_result(row: dict) -> dict:
+    insts = json.loads(row["instances_json"])
+    return {"image_id": int(row["image_id"]), "file_name": str(row["file_name"]),
+            "height": int(row["height"]), "width": int(row["width"]),
+            "instances": [{"id": i["id"], "category_id": i["category_id"], "bbox": i["bbox"],
+                           "segmentation": i["counts"].encode("ascii"), "area": i["area"],
+                           "score": i["score"], "clipped": i["clipped"], "teacher_label": i["teacher_label"]}
+                          for i in insts]}
+
+
+def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location) -> dict[int, dict]:
+    """Process the images of ``specs`` and commit each shard when complete; returns footers."""
+    ensure_ray(config.ray_num_cpus)
+    ctx = ray.data.DataContext.get_current()
+    previous_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True
+    pending = {s.index: ShardResult(s) for s in specs}
+    footers: dict[int, dict] = {}
+    try:
+        items = _image_items(specs)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+        ds = ds.map_batches(decode_images, fn_kwargs={"images_root": config.images},
+                            batch_size=config.batch_size, num_cpus=config.cpus_per_decode_task)
+        ds = ds.map_batches(PseudoMaskStage,
+                            fn_constructor_kwargs={"teacher": asdict(config.teacher),
+                                                   "checkpoint": config.checkpoint},
+                            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
+                            batch_size=config.batch_size, num_cpus=config.cpus_per_actor,
+                            num_gpus=config.gpus_per_actor)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for k in range(len(batch["image_id"])):
+                row = {name: col[k] for name, col in batch.items()}
+                shard = pending[int(row["shard"])]
+                if row["error"]:
+                    if config.strict:
+                        raise PseudoMaskJobError(f"image id {int(row['image_id'])} failed (--strict): {row['error']}")
+                    shard.failed.append({"image_id": int(row["image_id"]), "file_name": str(row["file_name"]),
+                                         "reason": str(row["error"])})
+                else:
+                    shard.rows.append(_row_from_result(row))
+                if shard.done == len(shard.spec.images):
+                    write_shard(out, shard)
+                    footers[shard.spec.index] = shard.metadata()
+                    del pending[shard.spec.index]
+    finally:
+        ctx.execution_options.preserve_order = previous_order
+    if pending:
+        raise PseudoMaskJobError(f"shards {sorted(pending)} did not receive all their images")
+    return footers
+
+
+def load_detection_input(annotations: str) -> DetectionInput:
+    """Read (local or URI) and validate a detection JSON; raises ``DataFormatError``."""
+    loc = locate(annotations)
+    return parse_detection_input(read_json(loc), loc.uri)
+
+
+def run_pseudo_masks(config: PseudoMaskJobConfig) -> dict[str, Any]:
+    """Run (or resume) the job; returns the manifest that was written.
+
+    Args:
+        config: the run's settings.
+    """
+    t0 = time.time()
+    det = load_detection_input(config.annotations)
+    images = det.images[:config.limit] if config.limit else det.images
+    ckpt_sha = None
+    if config.teacher.backend != "box":
+        ckpt_loc = locate(config.checkpoint)
+        if not ckpt_loc.is_file():
+            raise FileNotFoundError(f"{config.checkpoint}: checkpoint file not found")
+        ckpt_sha = ckpt_loc.sha256()
+    run_key = {"backend": config.teacher.backend, "checkpoint_sha256": ckpt_sha,
+               "arch": config.teacher.arch if config.teacher.backend != "box" else None,
+               "min_size": config.teacher.min_size, "max_size": config.teacher.max_size,
+               "mask_threshold": config.teacher.mask_threshold}
+    specs = plan_shards(images, config.rows_per_shard, run_key)
+
+    out = locate(config.out)
+    out.makedirs()
+    footers: dict[int, dict] = {}
+    todo: list[ShardSpec] = []
+    recompute_reasons = {}
+    for spec in specs:
+        meta, reason = validate_shard(out, spec)
+        if meta is not None:
+            footers[spec.index] = meta
+        else:
+            todo.append(spec)
+            if reason != "missing":
+                recompute_reasons[spec.name] = reason
+    planned = {s.name for s in specs}
+    stale = [n for n in out.list_names() if SHARD_RE.match(n) and n not in planned]
+    for name in stale:  # shards of an earlier, larger plan would otherwise be read as output
+        out.child(name).delete()
+
+    if todo:
+        footers.update(_run_ray(config, todo, out))
+
+    failed = [f for i in sorted(footers) for f in footers[i]["failed"]]
+    manifest = {
+        "inputs": {"annotations": config.annotations, "images": config.images, "checkpoint": config.checkpoint,
+                   "checkpoint_sha256": ckpt_sha, "limit": config.limit, "rows_per_shard": config.rows_per_shard,
+                   "strict": config.strict},
+        "teacher": asdict(config.teacher),
+        "backend": config.teacher.backend,
+        "counts": {
+            "images_in_json": det.num_images_total,
+            "images_without_boxes": det.num_images_without_boxes,
+            "images_with_boxes": len(det.images),
+            "images": len(images),
+            "boxes": sum(len(im.instances) for im in images),
+            "clipped_boxes": sum(int(b.clipped) for im in images for b in im.instances),
+            "clipped_boxes_in_json": det.num_clipped,
+            "images_written": sum(f["num_rows"] for f in footers.values()),
+            "masks_written": sum(f["num_masks"] for f in footers.values()),
+            "failed_images": len(failed),
+            "skipped_boxes": sum(f["num_boxes"] for f in footers.values())
+            - sum(f["num_masks"] for f in footers.values()),
+            "shards": len(specs),
+            "shards_written": len(todo),
+            "shards_kept": len(specs) - len(todo),
+            "stale_shards_removed": len(stale),
+        },
+        "recomputed_shards": recompute_reasons,
+        "shards": [{"name": shard_name(i), "rows": footers[i]["num_rows"], "masks": footers[i]["num_masks"],
+                    "failed": len(footers[i]["failed"])} for i in sorted(footers)],
+        "errors": failed,
+        "categories": det.categories,
+        "seconds": round(time.time() - t0, 3),
+    }
+    out.child(ERRORS_NAME).write_bytes_atomic("".join(json.dumps(f) + "\n" for f in failed).encode())
+    write_json_atomic(out.child(MANIFEST_NAME), manifest)
+    return manifest
+
+
+def manifest_summary(manifest: dict) -> str:
+    """A few human-readable lines about a finished run."""
+    c = manifest["counts"]
+    lines = [f"backend={manifest['backend']}  images={c['images']}  boxes={c['boxes']}  "
+             f"clipped={c['clipped_boxes']}  masks={c['masks_written']}  failed_images={c['failed_images']}",
+             f"shards={c['shards']} (written {c['shards_written']}, kept {c['shards_kept']})  "
+             f"seconds={manifest['seconds']}"]
+    lines += [f"  error: image {e['image_id']} ({e['file_name']}): {e['reason']}" for e in manifest["errors"][:10]]
+    return "\n".join(lines)
+
+
+__all__ = ["PseudoMaskJobConfig", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
+           "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records"]
