@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from vloss.losses.config import LossConfig
 from vloss.losses.matcher import HungarianMatcher
 from vloss.losses.point_sample import (
+    SAMPLE_KWARGS,
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
@@ -250,10 +251,10 @@ class SetCriterion:
                 masks = tgt["masks"][tgt_idx.to(tgt["masks"].device)]  # [n, H, W]
                 masks = masks.to(device=src.device, dtype=torch.float32)[:, None]  # [n, 1, H, W]
                 labels.append(point_sample(masks, coords[start:start + n],
-                                           align_corners=False)[:, 0])  # [n, P]
+                                           **SAMPLE_KWARGS)[:, 0])  # [n, P]
                 start += n
             point_labels = torch.cat(labels)  # [K, P]
-        point_logits = point_sample(src, coords, align_corners=False)[:, 0]  # [K, P]
+        point_logits = point_sample(src, coords, **SAMPLE_KWARGS)[:, 0]  # [K, P]
         return {"loss_bce": sigmoid_ce_loss(point_logits, point_labels, num_masks),
                 "loss_dice": dice_loss(point_logits, point_labels, num_masks)}
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from vloss.losses.point_sample import point_sample, random_points
+from vloss.losses.point_sample import SAMPLE_KWARGS, point_sample, random_points
 
 
 def pairwise_sigmoid_ce(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -105,9 +105,9 @@ class HungarianMatcher:
         coords = random_points(1, self.num_points, device=out_mask.device,
                                generator=generator)  # [1, P, 2]
         out_pts = point_sample(out_mask, coords.expand(num_queries, -1, -1),
-                               align_corners=False)[:, 0]  # [Q, P]
+                               **SAMPLE_KWARGS)[:, 0]  # [Q, P]
         tgt_pts = point_sample(tgt_mask, coords.expand(num_targets, -1, -1),
-                               align_corners=False)[:, 0]  # [M, P]
+                               **SAMPLE_KWARGS)[:, 0]  # [M, P]
         cost = (self.cost_bce * pairwise_sigmoid_ce(out_pts, tgt_pts)
                 + self.cost_dice * pairwise_dice(out_pts, tgt_pts)
                 + self.cost_class * cost_class)  # [Q, M]
