@@ -34,6 +34,20 @@ are read exactly once per epoch in which they appear, so their pass restarts eve
 Data positions: checkpoints carry no data position (DESIGN.md), so `cursor(epoch, step)` and
 `resume_cursors(epoch, step)` tell the trainer, for each task, which pass of its dataset it is
 in and how many batches of that pass were already consumed, so it can skip them after resume.
+
+Use in a training loop (every rank runs the same code)::
+
+    schedule = StepSchedule(cfg)
+    if resuming:
+        schedule.load_state_dict(ckpt["schedule"])       # refuses another schedule's state
+    start = schedule.next_position
+    skip = schedule.resume_cursors(*start)               # batches to skip per task
+    for epoch, step, task in schedule.iter_from(*start):
+        batch = next(iterators[task])                    # same dataset on every rank
+        ...
+        schedule.mark_done(epoch, step)
+        if schedule.sub_epoch_end(epoch, step) is not None:
+            save_checkpoint(schedule=schedule.state_dict(), ...)
 """
 
 from __future__ import annotations
@@ -354,7 +368,8 @@ class StepSchedule:
         for t in tasks:
             local.append(seen[t])
             seen[t] += 1
-        assert seen == {t: self._counts[epoch].get(t, 0) for t in TASKS}, "plan/count mismatch"
+        if seen != {t: self._counts[epoch].get(t, 0) for t in TASKS}:  # internal invariant
+            raise RuntimeError(f"schedule: epoch {epoch} plan {seen} disagrees with its counts")
         return _EpochPlan(tuple(tasks), tuple(local), subs)
 
     def _plan(self, epoch: int) -> _EpochPlan:
@@ -386,6 +401,14 @@ class StepSchedule:
     def sub_epoch_boundaries(self, epoch: int) -> list[SubEpoch]:
         """Sub-epochs of `epoch` as (name, start, stop): stt gives warmup then cooldown."""
         return list(self._plan(epoch).sub_epochs)
+
+    def sub_epoch_end(self, epoch: int, step: int) -> SubEpoch | None:
+        """The sub-epoch that `step` of `epoch` is the last step of, else None."""
+        self._check_step(epoch, step)
+        for sub in self._plan(epoch).sub_epochs:
+            if sub.stop == step + 1:
+                return sub
+        return None
 
     # ---- positions ----------------------------------------------------------------------
     def global_step(self, epoch: int, step: int) -> int:

@@ -90,6 +90,9 @@ def test_stt_warmup_precedes_cooldown_with_drop_last_counts(workers, ratio):
         warm, cool = sched.sub_epoch_boundaries(epoch)
         assert warm == SubEpoch("warmup", 0, n_det + int(n_det * r))
         assert cool == SubEpoch("cooldown", warm.stop, len(plan))
+        ends = [s for s in range(len(plan)) if sched.sub_epoch_end(epoch, s) is not None]
+        assert ends == [warm.stop - 1, cool.stop - 1]
+        assert sched.sub_epoch_end(epoch, len(plan) - 1) == cool
         assert set(plan[warm.start:warm.stop]) <= {"detection", "captions"}
         assert set(plan[cool.start:cool.stop]) <= {"panoptic", "captions"}
         assert_captions_spread(plan[warm.start:warm.stop], "detection", r)
