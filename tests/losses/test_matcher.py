@@ -61,9 +61,11 @@ def test_cost_matrix_matches_formula_on_explicit_points():
     pts = torch.rand(1, 64, 2, generator=torch.Generator().manual_seed(3))  # same draw as the matcher
     probs = outputs["pred_logits"][0].softmax(-1)
     for q in range(4):
-        x = point_sample(outputs["pred_masks"][0, q][None, None], pts, align_corners=False).flatten()
+        x = point_sample(outputs["pred_masks"][0, q][None, None], pts, align_corners=False,
+                         padding_mode="border").flatten()
         for m in range(3):
-            t = point_sample(targets[0]["masks"][m].float()[None, None], pts, align_corners=False).flatten()
+            t = point_sample(targets[0]["masks"][m].float()[None, None], pts, align_corners=False,
+                             padding_mode="border").flatten()
             bce = F.binary_cross_entropy_with_logits(x, t)
             p = x.sigmoid()
             dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vloss.losses.point_sample import SAMPLE_KWARGS
 from vloss.losses import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
 
 
@@ -32,7 +33,8 @@ def test_importance_points_are_the_most_uncertain_candidates():
     cand = torch.rand(2, int(num_points * over), 2, generator=torch.Generator().manual_seed(9))
     k = int(ratio * num_points)
     for n in range(2):
-        vals = point_sample(logits[n:n + 1], cand[n:n + 1], align_corners=False).flatten()
+        vals = point_sample(logits[n:n + 1], cand[n:n + 1], align_corners=False,
+                            padding_mode="border").flatten()
         chosen = torch.argsort(vals.abs())[:k]  # smallest |logit| = most uncertain
         expected = {tuple(p) for p in cand[n, chosen].tolist()}
         assert {tuple(p) for p in coords[n, :k].tolist()} == expected
@@ -47,3 +49,11 @@ def test_uniform_mode_and_bad_ratios():
         get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 10, 3.0, 1.5)
     with pytest.raises(ValueError, match="oversample_ratio"):
         get_uncertain_point_coords_with_randomness(logits, calculate_uncertainty, 10, 0.5, 0.5)
+
+
+def test_loss_sampling_reads_border_values_at_the_image_edge():
+    """A full mask stays 1 up to the image corner (zero padding would read 1/4 there)."""
+    full = torch.ones(1, 1, 4, 4)
+    corner = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    assert torch.allclose(point_sample(full, corner, **SAMPLE_KWARGS), torch.ones(1, 1, 3))
+    assert torch.allclose(point_sample(full, corner, align_corners=False), torch.full((1, 1, 3), 0.25))
