@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vloss.losses.point_sample import SAMPLE_KWARGS
 from vloss.losses import calculate_uncertainty, get_uncertain_point_coords_with_randomness, point_sample
+from vloss.losses.point_sample import SAMPLE_KWARGS
 
 
 def test_pixel_centres_read_exact_values_and_midpoints_average():

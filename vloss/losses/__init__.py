@@ -19,6 +19,7 @@ from vloss.losses.criterion import (
 )
 from vloss.losses.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
 from vloss.losses.point_sample import (
+    SAMPLE_KWARGS,
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
@@ -42,6 +43,7 @@ __all__ = [
     "HungarianMatcher",
     "pairwise_dice",
     "pairwise_sigmoid_ce",
+    "SAMPLE_KWARGS",
     "calculate_uncertainty",
     "get_uncertain_point_coords_with_randomness",
     "point_sample",
