@@ -3,7 +3,7 @@
 Each dataset of the world keeps its own category-id space, as the real ones do:
 
 * COCO panoptic: things 1..24, stuff 101..108 (in vocabulary order).
-* Objects365: 1..48 in its own order.
+* Objects365: 1..48 in alphabetical order of the names.
 * ADE20K panoptic: 0-based ids with stuff and things interleaved, as the usual
   ADE20K-150 -> COCO-panoptic conversion lists them; image ids are strings
   (``"ADE_val_00000001"``), as that conversion writes them.
@@ -76,9 +76,9 @@ def panoptic_categories(vocab: WorldVocabulary) -> list[dict]:
 
 
 def objects365_categories(vocab: WorldVocabulary) -> list[dict]:
-    """Objects365 categories (own id space 1..N; no isthing, as Objects365 ships)."""
+    """Objects365 categories: own id space 1..N in name order; no isthing, as Objects365 ships."""
     return [{"id": i + 1, "name": n, "supercategory": split_thing_name(n)[1]}
-            for i, n in enumerate(vocab.objects365_things)]
+            for i, n in enumerate(sorted(vocab.objects365_things))]
 
 
 def ade_categories(vocab: WorldVocabulary) -> list[dict]:
