@@ -1,0 +1,18 @@
+"""Fixtures for the model tests: small configs built from the tiny preset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vloss.config import VLOSSConfig, apply_overrides, tiny
+
+
+def tiny_cfg(*overrides: str) -> VLOSSConfig:
+    """The tiny preset with overrides applied."""
+    return apply_overrides(tiny(), list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
