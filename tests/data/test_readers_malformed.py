@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vloss.data.coco_captions import read_coco_captions
@@ -226,3 +228,67 @@ def test_lvis_reader_rejects(tmp_path, lvis_base, case):
     mutate(data)
     path = _write(tmp_path, data, "lvis.json")
     _expect(lambda: read_lvis(path, tmp_path), path, field, record)
+
+
+# ----------------------------------------------------------------------------- detection fast path
+
+def _valid_by_reference(anns: list, image_ids: set, cat_ids: set) -> bool:
+    """A slow, obvious statement of what read_coco_detection accepts."""
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def is_id(v):
+        return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+    seen = set()
+    for a in anns:
+        if not isinstance(a, dict) or not all(a.get(k) is not None for k in
+                                              ("id", "image_id", "category_id", "bbox", "area")):
+            return False
+        b = a["bbox"]
+        if not (is_id(a["id"]) and is_id(a["image_id"]) and a["image_id"] in image_ids
+                and isinstance(a["category_id"], int) and not isinstance(a["category_id"], bool)
+                and a["category_id"] in cat_ids and isinstance(b, list) and len(b) == 4
+                and all(is_num(v) for v in b) and b[2] > 0 and b[3] > 0
+                and is_num(a["area"]) and a["area"] >= 0):
+            return False
+        crowd, segm = a.get("iscrowd"), a.get("segmentation")
+        if crowd is not None and (not isinstance(crowd, int) or isinstance(crowd, bool)):
+            return False
+        if segm is not None and not isinstance(segm, (list, dict)):
+            return False
+        if a["id"] in seen:
+            return False
+        seen.add(a["id"])
+    return True
+
+
+def test_detection_fast_path_accepts_exactly_what_the_reference_accepts(tmp_path, detection_base):
+    rng = np.random.default_rng(0)
+    keys = ["id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"]
+    values = [None, True, "7", 1.5, -3, 0, 1, 142238, 99999, [], [1, 2, 3, 4], [0, 0, 0, 5],
+              [0, 0, 5.5, 2], [0, "1", 2, 3], {}, {"counts": "x", "size": [1, 1]}, "DELETE"]
+    image_ids = {im["id"] for im in detection_base["images"]}
+    cat_ids = {c["id"] for c in detection_base["categories"]}
+    outcomes = Counter()
+    for trial in range(150):
+        data = copy.deepcopy(detection_base)
+        data["annotations"] = data["annotations"][:6]
+        for _ in range(int(rng.integers(1, 3))):
+            a = data["annotations"][int(rng.integers(0, 6))]
+            key, value = keys[int(rng.integers(len(keys)))], values[int(rng.integers(len(values)))]
+            if value == "DELETE":
+                a.pop(key, None)
+            else:
+                a[key] = copy.deepcopy(value)
+        path = _write(tmp_path, data, f"t{trial}.json")
+        expected = _valid_by_reference(data["annotations"], image_ids, cat_ids)
+        try:
+            ds = read_coco_detection(path, tmp_path)
+            assert expected, data["annotations"]
+            assert ds.num_annotations == 6
+        except DataFormatError as e:
+            assert not expected, str(e)
+            assert "malformed annotation" not in str(e), str(e)   # the slow path names the field
+        outcomes[expected] += 1
+    assert outcomes[True] > 10 and outcomes[False] > 10

@@ -160,17 +160,20 @@ def read_coco_detection(json_path: str | Path, image_dir: str | Path) -> Detecti
         # Fast path: direct lookups; anything unexpected goes to the slow, precise check.
         try:
             aid = a["id"]
-            im = images[a["image_id"]]
+            iid = a["image_id"]
+            im = images[iid]
             cid = a["category_id"]
             bbox = a["bbox"]
             area = a["area"]
             ok = (cid in cat_ids and type(cid) is int and type(bbox) is list and len(bbox) == 4
-                  and type(aid) in (int, str) and type(area) in (int, float) and area >= 0)
+                  and type(aid) in (int, str) and type(iid) in (int, str)
+                  and type(area) in (int, float) and area >= 0)
             if ok:
                 x, y, bw, bh = bbox
                 ok = (type(x) in (int, float) and type(y) in (int, float) and type(bw) in (int, float)
                       and type(bh) in (int, float) and bw > 0 and bh > 0)
-            crowd = a.get("iscrowd", 0)
+            crowd = a.get("iscrowd")
+            crowd = 0 if crowd is None else crowd
             segm = a.get("segmentation")
             ok = ok and type(crowd) is int and (segm is None or type(segm) in (list, dict))
         except (KeyError, TypeError, ValueError):
