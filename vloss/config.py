@@ -31,7 +31,8 @@ class BackboneConfig:
 
     Args:
         name: timm model name, e.g. ``swin_tiny_patch4_window7_224`` or ``resnet50``.
-        out_indices: which feature stages to return (4 stages: strides 4/8/16/32).
+        out_indices: which feature stages to return; the default, the last four, gives
+            strides 4/8/16/32 for Swin, ResNets and ConvNeXts.
         embed_dim: Swin only: override the patch-embedding width (builds a smaller Swin).
         depths: Swin only: override the number of blocks per stage.
         num_heads: Swin only: override the attention heads per stage.
@@ -40,7 +41,7 @@ class BackboneConfig:
     """
 
     name: str = "swin_tiny_patch4_window7_224"
-    out_indices: tuple[int, ...] = (0, 1, 2, 3)
+    out_indices: tuple[int, ...] = (-4, -3, -2, -1)
     embed_dim: Optional[int] = None
     depths: Optional[tuple[int, ...]] = None
     num_heads: Optional[tuple[int, ...]] = None

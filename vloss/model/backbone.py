@@ -79,8 +79,9 @@ class Backbone(nn.Module):
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"
         reductions = self.feature_info.reduction()
-        if len(reductions) != 4:
-            raise ValueError(f"backbone {cfg.name!r}: expected 4 feature stages, got strides {reductions}")
+        if list(reductions) != [4, 8, 16, 32]:
+            raise ValueError(f"backbone {cfg.name!r} with out_indices={cfg.out_indices}: expected 4 feature "
+                             f"stages at strides [4, 8, 16, 32], got {list(reductions)}")
         self.size_divisor = max(reductions)
 
     def channels(self) -> list[int]:
