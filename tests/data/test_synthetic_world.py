@@ -19,7 +19,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from vloss.data.synthetic import WorldSizes, generate_world, main
+from vloss.data.synthetic import WorldSizes, generate_world, load_world, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,6 +104,9 @@ def test_layout_matches_the_contract(synthetic_world):
     for group in world["paths"].values():
         for rel in group.values():
             assert (synthetic_world / rel).exists(), rel
+    resolved = load_world(synthetic_world)["paths"]
+    assert resolved["lvis"]["val_json"] == (synthetic_world / "lvis/lvis_v1_val.json").resolve()
+    assert all(p.is_absolute() and p.exists() for g in resolved.values() for p in g.values())
     assert world["sizes"] == {"coco_panoptic_train": 48, "coco_panoptic_val": 12, "objects365_train": 96,
                               "image_text": 96, "ade20k_val": 16, "lvis_val": 16}
 

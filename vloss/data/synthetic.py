@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vloss.data.errors import DataFormatError
 from vloss.data.masks import id2rgb
 from vloss.data.synthetic_splits import (
     ade_categories, compose, draw_recipe, image_rng, instance_annotations, lvis_categories,
@@ -420,6 +421,27 @@ def _write_lvis(root: Path, seed: int, n: int, vocab, cats: list[dict]) -> dict:
             "annotations": anns, "categories": cats}
     _dump(root / p["val_json"], data)
     return data
+
+
+def load_world(root: str | Path) -> dict:
+    """Read ``world.json`` of a generated world, with every path made absolute.
+
+    Args:
+        root: the world directory (``--out``).
+
+    Returns:
+        The world.json contents; ``paths[dataset][key]`` are absolute :class:`Path` objects.
+    """
+    root = Path(root).resolve()
+    path = root / "world.json"
+    try:
+        with open(path) as f:
+            world = json.load(f)
+        world["paths"] = {ds: {k: root / v for k, v in group.items()}
+                          for ds, group in world["paths"].items()}
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as e:
+        raise DataFormatError(path, f"not a synthetic world index: {e!r}", field="paths") from e
+    return world
 
 
 def format_summary(summary: dict) -> str:
