@@ -1,0 +1,244 @@
+"""Training shards: every training source in one Parquet schema with a ``task`` column.
+
+Layout of a shard root::
+
+    ROOT/panoptic/part-00000.parquet ...  + vocab.json   COCO panoptic (PNG+JSON) -> segment RLEs
+    ROOT/detection/part-00000.parquet ... + vocab.json   Objects365 boxes + pseudo-mask shards
+    ROOT/captions/part-00000.parquet ...                 COCO captions + extra image-text pairs
+    ROOT/_manifest.json                                   sources, counts, skips
+
+Row schema (one row per image, shared by all tasks)::
+
+    task string, dataset string, image_id int64, file_name string,
+    image binary (the encoded file as on disk), height int32, width int32,
+    instances list<struct<id int64, category_id int64, label int32 (index into vocab.json),
+                         isthing bool, iscrowd bool, bbox list<float64>[4],
+                         segmentation binary (COCO compressed-RLE counts, size = [height, width]),
+                         area int64, score float32>>,
+    captions list<string>
+
+Shards are planned on the driver from sorted image ids (deterministic names) and each is
+built by one Ray Data task that reads its images and writes the file atomically, so a
+re-run rebuilds only missing shards. Sources may be local paths or object-store URIs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.io import Location, locate, write_json_atomic
+
+TASKS = ("panoptic", "detection", "captions")
+INSTANCE_TYPE = pa.struct([
+    ("id", pa.int64()),
+    ("category_id", pa.int64()),
+    ("label", pa.int32()),
+    ("isthing", pa.bool_()),
+    ("iscrowd", pa.bool_()),
+    ("bbox", pa.list_(pa.float64(), 4)),
+    ("segmentation", pa.binary()),
+    ("area", pa.int64()),
+    ("score", pa.float32()),
+])
+SCHEMA = pa.schema([
+    ("task", pa.string()),
+    ("dataset", pa.string()),
+    ("image_id", pa.int64()),
+    ("file_name", pa.string()),
+    ("image", pa.binary()),
+    ("height", pa.int32()),
+    ("width", pa.int32()),
+    ("instances", pa.list_(INSTANCE_TYPE)),
+    ("captions", pa.list_(pa.string())),
+])
+VOCAB_NAME = "vocab.json"
+MANIFEST_NAME = "_manifest.json"
+
+
+@dataclass
+class SourceImage:
+    """One image of a training source, before its pixels are read.
+
+    Args:
+        image_id: id within its dataset.
+        image_uri: path or URI of the encoded image.
+        file_name: the dataset's own file name (kept for provenance).
+        height, width: size from the annotation file.
+        instances: instance dicts (``id, category_id, label, isthing, iscrowd, bbox`` and either
+            ``segmentation`` (RLE counts bytes) or nothing when ``png_uri`` gives the masks).
+        png_uri: panoptic PNG to turn into segment RLEs inside the shard task.
+        captions: caption strings.
+    """
+
+    image_id: int
+    image_uri: str
+    file_name: str
+    height: int
+    width: int
+    instances: list[dict] = field(default_factory=list)
+    png_uri: str | None = None
+    captions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Vocabulary:
+    """Class names of one task's dataset; a row's ``label`` indexes ``names``."""
+
+    dataset: str
+    task: str
+    category_ids: list[int]
+    names: list[str]
+    isthing: list[bool]
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "task": self.task,
+                "categories": [{"id": c, "name": n, "isthing": t}
+                               for c, n, t in zip(self.category_ids, self.names, self.isthing)]}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "Vocabulary":
+        cats = obj["categories"]
+        return cls(obj["dataset"], obj["task"], [int(c["id"]) for c in cats],
+                   [str(c["name"]) for c in cats], [bool(c["isthing"]) for c in cats])
+
+    def label_of(self) -> dict[int, int]:
+        return {cid: k for k, cid in enumerate(self.category_ids)}
+
+
+def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
+    """The ``vocab.json`` stored beside a task's shards."""
+    root = root if isinstance(root, Location) else locate(root)
+    return Vocabulary.from_json(json.loads(root.child(task, VOCAB_NAME).read_bytes()))
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str) -> list[dict]:
+    """Turn a panoptic PNG into one RLE per segment listed in ``inst``."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    from vloss.data.masks import rgb2id
+
+    ids = rgb2id(np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB")))
+    out = []
+    for seg in inst:
+        m = ids == seg["id"]
+        area = int(m.sum())
+        if area == 0:
+            raise ValueError(f"{where}: segment id {seg['id']} listed in the JSON is absent from the PNG")
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        out.append({**seg, "segmentation": rle["counts"], "area": area})
+    return out
+
+
+def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
+    """Read the pixels (and panoptic PNGs) of ``images`` and make Parquet rows."""
+    rows = []
+    for im in images:
+        image_bytes = locate(im.image_uri).read_bytes()
+        inst = im.instances
+        if im.png_uri is not None:
+            inst = _panoptic_instances(locate(im.png_uri).read_bytes(), inst, f"{im.png_uri} image {im.image_id}")
+        rows.append({
+            "task": task, "dataset": dataset, "image_id": int(im.image_id), "file_name": im.file_name,
+            "image": image_bytes, "height": int(im.height), "width": int(im.width),
+            "instances": [{"id": int(i["id"]), "category_id": int(i["category_id"]), "label": int(i["label"]),
+                           "isthing": bool(i["isthing"]), "iscrowd": bool(i.get("iscrowd", False)),
+                           "bbox": [float(v) for v in i["bbox"]], "segmentation": i["segmentation"],
+                           "area": int(i["area"]), "score": float(i.get("score", 1.0))} for i in inst],
+            "captions": list(im.captions),
+        })
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _write_one_shard(item: dict) -> dict:
+    """Ray Data map function: build and atomically write one shard."""
+    images: list[SourceImage] = item["images"]
+    out: Location = item["out"]
+    table = build_rows(images, item["task"], item["dataset"])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    out.write_bytes_atomic(buf.getvalue())
+    return {"shard": out.uri, "rows": table.num_rows,
+            "instances": int(sum(len(i.instances) for i in images))}
+
+
+def write_task_shards(images: Iterable[SourceImage], root: str | Location, task: str, dataset: str,
+                      vocab: Vocabulary | None, rows_per_shard: int = 256,
+                      overwrite: bool = False) -> dict[str, Any]:
+    """Write one task's shards under ``root/task`` with Ray Data (one task per shard).
+
+    Args:
+        images: the source images (sorted by id here, so names are deterministic).
+        root: shard root (path or URI).
+        task: one of ``TASKS``.
+        dataset: source dataset name stored in every row.
+        vocab: the task's vocabulary (None for captions).
+        rows_per_shard: images per shard.
+        overwrite: rebuild shards that already exist.
+    Returns:
+        counts: ``{"images", "instances", "shards", "skipped_existing"}``.
+    """
+    import ray
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if rows_per_shard < 1:
+        raise ValueError("rows_per_shard must be >= 1")
+    root = root if isinstance(root, Location) else locate(root)
+    out_dir = root.child(task)
+    out_dir.makedirs()
+    ordered = sorted(images, key=lambda im: im.image_id)
+    items, skipped = [], 0
+    for k in range(0, len(ordered), rows_per_shard):
+        loc = out_dir.child(shard_name(k // rows_per_shard))
+        if loc.exists() and not overwrite:
+            skipped += 1
+            continue
+        items.append({"images": ordered[k:k + rows_per_shard], "out": loc, "task": task, "dataset": dataset})
+    if vocab is not None:
+        write_json_atomic(out_dir.child(VOCAB_NAME), vocab.to_json())
+    results = []
+    if items:
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        results = ds.map(_write_one_shard, num_cpus=0.5).take_all()
+    return {"images": len(ordered), "instances": int(sum(len(im.instances) for im in ordered)),
+            "shards": (len(ordered) + rows_per_shard - 1) // rows_per_shard, "skipped_existing": skipped,
+            "written": len(results)}
+
+
+def task_shard_paths(root: str | Location, task: str) -> list[str]:
+    """Paths (filesystem-relative) of a task's shards, for ``ray.data.read_parquet``."""
+    root = root if isinstance(root, Location) else locate(root)
+    d = root.child(task)
+    return [d.child(n).path for n in sorted(d.list_names()) if n.startswith("part-") and n.endswith(".parquet")]
+
+
+def count_rows(root: str | Location, task: str) -> int:
+    """Number of images in a task's shards (from Parquet footers, no data read)."""
+    root = root if isinstance(root, Location) else locate(root)
+    total = 0
+    for p in task_shard_paths(root, task):
+        with root.fs.open_input_file(p) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def iter_rows(root: str | Location, task: str, columns: list[str] | None = None,
+              transform: Callable[[dict], Any] | None = None):
+    """Stream a task's rows back as dicts (tests, exports, debugging)."""
+    root = root if isinstance(root, Location) else locate(root)
+    for p in task_shard_paths(root, task):
+        with root.fs.open_input_file(p) as f:
+            for row in pq.read_table(f, columns=columns).to_pylist():
+                yield transform(row) if transform else row

@@ -1,0 +1,168 @@
+"""Training sources -> training shards: COCO panoptic, Objects365 + pseudo masks, captions.
+
+``TrainingSources`` names every input file; ``TrainingSources.from_layout(root)`` fills them
+in from the standard layouts of ``docs/DATA_LAYOUT.md`` (the real datasets' layouts, which the
+synthetic world also uses). ``build_training_shards`` reads the annotation files on the driver
+(validating them, with errors naming file and field), then writes the shards with Ray Data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipelines.io import locate, write_json_atomic
+from pipelines.train_shards import MANIFEST_NAME, SourceImage, Vocabulary, write_task_shards
+from vloss.data.coco_captions import read_coco_captions
+from vloss.data.coco_detection import read_coco_detection
+from vloss.data.coco_panoptic import read_coco_panoptic
+
+
+@dataclass
+class CaptionSource:
+    json: str
+    images: str
+    name: str
+
+
+@dataclass
+class TrainingSources:
+    """Every input of the training shards.
+
+    Args:
+        panoptic_json, panoptic_images, panoptic_png_dir: COCO panoptic train split.
+        detection_json, detection_images: Objects365-style boxes (COCO detection JSON).
+        pseudo_masks: output directory of ``jobs/pseudo_masks.py`` for those boxes.
+        captions: caption sources (COCO captions JSON + image dir), merged into one task.
+    """
+
+    panoptic_json: str | None = None
+    panoptic_images: str | None = None
+    panoptic_png_dir: str | None = None
+    detection_json: str | None = None
+    detection_images: str | None = None
+    pseudo_masks: str | None = None
+    captions: list[CaptionSource] = field(default_factory=list)
+
+    @classmethod
+    def from_layout(cls, root: str, pseudo_masks: str | None = None) -> "TrainingSources":
+        """Sources under a data root laid out as ``docs/DATA_LAYOUT.md``."""
+        j = lambda *p: os.path.join(root, *p)  # noqa: E731
+        return cls(
+            panoptic_json=j("coco_panoptic", "annotations", "panoptic_train2017.json"),
+            panoptic_images=j("coco_panoptic", "train2017"),
+            panoptic_png_dir=j("coco_panoptic", "annotations", "panoptic_train2017"),
+            detection_json=j("objects365", "annotations", "train.json"),
+            detection_images=j("objects365", "images", "train"),
+            pseudo_masks=pseudo_masks,
+            captions=[CaptionSource(j("coco_panoptic", "annotations", "captions_train2017.json"),
+                                    j("coco_panoptic", "train2017"), "coco_captions"),
+                      CaptionSource(j("image_text", "annotations", "captions.json"),
+                                    j("image_text", "images"), "image_text")],
+        )
+
+
+def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list[SourceImage], Vocabulary]:
+    """COCO panoptic train split -> source images (segment masks read from the PNG later)."""
+    ds = read_coco_panoptic(json_path, image_dir, png_dir)
+    vocab = Vocabulary("coco_panoptic", "panoptic", [c.id for c in ds.categories],
+                       [c.name for c in ds.categories], [bool(c.isthing) for c in ds.categories])
+    label = vocab.label_of()
+    out = []
+    for im in ds.images:
+        insts = [{"id": s.id, "category_id": s.category_id, "label": label[s.category_id], "isthing": s.isthing,
+                  "iscrowd": bool(s.iscrowd), "bbox": list(s.bbox), "area": int(s.area)} for s in im.segments]
+        out.append(SourceImage(int(im.id), str(im.image_path), im.file_name, im.height, im.width, insts,
+                               png_uri=str(im.png_path)))
+    return out, vocab
+
+
+def detection_sources(json_path: str, image_dir: str, pseudo_dir: str
+                      ) -> tuple[list[SourceImage], Vocabulary, dict[str, int]]:
+    """Objects365 boxes joined with their pseudo masks (by annotation id).
+
+    Images the pseudo-mask job could not process, and boxes without a pseudo mask, are
+    skipped and counted (never silently): the counts come back for the manifest.
+    """
+    from pipelines.pseudo_mask_shards import iter_records
+
+    ds = read_coco_detection(json_path, image_dir)
+    vocab = Vocabulary("objects365", "detection", [c.id for c in ds.categories],
+                       [c.name for c in ds.categories], [True] * len(ds.categories))
+    label = vocab.label_of()
+    masks = {int(r["image_id"]): r for r in iter_records(pseudo_dir, decode_masks=False)}
+    counts = {"images_without_pseudo_masks": 0, "boxes_without_pseudo_mask": 0, "images_without_boxes": 0}
+    out = []
+    for im in ds.images:
+        if not im.annotations:
+            counts["images_without_boxes"] += 1
+            continue
+        rec = masks.get(int(im.id))
+        if rec is None:
+            counts["images_without_pseudo_masks"] += 1
+            continue
+        by_id = {int(i["id"]): i for i in rec["instances"]}
+        insts = []
+        for a in im.annotations:
+            p = by_id.get(int(a.id))
+            if p is None:
+                counts["boxes_without_pseudo_mask"] += 1
+                continue
+            insts.append({"id": a.id, "category_id": a.category_id, "label": label[a.category_id],
+                          "isthing": True, "iscrowd": bool(a.iscrowd), "bbox": list(p["bbox"]),
+                          "segmentation": p["segmentation"]["counts"].encode("ascii"),
+                          "area": int(p["area"]), "score": float(p["score"])})
+        if insts:
+            out.append(SourceImage(int(im.id), str(im.path), im.file_name, im.height, im.width, insts))
+    return out, vocab, counts
+
+
+def caption_sources(sources: list[CaptionSource]) -> list[tuple[str, list[SourceImage]]]:
+    """Caption files -> per-source lists of source images (images without captions skipped)."""
+    out = []
+    for src in sources:
+        ds = read_coco_captions(src.json, src.images)
+        imgs = [SourceImage(int(im.id), str(im.path), im.file_name, im.height or 0, im.width or 0,
+                            captions=list(im.captions)) for im in ds.images if im.captions]
+        out.append((src.name, imgs))
+    return out
+
+
+def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: int = 256,
+                          overwrite: bool = False) -> dict[str, Any]:
+    """Write panoptic / detection / captions shards under ``out`` and a manifest.
+
+    A task whose inputs are not given is left out (e.g. the Mask2Former+CLIP baseline needs
+    panoptic (+ captions) only). Returns the manifest.
+    """
+    manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard, "tasks": {}}
+    if sources.panoptic_json:
+        imgs, vocab = panoptic_sources(sources.panoptic_json, sources.panoptic_images, sources.panoptic_png_dir)
+        manifest["tasks"]["panoptic"] = write_task_shards(imgs, out, "panoptic", "coco_panoptic", vocab,
+                                                          rows_per_shard, overwrite)
+    if sources.detection_json:
+        if not sources.pseudo_masks:
+            raise ValueError("detection shards need the pseudo-mask output (run jobs/pseudo_masks.py first)")
+        imgs, vocab, skips = detection_sources(sources.detection_json, sources.detection_images,
+                                               sources.pseudo_masks)
+        counts = write_task_shards(imgs, out, "detection", "objects365", vocab, rows_per_shard, overwrite)
+        manifest["tasks"]["detection"] = {**counts, "skipped": skips}
+    if sources.captions:
+        per_source = caption_sources(sources.captions)
+        # one captions task; ids stay unique by offsetting each source into its own id range
+        merged: list[SourceImage] = []
+        for k, (name, imgs) in enumerate(per_source):
+            for im in imgs:
+                im.image_id = k * 10 ** 12 + im.image_id
+            merged.extend(imgs)
+        counts = write_task_shards(merged, out, "captions", "+".join(n for n, _ in per_source), None,
+                                   rows_per_shard, overwrite)
+        manifest["tasks"]["captions"] = {**counts, "per_source": {n: len(i) for n, i in per_source}}
+    write_json_atomic(locate(out).child(MANIFEST_NAME), manifest)
+    return manifest
+
+
+def read_shard_manifest(out: str) -> dict:
+    return json.loads(locate(out).child(MANIFEST_NAME).read_bytes())
