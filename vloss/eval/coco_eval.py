@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -43,6 +44,33 @@ def load_coco_gt(gt_json: str | Path | COCO) -> COCO:
     return gt
 
 
+def summarize_ap(ev: COCOeval) -> list[float]:
+    """AP, AP50, AP75, APs, APm, APl at the largest ``maxDets``, as ``COCOeval.summarize``.
+
+    ``summarize`` itself asks for ``maxDets=100`` for AP/APs/APm/APl whatever
+    ``params.maxDets`` holds, and reports -1 when 100 is not among them; reading the
+    accumulated precision directly keeps any cap usable.
+
+    Args:
+        ev: an evaluated and accumulated ``COCOeval``.
+    """
+    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    iou = np.asarray(ev.params.iouThrs)
+    area = {lbl: i for i, lbl in enumerate(ev.params.areaRngLbl)}
+
+    def mean_valid(p: np.ndarray) -> float:
+        p = p[p > -1]
+        return float(p.mean()) if p.size else -1.0
+
+    def at(t: float | None = None, a: str = "all") -> float:
+        p = prec[..., area[a], -1]  # [T, R, K] at the largest maxDets
+        if t is not None:
+            p = p[np.isclose(iou, t)]
+        return mean_valid(p)
+
+    return [at(), at(0.5), at(0.75), at(a="small"), at(a="medium"), at(a="large")]
+
+
 def coco_mask_ap(gt_json: str | Path | COCO, results: str | Path | list, max_dets: int = 100) -> dict[str, Any]:
     """COCO mask AP (``iouType="segm"``) of instance results.
 
@@ -66,7 +94,6 @@ def coco_mask_ap(gt_json: str | Path | COCO, results: str | Path | list, max_det
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    out: dict[str, Any] = {k: none_if_undefined(v) for k, v in zip(COCO_KEYS, ev.stats[:6])}
+    out: dict[str, Any] = {k: none_if_undefined(v) for k, v in zip(COCO_KEYS, summarize_ap(ev))}
     out["results"] = check.as_dict()
     return out
