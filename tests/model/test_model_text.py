@@ -138,3 +138,17 @@ def test_bad_calls() -> None:
         text.tokenize("a single string")
     with pytest.raises(ValueError):
         text.class_embeddings([])
+
+
+def test_trimmed_padding_equals_full_context() -> None:
+    text = small_text()
+    captions = ["a cat", "a photo of two dogs on a red sofa", "sky"]
+    ids = text.tokenize(captions)
+    assert text.trim(ids).shape[1] == (ids[1] != 0).sum().item()  # longest text's length
+    with torch.no_grad():
+        torch.testing.assert_close(text.encode_ids(ids, trim=True), text.encode_ids(ids, trim=False),
+                                   atol=1e-5, rtol=1e-5)
+        full = text._project(text._token_features(ids))
+        tokens, mask = text.encode_text_tokens(captions)
+    torch.testing.assert_close(tokens[mask], full[mask], atol=1e-5, rtol=1e-5)
+    assert not tokens[~mask].any()

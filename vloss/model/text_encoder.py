@@ -60,9 +60,23 @@ class TextEncoder(nn.Module):
             raise TypeError("pass a list of strings, not a single string")
         return self.tokenizer(list(texts), context_length=self.context_length).to(self.device)
 
+    @staticmethod
+    def trim(ids: torch.Tensor) -> torch.Tensor:
+        """Drop the padding columns after the longest text's end token.
+
+        With the causal mask, a token never attends to later positions, so the features of
+        every real token (and the end-token pooling) are the same with or without the trailing
+        padding; class names use ~5 of the 48 positions, so this saves most of the compute.
+        """
+        last = int(ids.argmax(dim=-1).max().item()) + 1 if ids.numel() else 1  # EOT has the largest id
+        return ids[:, :last]
+
     def _token_features(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final-layer, final-LayerNorm token features ``[B, L, width]``."""
+        """Final-layer, final-LayerNorm token features ``[B, L, width]`` (causal mask cut to L)."""
         x, attn_mask = self.tower._embeds(ids)  # [B, L, width]
+        length = ids.shape[1]
+        if attn_mask is not None and attn_mask.shape[-1] != length:
+            attn_mask = attn_mask[..., :length, :length]
         x = self.tower.transformer(x, attn_mask=attn_mask)
         return self.tower.ln_final(x)
 
@@ -74,8 +88,15 @@ class TextEncoder(nn.Module):
             return proj(x)
         return x @ proj
 
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Embed token ids ``[B, L]`` to ``[B, Dt]`` (EOT-token pooling, projected, not normalised)."""
+    def encode_ids(self, ids: torch.Tensor, trim: bool = True) -> torch.Tensor:
+        """Embed token ids ``[B, L]`` to ``[B, Dt]`` (EOT-token pooling, projected, not normalised).
+
+        Args:
+            ids: token ids from :meth:`tokenize`.
+            trim: skip trailing padding (:meth:`trim`; same result, less compute).
+        """
+        if trim:
+            ids = self.trim(ids)
         x = self._token_features(ids)
         pooled = text_global_pool(x, ids, pool_type=self.tower.pool_type)  # [B, width]
         return self._project(pooled)
@@ -98,12 +119,16 @@ class TextEncoder(nn.Module):
             captions: B strings.
 
         Returns:
-            ``(tokens [B, L, Dt], mask [B, L])``: projected per-token embeddings (not normalised)
-            and a bool mask that is True for real tokens (start, words, end) and False for padding.
+            ``(tokens [B, L, Dt], mask [B, L])`` with L = context_length: projected per-token
+            embeddings (not normalised; zeros at padding) and a bool mask that is True for real
+            tokens (start, words, end) and False for padding.
         """
-        ids = self.tokenize(captions)
-        tokens = self._project(self._token_features(ids))  # [B, L, Dt]
-        return tokens, ids != 0
+        ids = self.tokenize(captions)  # [B, L]
+        short = self.trim(ids)
+        tokens = self._project(self._token_features(short))  # [B, L', Dt]
+        tokens = F.pad(tokens, (0, 0, 0, ids.shape[1] - short.shape[1]))  # [B, L, Dt]
+        mask = ids != 0  # [B, L]
+        return tokens * mask[..., None].to(tokens.dtype), mask
 
     # ------------------------------------------------------------------ class embeddings
     def _needs_grad(self) -> bool:
