@@ -1,0 +1,237 @@
+"""What an evaluation job reads: the evaluation set's files, images and open vocabulary.
+
+``resolve_eval_paths`` finds the ground-truth files of a task under a data root (the layouts
+of ``docs/DATA_LAYOUT.md`` and ``docs/EVALUATION.md``: the synthetic world, a root holding
+``ade20k_panoptic/`` or ``lvis/``, or the dataset folder itself such as
+``ADEChallengeData2016/``); explicit ``--gt-json / --images / --gt-dir`` paths win.
+``load_eval_set`` reads and validates the files with the project's readers and returns an
+:class:`EvalSet`: one :class:`EvalImage` per image to predict, and the vocabulary the model is
+asked about, taken from the evaluation set's *own* categories (open vocabulary: ADE20K's 150
+names with ``isthing``, LVIS's names with underscores as spaces, COCO's 133 panoptic names).
+
+This module imports no Ray; the job (:mod:`pipelines.evaluate`) does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vloss.data.errors import DataFormatError
+
+TASKS = ("ade20k-panoptic", "coco-panoptic", "lvis", "coco-instances")
+PANOPTIC_TASKS = ("ade20k-panoptic", "coco-panoptic")
+# task -> key of vloss.eval.report.TASKS
+REPORT_TASK = {"ade20k-panoptic": "ade20k_panoptic", "coco-panoptic": "coco_panoptic", "lvis": "lvis",
+               "coco-instances": "coco_instance"}
+# task -> detections kept per image (LVIS protocol 300, COCO 100)
+DEFAULT_TOPK = {"lvis": 300, "coco-instances": 100}
+
+# task -> (folders under the data root to try, json, images, panoptic png dir), relative to that folder
+_LAYOUTS: dict[str, tuple[tuple[str, ...], str, str, str | None]] = {
+    "ade20k-panoptic": (("ade20k_panoptic", "ADEChallengeData2016", "."), "ade20k_panoptic_val.json",
+                        "images/validation", "ade20k_panoptic_val"),
+    "coco-panoptic": (("coco_panoptic", "coco", "."), "annotations/panoptic_val2017.json", "val2017",
+                      "annotations/panoptic_val2017"),
+    "lvis": (("lvis", "."), "lvis_v1_val.json", "val2017", None),
+    "coco-instances": (("coco", "."), "annotations/instances_val2017.json", "val2017", None),
+}
+_WORLD_KEYS = {"ade20k-panoptic": "ade20k_panoptic", "coco-panoptic": "coco_panoptic", "lvis": "lvis"}
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    """Ground-truth files of one evaluation.
+
+    Args:
+        gt_json: annotation JSON (panoptic, LVIS or COCO instances).
+        images: image folder (LVIS: the ``val2017`` folder or the COCO root above it).
+        gt_dir: panoptic PNG folder (panoptic tasks only).
+    """
+
+    gt_json: Path
+    images: Path
+    gt_dir: Path | None
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """One image to predict.
+
+    Args:
+        index: position in the evaluation order (0-based).
+        image_id: the dataset's own id (int for COCO/LVIS, str for the ADE20K conversion).
+        path: the image file.
+        height, width: size from the annotation file; the decoded image must match.
+        pred_name: file name of its predicted panoptic PNG (panoptic tasks).
+    """
+
+    index: int
+    image_id: int | str
+    path: str
+    height: int
+    width: int
+    pred_name: str
+
+
+@dataclass
+class EvalSet:
+    """A validated evaluation set and its vocabulary.
+
+    Args:
+        task: one of :data:`TASKS`.
+        paths: the files it was read from.
+        category_ids: the dataset's own category ids, in file order.
+        names: the class names embedded by the text encoder, aligned with ``category_ids``.
+        is_thing: thing flags aligned with ``category_ids`` (all True for instance tasks).
+        images: the images to predict (after ``limit``).
+        num_images_total: images in the annotation file.
+    """
+
+    task: str
+    paths: EvalPaths
+    category_ids: list[int]
+    names: list[str]
+    is_thing: list[bool]
+    images: list[EvalImage]
+    num_images_total: int
+
+    @property
+    def panoptic(self) -> bool:
+        return self.task in PANOPTIC_TASKS
+
+    @property
+    def names_by_id(self) -> dict[int, str]:
+        return dict(zip(self.category_ids, self.names))
+
+
+def vocabulary_sha256(names: list[str], templates: tuple[str, ...] | list[str]) -> str:
+    """Digest of an embedded vocabulary (names and prompt templates), recorded by the predictor."""
+    text = json.dumps({"names": list(names), "templates": list(templates)}, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def resolve_eval_paths(task: str, data: str | Path | None = None, gt_json: str | Path | None = None,
+                       images: str | Path | None = None, gt_dir: str | Path | None = None) -> EvalPaths:
+    """Locate a task's files: explicit paths first, then the layout under ``data``.
+
+    Args:
+        task: one of :data:`TASKS`.
+        data: data root (synthetic world, a root with the dataset folders, or the dataset folder).
+        gt_json, images, gt_dir: explicit paths overriding the layout.
+
+    Raises:
+        ValueError: unknown task, or a file that is neither given nor found under ``data``.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    folders, rel_json, rel_images, rel_png = _LAYOUTS[task]
+    found: dict[str, Path | None] = {"gt_json": None, "images": None, "gt_dir": None}
+    if data is not None:
+        root = Path(data).resolve()
+        if not root.is_dir():
+            raise ValueError(f"--data {root}: not a directory")
+        if (root / "world.json").is_file() and task in _WORLD_KEYS:
+            from vloss.data.synthetic import load_world
+
+            p = load_world(root)["paths"][_WORLD_KEYS[task]]
+            found = {"gt_json": p["val_json"], "images": p["val_images"], "gt_dir": p.get("val_png_dir")}
+        else:
+            base = next((root / f for f in folders if (root / f / rel_json).is_file()), None)
+            if base is None:
+                tried = ", ".join(str(root / f / rel_json) for f in folders)
+                raise ValueError(f"--data {root}: no {task} annotation file found (tried {tried}); "
+                                 f"see docs/EVALUATION.md or pass --gt-json")
+            found = {"gt_json": base / rel_json, "images": base / rel_images,
+                     "gt_dir": base / rel_png if rel_png else None}
+            if task == "lvis" and not found["images"].is_dir() and (root / "coco" / "val2017").is_dir():
+                found["images"] = root / "coco" / "val2017"  # detectron2's datasets/ layout
+    explicit = {"gt_json": gt_json, "images": images, "gt_dir": gt_dir}
+    for key, value in explicit.items():
+        if value is not None:
+            found[key] = Path(value).resolve()
+    if found["gt_json"] is None or found["images"] is None:
+        raise ValueError(f"{task}: pass --data ROOT, or --gt-json and --images")
+    if task in PANOPTIC_TASKS and found["gt_dir"] is None:
+        raise ValueError(f"{task}: pass --gt-dir (the ground-truth panoptic PNG folder)")
+    if not Path(found["gt_json"]).is_file():
+        raise ValueError(f"{task}: annotation file not found: {found['gt_json']}")
+    return EvalPaths(Path(found["gt_json"]), Path(found["images"]),
+                     Path(found["gt_dir"]) if task in PANOPTIC_TASKS else None)
+
+
+def _limit(items: list, limit: int | None) -> list:
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    return items[:limit] if limit else items
+
+
+def load_eval_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """Read and validate the ground truth; build the image list and the vocabulary.
+
+    Args:
+        task: one of :data:`TASKS`.
+        paths: from :func:`resolve_eval_paths`.
+        limit: evaluate only the first ``limit`` images (file order).
+
+    Raises:
+        DataFormatError: naming file, record and field, for malformed annotation files.
+    """
+    if task in PANOPTIC_TASKS:
+        from vloss.data.coco_panoptic import read_coco_panoptic
+
+        ds = read_coco_panoptic(paths.gt_json, paths.images, paths.gt_dir)
+        cats = ds.categories
+        images = [EvalImage(k, im.id, str(im.image_path), im.height, im.width, im.png_path.name)
+                  for k, im in enumerate(_limit(ds.images, limit))]
+        return EvalSet(task, paths, [c.id for c in cats], [c.name for c in cats],
+                       [bool(c.isthing) for c in cats], images, len(ds.images))
+    if task == "lvis":
+        from vloss.data.lvis_format import read_lvis
+
+        ds = read_lvis(paths.gt_json, paths.images)
+        images = [EvalImage(k, im.id, str(im.path), im.height, im.width, Path(im.path).stem + ".png")
+                  for k, im in enumerate(_limit(ds.images, limit))]
+        return EvalSet(task, paths, [c.id for c in ds.categories], [c.display_name for c in ds.categories],
+                       [True] * len(ds.categories), images, len(ds.images))
+    from vloss.data.coco_detection import read_coco_detection
+
+    ds = read_coco_detection(paths.gt_json, paths.images)
+    missing = [a.id for a in ds.annotations() if a.segmentation is None]
+    if missing:
+        raise DataFormatError(paths.gt_json, "annotation has no 'segmentation'; mask AP needs instance masks",
+                              field="segmentation", record=f"annotation id {missing[0]}")
+    images = [EvalImage(k, im.id, str(im.path), im.height, im.width, Path(im.file_name).stem + ".png")
+              for k, im in enumerate(_limit(ds.images, limit))]
+    return EvalSet(task, paths, [c.id for c in ds.categories], [c.name for c in ds.categories],
+                   [True] * len(ds.categories), images, len(ds.images))
+
+
+def write_gt_subset(eval_set: EvalSet, out_path: Path) -> Path:
+    """The ground-truth JSON restricted to ``eval_set.images`` (for ``--limit`` runs).
+
+    PQ needs a prediction for every ground-truth image and AP counts every unpredicted
+    ground-truth instance as missed, so a trial over N images is scored against those N
+    images only. Categories (and every other top-level key) are kept unchanged.
+
+    Args:
+        eval_set: the evaluated set.
+        out_path: where to write the subset JSON.
+
+    Returns:
+        ``eval_set.paths.gt_json`` itself when every image is evaluated, else ``out_path``.
+    """
+    if len(eval_set.images) == eval_set.num_images_total:
+        return eval_set.paths.gt_json
+    with open(eval_set.paths.gt_json) as f:
+        data: dict[str, Any] = json.load(f)
+    keep = {im.image_id for im in eval_set.images}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data.get("annotations", []) if a["image_id"] in keep]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(data, f)
+    return out_path

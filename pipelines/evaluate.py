@@ -1,0 +1,350 @@
+"""The evaluation job: a checkpoint + an evaluation set -> predictions, metrics, report.
+
+Flow (everything that can be validated is validated before Ray starts):
+
+1. Locate and read the ground truth (:mod:`pipelines.eval_data`); the vocabulary is the
+   evaluation set's own category names (open vocabulary, never the training names).
+2. Load the checkpoint on the driver (:func:`~pipelines.eval_inference.load_eval_model`):
+   shape errors surface here, and the parameter count goes into the report.
+3. Ray Data: ``from_items`` (image records) -> ``map_batches(decode_eval_images)`` (Ray tasks)
+   -> ``map_batches(EvalPredictor, compute=ActorPoolStrategy(size=n))`` (network and class
+   embeddings built once per actor; weights shipped once through the object store) ->
+   ``iter_batches`` on the driver, which writes the prediction files.
+4. Prediction files in the standard formats: ``OUT/predictions/panoptic/*.png`` +
+   ``OUT/predictions/panoptic.json`` (COCO panoptic) or ``OUT/predictions/results.json``
+   (LVIS / COCO results: ``image_id, category_id, segmentation`` RLE, ``score``), plus
+   ``OUT/predictions/manifest.json`` (counts, failures, the vocabulary the predictor embedded).
+5. Score with :mod:`vloss.eval` (PQ; LVIS mask AP; COCO mask AP) and write ``OUT/metrics.json``,
+   ``OUT/report.md`` (this run beside the paper's rows) and ``OUT/overlays/*.png``.
+
+Images that cannot be read or predicted are counted and listed in the manifest and report. For
+PQ, which needs a prediction per ground-truth image, such an image gets an *empty* prediction
+(all VOID), so it scores as all missed. With ``limit`` the ground truth is cut to the evaluated
+images (``OUT/predictions/gt_subset.json``) before scoring.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipelines.eval_data import (DEFAULT_TOPK, PANOPTIC_TASKS, REPORT_TASK, TASKS, EvalSet, load_eval_set,
+                                 resolve_eval_paths, vocabulary_sha256, write_gt_subset)
+from pipelines.eval_inference import EvalPredictor, LoadedCheckpoint, decode_eval_images, encode_png, load_eval_model
+from vloss.data.masks import decode_rle, rgb2id
+
+
+class EvalJobError(RuntimeError):
+    """The evaluation cannot produce a score (e.g. no image could be predicted)."""
+
+
+@dataclass
+class EvalJobConfig:
+    """Settings of one evaluation run.
+
+    Args:
+        task: ``ade20k-panoptic`` | ``coco-panoptic`` | ``lvis`` | ``coco-instances``.
+        checkpoint: training checkpoint directory or model-weights file.
+        out: output directory.
+        data: data root (see ``docs/EVALUATION.md``); or give the explicit paths below.
+        gt_json, images, gt_dir: explicit ground-truth paths (override the layout).
+        config: preset for a weights file without stored config (``tiny|paper|baseline``).
+        overrides: ``key=value`` config overrides for a weights file.
+        size: shorter side of the network input (default: the run's training size).
+        max_size: cap on the longer side (default: 4 x size).
+        limit: evaluate only the first N images.
+        topk: detections per image for instance tasks (default: LVIS 300, COCO 100).
+        templates: prompt templates (default: the run's training templates).
+        object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+        overlays: number of overlay images to draw.
+        num_actors: predictor actors.
+        gpus_per_actor: GPUs per predictor actor.
+        cpus_per_actor: CPUs each predictor actor reserves (fractional on small machines).
+        cpus_per_decode_task: CPUs each decode task reserves.
+        batch_size: images per predictor call.
+        pq_workers: processes of the PQ scorer (None: min(4, cpus)).
+        ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
+    """
+
+    task: str
+    checkpoint: str
+    out: str
+    data: str | None = None
+    gt_json: str | None = None
+    images: str | None = None
+    gt_dir: str | None = None
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    size: int | None = None
+    max_size: int | None = None
+    limit: int | None = None
+    topk: int | None = None
+    templates: list[str] | None = None
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    overlays: int = 4
+    num_actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 0.5
+    cpus_per_decode_task: float = 0.25
+    batch_size: int = 2
+    pq_workers: int | None = None
+    ray_num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        for name in ("size", "max_size", "limit", "topk"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        if self.num_actors <= 0 or self.batch_size <= 0 or self.overlays < 0:
+            raise ValueError("num_actors and batch_size must be positive, overlays >= 0")
+
+
+@dataclass
+class _Collected:
+    """What the driver keeps while predictions stream in."""
+
+    annotations: dict[int, dict] = field(default_factory=dict)  # panoptic: index -> annotation
+    failed: dict[int, str] = field(default_factory=dict)  # index -> reason
+    num_detections: int = 0
+    vocab_digests: set = field(default_factory=set)
+    overlay_payloads: dict[int, tuple[bytes, str]] = field(default_factory=dict)
+
+
+def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint, templates: list[str],
+                   size: int, max_size: int, pred_dir: Path, results_path: Path) -> _Collected:
+    """Ray Data pipeline; writes PNGs (panoptic) or streams the results JSON (instances)."""
+    import ray
+
+    from pipelines.train_job import ensure_ray
+
+    ensure_ray(cfg.ray_num_cpus)
+    items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
+    weights_ref = ray.put(ckpt.state_dict)
+    topk = cfg.topk or DEFAULT_TOPK.get(cfg.task, 100)
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+    ds = ds.map_batches(decode_eval_images, fn_kwargs={"size": size, "max_size": max_size},
+                        batch_size=cfg.batch_size, num_cpus=cfg.cpus_per_decode_task)
+    ds = ds.map_batches(
+        EvalPredictor,
+        fn_constructor_kwargs={"model_config": asdict(ckpt.model_config), "weights": [weights_ref],
+                               "source": str(ckpt.path), "names": eval_set.names,
+                               "category_ids": eval_set.category_ids, "is_thing": eval_set.is_thing,
+                               "templates": templates, "panoptic": eval_set.panoptic, "topk": topk,
+                               "object_mask_threshold": cfg.object_mask_threshold,
+                               "overlap_threshold": cfg.overlap_threshold},
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), batch_size=cfg.batch_size,
+        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
+
+    got = _Collected()
+    overlay_indices = {im.index for im in eval_set.images[: cfg.overlays]}
+    first = True
+    with open(results_path, "w") as results_file:
+        if not eval_set.panoptic:
+            results_file.write("[")
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for k in range(len(batch["index"])):
+                idx = int(batch["index"][k])
+                im = eval_set.images[idx]
+                got.vocab_digests.add(str(batch["vocab_sha256"][k]))
+                if batch["error"][k]:
+                    got.failed[idx] = str(batch["error"][k])
+                    continue
+                png, payload = bytes(batch["png"][k]), str(batch["payload"][k])
+                if idx in overlay_indices:
+                    got.overlay_payloads[idx] = (png, payload)
+                if eval_set.panoptic:
+                    (pred_dir / im.pred_name).write_bytes(png)
+                    got.annotations[idx] = {"image_id": im.image_id, "file_name": im.pred_name,
+                                            "segments_info": json.loads(payload)}
+                    continue
+                for det in json.loads(payload):
+                    results_file.write(("" if first else ",\n") + json.dumps({"image_id": im.image_id, **det}))
+                    first = False
+                    got.num_detections += 1
+        if not eval_set.panoptic:
+            results_file.write("]\n")
+    del weights_ref
+    return got
+
+
+def _write_panoptic_json(eval_set: EvalSet, got: _Collected, pred_dir: Path, pred_json: Path) -> None:
+    """COCO panoptic prediction JSON; failed images get an empty (all-VOID) PNG."""
+    anns = []
+    for im in eval_set.images:
+        if im.index not in got.annotations:
+            (pred_dir / im.pred_name).write_bytes(encode_png(np.zeros((im.height, im.width), np.int64)))
+            anns.append({"image_id": im.image_id, "file_name": im.pred_name, "segments_info": []})
+        else:
+            anns.append(got.annotations[im.index])
+    with open(eval_set.paths.gt_json) as f:
+        categories = json.load(f)["categories"]
+    with open(pred_json, "w") as f:
+        json.dump({"annotations": anns, "categories": categories}, f)
+
+
+def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, max_instances: int = 15) -> list[Path]:
+    """Overlay PNGs of the first evaluated images (panoptic segments, or the top detections)."""
+    from vloss.viz import draw_instance_overlay, draw_panoptic_overlay
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    names = eval_set.names_by_id
+    for idx in sorted(got.overlay_payloads):
+        im = eval_set.images[idx]
+        png, payload = got.overlay_payloads[idx]
+        with Image.open(im.path) as f:
+            image = np.asarray(f.convert("RGB"))  # [H, W, 3] uint8
+        if eval_set.panoptic:
+            with Image.open(io.BytesIO(png)) as p:
+                seg_ids = rgb2id(np.asarray(p.convert("RGB")))  # [H, W]
+            pil = draw_panoptic_overlay(image, seg_ids, json.loads(payload), names)
+        else:
+            dets = sorted(json.loads(payload), key=lambda d: -d["score"])[:max_instances]
+            masks = np.stack([decode_rle(d["segmentation"]) for d in dets]) if dets \
+                else np.zeros((0,) + image.shape[:2], bool)  # [N, H, W]
+            pil = draw_instance_overlay(image, masks, [d["category_id"] for d in dets],
+                                        [d["score"] for d in dets], names)
+        path = out_dir / f"{Path(im.pred_name).stem}.png"
+        pil.save(path)
+        paths.append(path)
+    return paths
+
+
+def _score(cfg: EvalJobConfig, eval_set: EvalSet, gt_json: Path, pred_json: Path, pred_dir: Path) -> dict:
+    if eval_set.panoptic:
+        from vloss.eval.pq import pq_compute
+
+        return pq_compute(gt_json, eval_set.paths.gt_dir, pred_json, pred_dir, workers=cfg.pq_workers)
+    if cfg.task == "lvis":
+        from vloss.eval.lvis_eval import lvis_mask_ap
+
+        return lvis_mask_ap(gt_json, pred_json, max_dets=DEFAULT_TOPK["lvis"])
+    from vloss.eval.coco_eval import coco_mask_ap
+
+    return coco_mask_ap(gt_json, pred_json, max_dets=DEFAULT_TOPK["coco-instances"])
+
+
+def _visual_label(model_config) -> str:
+    b = model_config.backbone
+    if b.name.startswith("swin_tiny") and b.embed_dim is None and b.depths is None:
+        return "Swin-T"
+    return b.name if b.embed_dim is None else f"{b.name} (embed {b.embed_dim})"
+
+
+def _run_section(manifest: dict) -> str:
+    c = manifest["counts"]
+    lines = ["## Evaluation run", "",
+             f"- task: `{manifest['task']}`; ground truth `{manifest['inputs']['gt_json']}`"
+             + (f" (scored on the subset `{manifest['scored_gt_json']}`)" if manifest["limited"] else ""),
+             f"- images: {c['images_evaluated']} evaluated of {c['images_in_gt']} in the annotation file; "
+             f"{c['images_predicted']} predicted, {c['images_failed']} failed",
+             f"- input: shorter side {manifest['input']['size']}, longer side at most {manifest['input']['max_size']}, "
+             f"padded to a multiple of 32",
+             f"- vocabulary: {len(manifest['vocabulary']['names'])} class names from the evaluation set's own "
+             f"categories, templates {manifest['vocabulary']['templates']}"]
+    if c["images_failed"]:
+        how = ("each got an empty (all-VOID) panoptic prediction, so its segments count as missed"
+               if manifest["task"] in PANOPTIC_TASKS else "they have no detections, so their instances count as missed")
+        lines.append(f"- **{c['images_failed']} image(s) could not be predicted**; {how}:")
+        lines += [f"  - image {f['image_id']!r}: {f['reason']}" for f in manifest["failed"][:20]]
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
+    """Run one evaluation; return ``{"metrics", "report", "manifest", "table", "out"}``.
+
+    Args:
+        cfg: the run's settings.
+
+    Raises:
+        DataFormatError / WeightsError / ValueError: bad inputs, before any Ray work.
+        EvalJobError: no image could be predicted.
+    """
+    t0 = time.time()
+    paths = resolve_eval_paths(cfg.task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
+    eval_set = load_eval_set(cfg.task, paths, cfg.limit)
+    model, ckpt = load_eval_model(cfg.checkpoint, cfg.config, cfg.overrides)
+    del model  # validated and counted; the actors build their own copies
+    templates = list(cfg.templates or ckpt.templates)
+    size = cfg.size or ckpt.default_size
+    max_size = cfg.max_size or 4 * size
+
+    out = Path(cfg.out).resolve()
+    pred_root = out / "predictions"
+    pred_dir = pred_root / "panoptic"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    pred_json = pred_root / ("panoptic.json" if eval_set.panoptic else "results.json")
+    got = _run_inference(cfg, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json)
+    if len(got.failed) == len(eval_set.images):
+        first = next(iter(got.failed.values()))
+        raise EvalJobError(f"none of the {len(eval_set.images)} images could be predicted (first: {first})")
+    if eval_set.panoptic:
+        _write_panoptic_json(eval_set, got, pred_dir, pred_json)
+    expected = vocabulary_sha256(eval_set.names, templates)
+    if got.vocab_digests != {expected}:
+        raise EvalJobError(f"predictor vocabulary digests {sorted(got.vocab_digests)} differ from the "
+                           f"evaluation set's {expected}")
+
+    scored_gt = write_gt_subset(eval_set, pred_root / "gt_subset.json")
+    manifest = {
+        "task": cfg.task,
+        "inputs": {"gt_json": str(paths.gt_json), "images": str(paths.images),
+                   "gt_dir": str(paths.gt_dir) if paths.gt_dir else None, "checkpoint": str(ckpt.path),
+                   "checkpoint_kind": ckpt.kind},
+        "limited": scored_gt != paths.gt_json, "scored_gt_json": str(scored_gt),
+        "predictions": {"json": str(pred_json), "png_dir": str(pred_dir) if eval_set.panoptic else None},
+        "input": {"size": size, "max_size": max_size, "size_divisor": 32},
+        "vocabulary": {"names": eval_set.names, "category_ids": eval_set.category_ids,
+                       "is_thing": eval_set.is_thing, "templates": templates,
+                       "sha256": expected, "predictor_sha256": sorted(got.vocab_digests)},
+        "counts": {"images_in_gt": eval_set.num_images_total, "images_evaluated": len(eval_set.images),
+                   "images_predicted": len(eval_set.images) - len(got.failed), "images_failed": len(got.failed),
+                   "empty_predictions_written": len(got.failed) if eval_set.panoptic else 0,
+                   "detections": got.num_detections},
+        "failed": [{"image_id": eval_set.images[i].image_id, "path": eval_set.images[i].path, "reason": r}
+                   for i, r in sorted(got.failed.items())],
+    }
+    (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+    metrics = _score(cfg, eval_set, scored_gt, pred_json, pred_dir)
+    overlays = _draw_overlays(eval_set, got, out / "overlays")
+    from vloss.eval.report import render_table, write_report
+
+    report_task = REPORT_TASK[cfg.task]
+    config = {"evaluation": asdict(cfg), "checkpoint": ckpt.config}
+    visual = _visual_label(ckpt.model_config)
+    report = write_report(out, report_task, metrics, config, ckpt.path, ckpt.params, overlays, visual_enc=visual)
+    with open(report, "a") as f:
+        f.write("\n" + _run_section(manifest))
+    manifest["seconds"] = round(time.time() - t0, 3)
+    (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    table = render_table(report_task, metrics, params=ckpt.params, visual_enc=visual)
+    return {"metrics": metrics, "report": report, "manifest": manifest, "table": table, "out": out,
+            "overlays": overlays}
+
+
+def summary_lines(result: dict[str, Any]) -> str:
+    """What the job prints at the end: counts, the report table and where the files are."""
+    m = result["manifest"]
+    c = m["counts"]
+    lines = [f"[evaluate] {m['task']}: {c['images_predicted']}/{c['images_evaluated']} images predicted, "
+             f"{c['images_failed']} failed" + (" (empty predictions written for them)" if c["images_failed"]
+                                              and m["task"] in PANOPTIC_TASKS else ""),
+             "", result["table"], "",
+             f"[evaluate] metrics: {result['out'] / 'metrics.json'}",
+             f"[evaluate] report:  {result['report']}"]
+    lines += [f"[evaluate] failed image {f['image_id']!r}: {f['reason']}" for f in m["failed"][:10]]
+    return "\n".join(lines)
+
+
+__all__ = ["EvalJobConfig", "EvalJobError", "run_evaluation", "summary_lines"]
