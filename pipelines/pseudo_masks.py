@@ -27,18 +27,17 @@ recorded (reason) in their shard's footer and ``_errors.jsonl`` and counted; wit
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import ray
-from PIL import Image
 
 from pipelines.io import Location, locate, read_json, write_json_atomic
+from pipelines.pseudo_mask_decode import decode_images
 from pipelines.pseudo_mask_shards import (ERRORS_NAME, MANIFEST_NAME, SHARD_RE, ShardResult, ShardSpec,
                                           iter_records, plan_shards, shard_name, validate_shard, write_shard)
 from vloss.data.masks import encode_rle
@@ -67,6 +66,7 @@ class PseudoMaskJobConfig:
         gpus_per_actor: GPUs per teacher actor (0 on CPU machines).
         cpus_per_actor: logical CPUs each teacher actor reserves (fractional on small machines).
         cpus_per_decode_task: logical CPUs each decode task reserves.
+        decode_tasks: decode tasks in flight at once (each worker is reused).
         batch_size: images per teacher call.
         ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
     """
@@ -83,6 +83,7 @@ class PseudoMaskJobConfig:
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 0.5
     cpus_per_decode_task: float = 0.25
+    decode_tasks: int = 2
     batch_size: int = 4
     ray_num_cpus: int = 2
 
@@ -96,38 +97,6 @@ class PseudoMaskJobConfig:
 
 
 # ----------------------------------------------------------------------------- Ray stages
-
-def decode_images(batch: dict[str, np.ndarray], images_root: str) -> dict[str, np.ndarray]:
-    """Ray task: read each image through ``pyarrow.fs`` and decode it to raw RGB bytes.
-
-    Failures become an ``error`` string on the row instead of an exception.
-
-    Args:
-        batch: columns ``image_id, file_name, height, width, ...``.
-        images_root: the image root (path or URI).
-    Returns:
-        the batch plus ``pixels`` (``H*W*3`` uint8 bytes, empty on failure) and ``error``.
-    """
-    root = locate(images_root)
-    pixels, errors = [], []
-    for name, h, w in zip(batch["file_name"], batch["height"], batch["width"]):
-        loc = root.child(str(name))
-        try:
-            data = loc.read_bytes()
-            with Image.open(io.BytesIO(data)) as im:
-                arr = np.asarray(im.convert("RGB"))                   # [H, W, 3] uint8
-            if arr.shape[:2] != (int(h), int(w)):
-                raise ValueError(f"image is {arr.shape[1]}x{arr.shape[0]} but the JSON says {int(w)}x{int(h)}")
-            pixels.append(arr.tobytes())
-            errors.append("")
-        except Exception as exc:  # missing file, truncated/corrupt JPEG, size mismatch
-            pixels.append(b"")
-            errors.append(f"{loc.uri}: {type(exc).__name__}: {exc}")
-    out = dict(batch)
-    out["pixels"] = np.array(pixels, dtype=object)
-    out["error"] = np.array(errors, dtype=object)
-    return out
-
 
 class PseudoMaskStage:
     """Ray actor stage: the teacher, loaded once, predicts a mask per given box.
@@ -218,7 +187,8 @@ def _row_from_result(row: dict) -> dict:
                           for i in insts]}
 
 
-def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location) -> dict[int, dict]:
+def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
+             on_commit: Callable[[str, int], None] | None = None) -> dict[int, dict]:
     """Process the images of ``specs`` and commit each shard when complete; returns footers."""
     ensure_ray(config.ray_num_cpus)
     ctx = ray.data.DataContext.get_current()
@@ -228,8 +198,9 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location)
     footers: dict[int, dict] = {}
     try:
         items = _image_items(specs)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+        ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // config.batch_size), 200)))
         ds = ds.map_batches(decode_images, fn_kwargs={"images_root": config.images},
+                            compute=ray.data.TaskPoolStrategy(size=config.decode_tasks),
                             batch_size=config.batch_size, num_cpus=config.cpus_per_decode_task)
         ds = ds.map_batches(PseudoMaskStage,
                             fn_constructor_kwargs={"teacher": asdict(config.teacher),
@@ -251,6 +222,8 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location)
                 if shard.done == len(shard.spec.images):
                     write_shard(out, shard)
                     footers[shard.spec.index] = shard.metadata()
+                    if on_commit is not None:
+                        on_commit(shard.spec.name, len(shard.spec.images))
                     del pending[shard.spec.index]
     finally:
         ctx.execution_options.preserve_order = previous_order
@@ -265,11 +238,13 @@ def load_detection_input(annotations: str) -> DetectionInput:
     return parse_detection_input(read_json(loc), loc.uri)
 
 
-def run_pseudo_masks(config: PseudoMaskJobConfig) -> dict[str, Any]:
+def run_pseudo_masks(config: PseudoMaskJobConfig,
+                     on_commit: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the job; returns the manifest that was written.
 
     Args:
         config: the run's settings.
+        on_commit: called with (shard name, images in it) after each shard is committed.
     """
     t0 = time.time()
     det = load_detection_input(config.annotations)
@@ -305,7 +280,7 @@ def run_pseudo_masks(config: PseudoMaskJobConfig) -> dict[str, Any]:
         out.child(name).delete()
 
     if todo:
-        footers.update(_run_ray(config, todo, out))
+        footers.update(_run_ray(config, todo, out, on_commit))
 
     failed = [f for i in sorted(footers) for f in footers[i]["failed"]]
     manifest = {

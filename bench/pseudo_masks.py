@@ -1,0 +1,169 @@
+"""Benchmark: the Ray Data pseudo-mask job vs a plain single-process loop.
+
+Both run the same teacher (random-init Mask R-CNN from a saved state dict) over the same
+images of a synthetic Objects365 world: read + decode JPEG, predict one mask per given
+box, encode RLE. The plain loop runs with one torch thread, the same as a Ray actor
+(Ray sets OMP_NUM_THREADS=1 for fractional-CPU actors), and with the same batch size.
+The Ray side is timed from job start to manifest (teacher load, decode tasks, actor
+pool, shard writing included; Ray start-up excluded, as a cluster is up once).
+
+Prints images/s for both, their ratio (ray / plain), the Ray overhead, and the peak
+RSS of the processes involved (plain: this process; Ray: driver + every Ray process
+it started, sampled every 0.2 s from /proc).
+
+    .venv/bin/python bench/pseudo_masks.py                      # ~1-2 min on 2 cores
+    .venv/bin/python bench/pseudo_masks.py --images 96 --arch maskrcnn_resnet50_fpn --min-size 800
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from pipelines.pseudo_masks import PseudoMaskJobConfig, load_detection_input, run_pseudo_masks  # noqa: E402
+from vloss.data.masks import encode_rle  # noqa: E402
+from vloss.teacher import TeacherArchConfig, TeacherConfig, build_maskrcnn, build_teacher  # noqa: E402
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(root: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = {root}, [root]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in found:
+                found.add(child)
+                frontier.append(child)
+    return found
+
+
+class TreeRssSampler(threading.Thread):
+    """Peak summed RSS of this process and all its descendants."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_kib = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in _descendants(os.getpid())))
+            self._halt.wait(0.2)
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return self.peak_kib
+
+
+def plain_loop(det, images_root: Path, teacher: TeacherConfig, checkpoint: Path, batch_size: int) -> int:
+    """The simple reference: one process, same teacher, same work per image; returns masks made."""
+    model = build_teacher(teacher, checkpoint.read_bytes(), checkpoint_name=str(checkpoint))
+    n = 0
+    for start in range(0, len(det.images), batch_size):
+        chunk = det.images[start:start + batch_size]
+        arrays = [np.asarray(Image.open(io.BytesIO((images_root / im.file_name).read_bytes())).convert("RGB"))
+                  for im in chunk]
+        boxes = [np.array([b.xyxy for b in im.instances]) for im in chunk]
+        for out in model.predict(arrays, boxes):
+            n += sum(len(encode_rle(m)["counts"]) > 0 for m in out.masks)
+    return n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=24, help="synthetic Objects365 images")
+    ap.add_argument("--arch", default="maskrcnn_resnet18_fpn")
+    ap.add_argument("--min-size", type=int, default=320)
+    ap.add_argument("--max-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--num-actors", type=int, default=1)
+    ap.add_argument("--rows-per-shard", type=int, default=8)
+    a = ap.parse_args()
+
+    import ray
+    from vloss.data.synthetic import WorldSizes, generate_world
+
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_pm_"))
+    generate_world(tmp / "world", seed=0, sizes=WorldSizes(coco_panoptic_train=1, coco_panoptic_val=1,
+                                                           objects365_train=a.images, image_text=1,
+                                                           ade20k_val=1, lvis_val=1))
+    ann = tmp / "world" / "objects365" / "annotations" / "train.json"
+    images_root = tmp / "world" / "objects365" / "images" / "train"
+    torch.manual_seed(0)
+    model = build_maskrcnn(TeacherArchConfig(a.arch, num_classes=91, min_size=a.min_size, max_size=a.max_size))
+    checkpoint = tmp / "teacher.pth"
+    torch.save(model.state_dict(), checkpoint)
+    del model
+    teacher = TeacherConfig(backend="maskrcnn", arch=a.arch, min_size=a.min_size, max_size=a.max_size)
+    det = load_detection_input(str(ann))
+    n_img, n_box = len(det.images), det.num_boxes
+    print(f"{n_img} images, {n_box} boxes, arch={a.arch}, min_size={a.min_size}, batch={a.batch_size}")
+
+    t0 = time.perf_counter()
+    masks = plain_loop(det, images_root, teacher, checkpoint, a.batch_size)
+    plain_s = time.perf_counter() - t0
+    plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss                # KiB on Linux
+    assert masks == n_box
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    sampler = TreeRssSampler()
+    sampler.start()
+    cfg = PseudoMaskJobConfig(annotations=str(ann), images=str(images_root), out=str(tmp / "out"),
+                              checkpoint=str(checkpoint), teacher=teacher, rows_per_shard=a.rows_per_shard,
+                              num_actors=a.num_actors, batch_size=a.batch_size)
+    commits: list[tuple[float, int]] = []
+    t0 = time.perf_counter()
+    manifest = run_pseudo_masks(cfg, on_commit=lambda name, n: commits.append((time.perf_counter(), n)))
+    ray_s = time.perf_counter() - t0
+    ray_rss = sampler.stop()
+    ray.shutdown()
+    assert manifest["counts"]["masks_written"] == n_box
+
+    plain_ips, ray_ips = n_img / plain_s, n_img / ray_s
+    ratio = ray_ips / plain_ips
+    print(f"plain loop : {plain_ips:6.2f} images/s  ({plain_s:.1f} s)  peak RSS {plain_rss / 1024:.0f} MiB")
+    print(f"ray data   : {ray_ips:6.2f} images/s  ({ray_s:.1f} s)  peak RSS {ray_rss / 1024:.0f} MiB "
+          f"(driver + Ray processes, {a.num_actors} actor(s))")
+    print(f"ratio ray/plain = {ratio:.3f}   ray overhead = {100 * (1 - ratio):.1f}% (target < 15%)")
+    if len(commits) >= 3:  # steady state: from the first committed shard to the last (start-up excluded)
+        steady = sum(n for _, n in commits[1:]) / (commits[-1][0] - commits[0][0])
+        print(f"ray steady state (after first shard, actor start-up excluded): {steady:6.2f} images/s, "
+              f"ratio {steady / plain_ips:.3f}; start-up to first shard {commits[0][0] - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
