@@ -2,7 +2,7 @@
 
 Writes ``OUT/_quality.json`` (mean IoU, per category, count) and
 ``OUT/_overlays/<image_id>.png`` (pseudo masks over the image, captioned with the
-category and the mask IoU).
+category and the mask IoU, drawn by ``vloss.viz.draw_instance_overlay``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from PIL import Image
 
 from pipelines.io import Location, locate, read_json, write_json_atomic
 from pipelines.pseudo_mask_shards import iter_records
-from vloss.teacher.quality import QualityReport, draw_mask_overlay, evaluate_masks
+from vloss.teacher.quality import QualityReport, evaluate_masks
+from vloss.viz import draw_instance_overlay
 
 QUALITY_NAME = "_quality.json"
 OVERLAY_DIR = "_overlays"
@@ -58,12 +59,8 @@ def _draw(rec: dict, root: Location, out: Location, report: QualityReport, names
         return None
     insts = rec["instances"]
     masks = np.stack([i["mask"] for i in insts]) if insts else np.zeros((0,) + image.shape[:2], bool)
-    labels = []
-    for i in insts:
-        iou = report.ious.get(int(i["id"]))
-        labels.append(f"{names.get(int(i['category_id']), i['category_id'])}"
-                      + (f" {iou:.2f}" if iou is not None else ""))
-    pil = draw_mask_overlay(image, masks, [i["bbox"] for i in insts], labels)
+    ious = [report.ious.get(int(i["id"]), float("nan")) for i in insts]   # shown beside each name
+    pil = draw_instance_overlay(image, masks, [int(i["category_id"]) for i in insts], ious, names)
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     dest = out.child(OVERLAY_DIR, f"{rec['image_id']}.png")

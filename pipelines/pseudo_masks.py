@@ -268,6 +268,8 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
     recompute_reasons = {}
     for spec in specs:
         meta, reason = validate_shard(out, spec)
+        if meta is not None and config.strict and meta["failed"]:
+            meta, reason = None, "has failed images and --strict is set"   # retry them, fatally this time
         if meta is not None:
             footers[spec.index] = meta
         else:
@@ -330,5 +332,37 @@ def manifest_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PseudoMaskJobConfig", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
+def run_on_synthetic_world(world: str, out: str, *, backend: str = "box", checkpoint: str | None = None,
+                           arch: str = "maskrcnn_resnet18_fpn", limit: int | None = None, num_overlays: int = 4,
+                           print_fn: Callable[[str], None] | None = print) -> tuple[dict, dict]:
+    """The demo: pseudo masks for the synthetic world's Objects365 split, scored against its hidden truth.
+
+    Args:
+        world: root written by ``python -m vloss.data.synthetic --out``.
+        out: output directory for shards, manifest, ``_quality.json`` and overlays.
+        backend: ``"box"`` (no weights needed) or ``"maskrcnn"`` (needs ``checkpoint``).
+        checkpoint: teacher state dict for ``maskrcnn``.
+        arch: teacher architecture for ``maskrcnn``.
+        limit: only the first ``limit`` images.
+        num_overlays: overlay PNGs to draw.
+        print_fn: where the manifest summary and the IoU report go (None: silent).
+    Returns:
+        ``(manifest, quality_report)``.
+    """
+    from pipelines.pseudo_mask_quality import evaluate_output, format_quality
+
+    o365 = os.path.join(world, "objects365")
+    images = os.path.join(o365, "images", "train")
+    config = PseudoMaskJobConfig(annotations=os.path.join(o365, "annotations", "train.json"), images=images,
+                                 out=out, checkpoint=checkpoint, teacher=TeacherConfig(backend=backend, arch=arch),
+                                 limit=limit, rows_per_shard=32)
+    manifest = run_pseudo_masks(config)
+    quality = evaluate_output(out, os.path.join(o365, "truth", "train_masks.json"), images, num_overlays)
+    if print_fn is not None:
+        print_fn(manifest_summary(manifest))
+        print_fn(format_quality(quality))
+    return manifest, quality
+
+
+__all__ = ["PseudoMaskJobConfig", "run_on_synthetic_world", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
            "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records"]

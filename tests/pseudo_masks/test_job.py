@@ -167,6 +167,12 @@ def test_rerun_rewrites_only_deleted_or_corrupted_shards(box_run, tmp_path):
     assert manifest["counts"]["masks_written"] == box_run["manifest"]["counts"]["masks_written"]
     again = run_pseudo_masks(cfg)                                               # nothing missing: no work
     assert again["counts"]["shards_written"] == 0 and _shard_state(out) == after
+    # a different shard size re-plans: every shard is rewritten, leftovers of the old plan removed
+    regrouped = run_pseudo_masks(_box_config(cfg.annotations, cfg.images, out, rows_per_shard=5))
+    assert regrouped["counts"]["stale_shards_removed"] == 2 and regrouped["counts"]["shards_written"] == 2
+    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert [r["image_id"] for r in iter_records(out, decode_masks=False)] == \
+        [r["image_id"] for r in iter_records(box_run["out"], decode_masks=False)]
 
 
 def test_bad_images_are_reported_not_fatal_and_fatal_when_strict(ray_local, synthetic_source, tmp_path):

@@ -1,4 +1,4 @@
-"""Pseudo-mask quality: mask IoU against true masks, and overlay pictures.
+"""Pseudo-mask quality: mean mask IoU against true masks.
 
 Pseudo masks are matched to true masks **by annotation id** (the pseudo-mask job
 keeps the box's annotation id). The truth is any COCO JSON with ``segmentation``
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
-from PIL import Image
 
 from vloss.data.errors import DataFormatError
 from vloss.data.masks import decode_rle, segmentation_to_mask
@@ -95,34 +94,3 @@ def evaluate_masks(records: Iterable[dict], truth: dict, truth_source: str) -> Q
                     for c, v in per_cat.items()}
     return QualityReport(mean_iou=float(np.mean(values)) if values else float("nan"), count=len(values),
                          per_category=per_category, unmatched=unmatched, ious=ious)
-
-
-def _palette(n: int) -> np.ndarray:
-    rng = np.random.default_rng(12345)
-    return rng.integers(40, 256, size=(max(n, 1), 3)).astype(np.float32)
-
-
-def draw_mask_overlay(image: np.ndarray, masks: np.ndarray, boxes_xywh: list, labels: list[str],
-                      alpha: float = 0.5) -> Image.Image:
-    """Blend coloured masks and their boxes over an image.
-
-    Args:
-        image: ``[H, W, 3]`` uint8.
-        masks: ``[N, H, W]`` bool.
-        boxes_xywh: N COCO boxes drawn as outlines.
-        labels: N captions written at each box corner.
-        alpha: mask opacity.
-    """
-    from PIL import ImageDraw
-
-    out = image.astype(np.float32).copy()
-    colors = _palette(len(masks))
-    for m, c in zip(masks, colors):
-        out[m] = (1 - alpha) * out[m] + alpha * c
-    pil = Image.fromarray(out.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(pil)
-    for (x, y, w, h), c, text in zip(boxes_xywh, colors, labels):
-        color = tuple(int(v) for v in c)
-        draw.rectangle([x, y, x + w - 1, y + h - 1], outline=color, width=2)
-        draw.text((x + 2, y + 2), text, fill=color)
-    return pil
