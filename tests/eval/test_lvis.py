@@ -204,3 +204,22 @@ def test_rle_of_wrong_size_is_rejected(tmp_path, shared_data):
     res[0]["segmentation"] = encode_rle(np.ones((5, 5), dtype=bool))
     with pytest.raises(DataFormatError, match=r"RLE size \[5, 5\] differs"):
         lvis_mask_ap(path, res)
+
+
+def test_cli_prints_lvis_metrics(tmp_path, shared_data):
+    import subprocess
+    import sys
+
+    data = _coco_style_lvis(shared_data)
+    gt = tmp_path / "lvis_style.json"
+    gt.write_text(json.dumps(data))
+    rfile = tmp_path / "results.json"
+    rfile.write_text(json.dumps(perturbed_results(data, seed=9)))
+    out = tmp_path / "metrics.json"
+    proc = subprocess.run([sys.executable, "-m", "vloss.eval", "lvis", "--gt-json", str(gt), "--results", str(rfile),
+                           "--max-dets", "300", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads(out.read_text()) == lvis_mask_ap(gt, rfile)
+    assert set(LVIS_KEYS) <= set(printed)
+    assert all(printed[k] is None or 0.0 <= printed[k] <= 1.0 for k in LVIS_KEYS)
