@@ -117,3 +117,9 @@ def test_swin_overrides_rejected_for_other_backbones() -> None:
 def test_out_indices_with_wrong_strides_are_rejected() -> None:
     with pytest.raises(ValueError, match="strides"):
         Backbone(BackboneConfig(name="resnet18", out_indices=(0, 1, 2, 3), drop_path_rate=0.0))
+
+
+def test_drop_path_rate_is_passed_even_when_zero() -> None:
+    blocks = lambda bb: [m for m in bb.modules() if type(m).__name__ == "DropPath"]  # noqa: E731
+    assert blocks(Backbone(small_swin_cfg())) == []  # 0.0: timm's default (0.1) must not sneak in
+    assert blocks(Backbone(BackboneConfig(drop_path_rate=0.2, **SMALL_SWIN)))

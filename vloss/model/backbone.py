@@ -25,9 +25,9 @@ def _is_swin(name: str) -> bool:
 
 def timm_kwargs(cfg: BackboneConfig) -> dict[str, Any]:
     """Keyword arguments for ``timm.create_model`` that build the backbone described by ``cfg``."""
-    kwargs: dict[str, Any] = dict(features_only=True, out_indices=tuple(cfg.out_indices))
-    if cfg.drop_path_rate:
-        kwargs["drop_path_rate"] = cfg.drop_path_rate
+    kwargs: dict[str, Any] = dict(
+        features_only=True, out_indices=tuple(cfg.out_indices), drop_path_rate=cfg.drop_path_rate
+    )
     if _is_swin(cfg.name):
         kwargs.update(dynamic_img_size=True, always_partition=True)
         if cfg.embed_dim is not None:
