@@ -39,7 +39,8 @@ import ray
 from pipelines.io import Location, locate, read_json, write_json_atomic
 from pipelines.pseudo_mask_decode import decode_images
 from pipelines.pseudo_mask_shards import (ERRORS_NAME, MANIFEST_NAME, SHARD_RE, ShardResult, ShardSpec,
-                                          iter_records, plan_shards, shard_name, validate_shard, write_shard)
+                                          iter_records, plan_shards, shard_locations, shard_name, validate_shard,
+                                          write_shard)
 from vloss.data.masks import encode_rle
 from vloss.teacher.boxes import DetectionInput, parse_detection_input
 from vloss.teacher.config import TeacherConfig, build_teacher
@@ -332,6 +333,21 @@ def manifest_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def pseudo_mask_dataset(out: str) -> "ray.data.Dataset":
+    """The shards of a finished output as a Ray Dataset (one row per image, ``SCHEMA`` columns).
+
+    Masks stay COCO RLE (``instances[*].segmentation`` counts, size ``[height, width]``);
+    decode them in the consumer with ``pipelines.pseudo_mask_shards.record_to_target``.
+
+    Args:
+        out: the job's output directory (path or URI).
+    """
+    locs = shard_locations(out)
+    if not locs:
+        raise FileNotFoundError(f"{out}: no part-*.parquet shards")
+    return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
+
+
 def run_on_synthetic_world(world: str, out: str, *, backend: str = "box", checkpoint: str | None = None,
                            arch: str = "maskrcnn_resnet18_fpn", limit: int | None = None, num_overlays: int = 4,
                            print_fn: Callable[[str], None] | None = print) -> tuple[dict, dict]:
@@ -364,5 +380,5 @@ def run_on_synthetic_world(world: str, out: str, *, backend: str = "box", checkp
     return manifest, quality
 
 
-__all__ = ["PseudoMaskJobConfig", "run_on_synthetic_world", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
+__all__ = ["PseudoMaskJobConfig", "run_on_synthetic_world", "pseudo_mask_dataset", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
            "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records"]

@@ -15,7 +15,8 @@ from pycocotools.coco import COCO
 
 from pipelines.pseudo_mask_quality import evaluate_output
 from pipelines.pseudo_mask_shards import export_coco, iter_records, read_shard, record_to_target
-from pipelines.pseudo_masks import PseudoMaskJobConfig, PseudoMaskJobError, run_pseudo_masks
+from pipelines.pseudo_masks import (PseudoMaskJobConfig, PseudoMaskJobError, pseudo_mask_dataset,
+                                   run_pseudo_masks)
 from pipelines.io import locate
 from tests.pseudo_masks.conftest import TINY_ARCH, TINY_MAX_SIZE, TINY_MIN_SIZE, load_json
 from vloss.teacher import BoxConditionedMaskRCNN, TeacherConfig, box_pixel_bounds, load_teacher
@@ -137,6 +138,17 @@ def test_records_become_training_targets(box_run):
     assert t["masks"].shape == (n, rec["height"], rec["width"]) and t["labels"].shape == (n,)
     x, y, w, h = rec["instances"][0]["bbox"]
     assert t["boxes"][0].tolist() == pytest.approx([x, y, x + w, y + h])
+
+
+def test_shards_read_back_as_a_ray_dataset(box_run):
+    rows = pseudo_mask_dataset(str(box_run["out"])).take_all()
+    direct = list(iter_records(box_run["out"], decode_masks=False))
+    assert sorted(r["image_id"] for r in rows) == [r["image_id"] for r in direct]
+    by_id = {r["image_id"]: r for r in direct}
+    for r in rows:
+        want = by_id[r["image_id"]]["instances"]
+        assert [i["id"] for i in r["instances"]] == [i["id"] for i in want]
+        assert [i["segmentation"].decode() for i in r["instances"]] == [i["segmentation"]["counts"] for i in want]
 
 
 def _shard_state(out: Path) -> dict:
