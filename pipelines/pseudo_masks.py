@@ -380,5 +380,6 @@ def run_on_synthetic_world(world: str, out: str, *, backend: str = "box", checkp
     return manifest, quality
 
 
-__all__ = ["PseudoMaskJobConfig", "run_on_synthetic_world", "pseudo_mask_dataset", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
-           "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records"]
+__all__ = ["PseudoMaskJobConfig", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
+           "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records", "pseudo_mask_dataset",
+           "run_on_synthetic_world"]
