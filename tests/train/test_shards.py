@@ -1,0 +1,84 @@
+"""Training shards round-trip every task's rows against the source files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.pseudo_mask_shards import iter_records
+from pipelines.train_shards import SCHEMA, count_rows, iter_rows, read_vocabulary
+from vloss.data.coco_captions import read_coco_captions
+from vloss.data.coco_panoptic import load_panoptic_ids, read_coco_panoptic
+from vloss.data.masks import decode_rle
+
+pytestmark = pytest.mark.slow
+
+
+def _rle(row, inst):
+    return decode_rle({"size": [row["height"], row["width"]], "counts": inst["segmentation"]})
+
+
+def test_panoptic_rows_equal_pngs(train_shards: Path, synthetic_world: Path):
+    ds = read_coco_panoptic(synthetic_world / "coco_panoptic/annotations/panoptic_train2017.json",
+                            synthetic_world / "coco_panoptic/train2017",
+                            synthetic_world / "coco_panoptic/annotations/panoptic_train2017")
+    vocab = read_vocabulary(train_shards, "panoptic")
+    assert vocab.names == [c.name for c in ds.categories]
+    by_id = {int(im.id): im for im in ds.images}
+    rows = list(iter_rows(train_shards, "panoptic"))
+    assert sorted(r["image_id"] for r in rows) == sorted(by_id)
+    for row in rows:
+        im = by_id[row["image_id"]]
+        assert row["task"] == "panoptic" and row["image"] == Path(im.image_path).read_bytes()
+        ids = load_panoptic_ids(im.png_path)
+        segs = {s.id: s for s in im.segments}
+        assert sorted(i["id"] for i in row["instances"]) == sorted(segs)
+        for inst in row["instances"]:
+            s = segs[inst["id"]]
+            assert np.array_equal(_rle(row, inst), ids == s.id)
+            assert inst["category_id"] == s.category_id and vocab.category_ids[inst["label"]] == s.category_id
+            assert inst["isthing"] == s.isthing and inst["iscrowd"] == bool(s.iscrowd)
+            assert inst["area"] == s.area
+
+
+def test_detection_rows_equal_pseudo_masks(train_shards: Path, synthetic_world: Path):
+    pseudo = {r["image_id"]: r for r in iter_records(train_shards.parent / "pseudo_masks")}
+    train = json.loads((synthetic_world / "objects365/annotations/train.json").read_text())
+    boxes = {a["id"]: a for a in train["annotations"]}
+    rows = list(iter_rows(train_shards, "detection"))
+    assert len(rows) == len({a["image_id"] for a in train["annotations"]})
+    assert sum(len(r["instances"]) for r in rows) == len(boxes)
+    vocab = read_vocabulary(train_shards, "detection")
+    for row in rows:
+        p = {i["id"]: i for i in pseudo[row["image_id"]]["instances"]}
+        for inst in row["instances"]:
+            assert np.array_equal(_rle(row, inst), p[inst["id"]]["mask"])
+            assert inst["category_id"] == boxes[inst["id"]]["category_id"]
+            assert vocab.names[inst["label"]] == next(c["name"] for c in train["categories"]
+                                                      if c["id"] == inst["category_id"])
+
+
+def test_caption_rows_equal_caption_files(train_shards: Path, synthetic_world: Path):
+    want = {}
+    for k, (j, d) in enumerate([("coco_panoptic/annotations/captions_train2017.json", "coco_panoptic/train2017"),
+                                ("image_text/annotations/captions.json", "image_text/images")]):
+        for im in read_coco_captions(synthetic_world / j, synthetic_world / d).images:
+            want[k * 10 ** 12 + int(im.id)] = (sorted(im.captions), Path(im.path).read_bytes())
+    rows = list(iter_rows(train_shards, "captions"))
+    assert count_rows(train_shards, "captions") == len(rows) == len(want)
+    for row in rows:
+        caps, data = want[row["image_id"]]
+        assert sorted(row["captions"]) == caps and row["image"] == data
+        assert Image.open(__import__("io").BytesIO(row["image"])).size == (row["width"], row["height"])
+
+
+def test_one_schema_for_all_tasks(train_shards: Path):
+    import pyarrow.parquet as pq
+
+    for task in ("panoptic", "detection", "captions"):
+        for f in sorted((train_shards / task).glob("part-*.parquet")):
+            assert pq.read_schema(f).remove_metadata().equals(SCHEMA)

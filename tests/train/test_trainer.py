@@ -1,0 +1,186 @@
+"""Ray Train runs of VLOSS on the synthetic world: order, checkpoints, resume, failure, learning.
+
+One configuration is used throughout: ``tiny`` at 64 px, 2 CPU workers, 16 images per dense
+pass and 4 per worker per step, so an STT epoch is D D C | P P C (6 steps) and 4 epochs are
+24 steps. The schedule (an independent pure function, tested on its own) says which task
+each step must draw; the runs' metric lines must follow it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.schedule import StepSchedule
+from pipelines.train_config import resolve
+from pipelines.train_job import ClusterSettings, build_schedule_config, run_training
+from pipelines.train_loop import load_training_state
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+OVERRIDES = ["input.dense_size=64", "input.caption_size=32", "train.dense_batch_size=4",
+             "train.caption_batch_size=4", "train.panoptic_images=16", "train.detection_images=16",
+             "train.caption_images=16", f"train.epochs={EPOCHS}", "train.log_every=1",
+             "train.checkpoint_every=4", "loss.num_points=256", "model.decoder.num_queries=12",
+             "optim.base_lr=0.002", "optim.text_lr=0.0002", "optim.milestone_epochs=(10, 11)"]
+
+
+def _job(*extra):
+    return resolve("tiny", OVERRIDES + list(extra))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _schedule(job, shards) -> StepSchedule:
+    return StepSchedule(build_schedule_config(job, str(shards), 2))
+
+
+@pytest.fixture(scope="module")
+def stopped_then_resumed(train_shards, tmp_path_factory):
+    """Run 1 stops after 9 steps; run 2 resumes from its checkpoint (explicit path) to the end."""
+    root = tmp_path_factory.mktemp("runs")
+    first = run_training(_job("train.max_steps=9"), str(train_shards), str(root / "first"), ClusterSettings(workers=2))
+    second = run_training(_job(), str(train_shards), str(root / "second"), ClusterSettings(workers=2),
+                          resume_from=first.checkpoint.path)
+    return root, first, second
+
+
+def test_tasks_follow_the_schedule_and_losses_are_finite(stopped_then_resumed, train_shards):
+    root, first, second = stopped_then_resumed
+    schedule = _schedule(_job(), train_shards)
+    assert schedule.total_steps == 6 * EPOCHS
+    plan = [t for e in range(EPOCHS) for t in schedule.epoch_plan(e)]
+    assert plan[:6] == ["detection", "detection", "captions", "panoptic", "panoptic", "captions"]
+    rows = _metrics(root / "first") + _metrics(root / "second")
+    assert [r["step"] for r in rows] == list(range(1, schedule.total_steps + 1))
+    assert [r["task"] for r in rows] == plan
+    for r in rows:
+        keys = [k for k in r if k.startswith(r["task"] + "/")]
+        want = {"captions": {"loss_con", "total"}}.get(r["task"], {"loss_cls", "loss_bce", "loss_dice", "total"})
+        assert {k.split("/")[1] for k in keys} == want
+        assert all(abs(r[k]) < 1e6 for k in keys)
+        assert r["images_per_s"] > 0 and 0 <= r["data_wait_frac"] <= 1 and r["lr"] > 0
+    assert list((root / "first" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_holds_state_and_resume_continues(stopped_then_resumed, train_shards):
+    root, first, second = stopped_then_resumed
+    state, meta = load_training_state(first.checkpoint.path)
+    assert meta["global_step"] == 9 and state["optimizer_steps"] == 9
+    assert {"model", "optimizer", "lr_scheduler", "schedule"} <= set(state)
+    assert meta["config"]["train"]["max_steps"] == 9
+    # the resumed run starts at step 10 and ends with every step of the schedule done once
+    assert _metrics(root / "second")[0]["step"] == 10
+    final, meta2 = load_training_state(second.checkpoint.path)
+    assert final["optimizer_steps"] == _schedule(_job(), train_shards).total_steps
+    # the schedule position saved is the end of the run
+    assert StepSchedule(build_schedule_config(_job(), str(train_shards), 2)).position(meta2["global_step"]) \
+        == (EPOCHS, 0)
+
+
+def _fixed_batches(shards: Path, job) -> dict:
+    """8 training rows per task with deterministic transforms (no jitter randomness)."""
+    import numpy as np
+
+    from pipelines.train_data import caption_collate, dense_collate
+    from pipelines.train_shards import iter_rows
+    from vloss.data.transforms import large_scale_jitter, pack_masks, random_resized_crop, sample_rng
+    from vloss.data.masks import decode_rle
+    from pipelines.train_data import _decode_image
+
+    out = {}
+    for task in ("panoptic", "detection", "captions"):
+        rows = []
+        for k, row in zip(range(8), iter_rows(shards, task)):
+            img = _decode_image(row["image"])
+            rng = sample_rng(0, 0, k)
+            if task == "captions":
+                rows.append({"image_id": row["image_id"], "image": random_resized_crop(img, 32, rng),
+                             "caption": row["captions"][0]})
+                continue
+            keep = [i for i in row["instances"] if not i["iscrowd"]]
+            masks = np.stack([decode_rle({"size": [row["height"], row["width"]], "counts": i["segmentation"]})
+                              for i in keep])
+            smp = large_scale_jitter(img, masks, np.array([i["label"] for i in keep]), 64, rng, 0.4, 0.4, False)
+            rows.append({"image_id": row["image_id"], "image": smp.image, "masks": pack_masks(smp.masks),
+                         "num_masks": len(smp.labels), "labels": smp.labels.astype(np.int32).tobytes()})
+        batch = {key: np.array([r[key] for r in rows], dtype=object) for key in rows[0]}
+        batch["image"] = np.stack([r["image"] for r in rows])
+        out[task] = (caption_collate if task == "captions" else dense_collate)(batch)
+    return out
+
+
+def _losses(model, job, vocabs, batches) -> dict:
+    import torch
+
+    from vloss.losses import ContrastiveLoss, SetCriterion
+
+    model.eval()
+    res = {}
+    with torch.no_grad():
+        for task, b in batches.items():
+            if task == "captions":
+                img = model(b["images"])["img_embed"]
+                loss = ContrastiveLoss("clip", gather=False)(img, model.encode_captions(b["captions"]),
+                                                             model.logit_scale_img_text())
+            else:
+                out = model(b["images"], model.class_embeddings(vocabs[task], job.train.templates))
+                crit = SetCriterion(job.loss, generator=torch.Generator().manual_seed(0))
+                loss = crit(out, b["targets"], positive_only=task == "detection")
+                loss = {k: v for k, v in loss.items() if k in ("loss_cls", "loss_bce", "loss_dice")}
+                if task == "detection":
+                    # positive-only classification: the term the detection task optimises
+                    loss["loss_cls"] = crit(out, b["targets"], positive_only=True)["loss_cls"]
+            res.update({f"{task}/{k}": float(v) for k, v in loss.items()})
+    return res
+
+
+def test_every_loss_term_falls(stopped_then_resumed, train_shards):
+    """The trained model beats its own initialisation on every term, on fixed training batches."""
+    import torch
+
+    from pipelines.train_shards import read_vocabulary
+    from vloss.model import VLOSS
+
+    _, _, second = stopped_then_resumed
+    job = _job()
+    torch.manual_seed(job.seed)  # the workers' initialisation
+    initial = VLOSS(job.model)
+    trained = VLOSS(job.model)
+    trained.load_state_dict(load_training_state(second.checkpoint.path)[0]["model"])
+    vocabs = {t: read_vocabulary(train_shards, t).names for t in ("panoptic", "detection")}
+    batches = _fixed_batches(train_shards, job)
+    before, after = _losses(initial, job, vocabs, batches), _losses(trained, job, vocabs, batches)
+    assert set(before) == {f"{t}/{k}" for t in ("panoptic", "detection") for k in ("loss_cls", "loss_bce",
+                                                                                   "loss_dice")} | {"captions/loss_con"}
+    for k in before:
+        assert after[k] < before[k], f"{k}: {before[k]:.4f} -> {after[k]:.4f}"
+
+
+def test_worker_crash_recovers_with_the_same_number_of_steps(train_shards, tmp_path, stopped_then_resumed):
+    run = tmp_path / "crash"
+    result = run_training(_job("train.fail_at_step=7"), str(train_shards), str(run),
+                          ClusterSettings(workers=2, max_failures=1))
+    assert (run / ".fail_hook_fired").exists()  # the worker really died once
+    state, meta = load_training_state(result.checkpoint.path)
+    _, _, second = stopped_then_resumed
+    uninterrupted, _ = load_training_state(second.checkpoint.path)
+    assert state["optimizer_steps"] == uninterrupted["optimizer_steps"] == 6 * EPOCHS
+    steps = [r["step"] for r in _metrics(run)]
+    # exactly one restart, which resumes right after a checkpointed step (every 4th step or a
+    # sub-epoch end: 3, 6, 9, ...) that lies before the crash, then runs on to the end
+    resets = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
+    assert len(resets) == 1, steps
+    restart = steps[resets[0]]
+    schedule = _schedule(_job(), train_shards)
+    checkpointed = {g + 1 for g in range(schedule.total_steps)
+                    if (g + 1) % 4 == 0 or schedule.sub_epoch_end(*schedule.position(g)) is not None}
+    assert restart - 1 in checkpointed and restart <= 8
+    assert steps[resets[0]:] == list(range(restart, 6 * EPOCHS + 1))
+    assert steps[:resets[0]] == list(range(1, steps[resets[0] - 1] + 1))
