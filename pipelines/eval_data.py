@@ -36,7 +36,9 @@ _LAYOUTS: dict[str, tuple[tuple[str, ...], str, str, str | None]] = {
                         "images/validation", "ade20k_panoptic_val"),
     "coco-panoptic": (("coco_panoptic", "coco", "."), "annotations/panoptic_val2017.json", "val2017",
                       "annotations/panoptic_val2017"),
-    "lvis": (("lvis", "."), "lvis_v1_val.json", "val2017", None),
+    # LVIS v1 val images come from COCO train2017 *and* val2017 (see coco_url): the image
+    # folder is the one holding those split folders
+    "lvis": (("lvis", "."), "lvis_v1_val.json", ".", None),
     "coco-instances": (("coco", "."), "annotations/instances_val2017.json", "val2017", None),
 }
 _WORLD_KEYS = {"ade20k-panoptic": "ade20k_panoptic", "coco-panoptic": "coco_panoptic", "lvis": "lvis"}
@@ -147,8 +149,8 @@ def resolve_eval_paths(task: str, data: str | Path | None = None, gt_json: str |
                                  f"see docs/EVALUATION.md or pass --gt-json")
             found = {"gt_json": base / rel_json, "images": base / rel_images,
                      "gt_dir": base / rel_png if rel_png else None}
-            if task == "lvis" and not found["images"].is_dir() and (root / "coco" / "val2017").is_dir():
-                found["images"] = root / "coco" / "val2017"  # detectron2's datasets/ layout
+            if task == "lvis" and not (base / "val2017").is_dir() and (root / "coco" / "val2017").is_dir():
+                found["images"] = root / "coco"  # detectron2's datasets/ layout: lvis/ beside coco/
     explicit = {"gt_json": gt_json, "images": images, "gt_dir": gt_dir}
     for key, value in explicit.items():
         if value is not None:

@@ -146,7 +146,9 @@ def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
 
     got = _Collected()
-    overlay_indices = {im.index for im in eval_set.images[: cfg.overlays]}
+    # overlays show the first images that were predicted; keep a few spare payloads in case
+    # some of the first images fail (panoptic overlays are drawn from the written files)
+    overlay_indices = {im.index for im in eval_set.images[: 2 * cfg.overlays + 4]} if cfg.overlays else set()
     first = True
     with open(results_path, "w") as results_file:
         if not eval_set.panoptic:
@@ -192,14 +194,16 @@ def _write_panoptic_json(eval_set: EvalSet, got: _Collected, pred_dir: Path, pre
         json.dump({"annotations": anns, "categories": categories}, f)
 
 
-def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, max_instances: int = 15) -> list[Path]:
-    """Overlay PNGs of the first evaluated images (panoptic segments, or the top detections)."""
+def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, count: int,
+                   max_instances: int = 15) -> list[Path]:
+    """Overlay PNGs of the first ``count`` predicted images (panoptic segments, or the top
+    ``max_instances`` detections by score)."""
     from vloss.viz import draw_instance_overlay, draw_panoptic_overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     names = eval_set.names_by_id
-    for idx in sorted(got.overlay_payloads):
+    for idx in sorted(got.overlay_payloads)[:count]:
         im = eval_set.images[idx]
         png, payload = got.overlay_payloads[idx]
         with Image.open(im.path) as f:
@@ -317,7 +321,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
     metrics = _score(cfg, eval_set, scored_gt, pred_json, pred_dir)
-    overlays = _draw_overlays(eval_set, got, out / "overlays")
+    overlays = _draw_overlays(eval_set, got, out / "overlays", cfg.overlays)
     from vloss.eval.report import render_table, write_report
 
     report_task = REPORT_TASK[cfg.task]
