@@ -231,3 +231,30 @@ def test_predictor_passes_decode_errors_through(tiny_model, synthetic_world: Pat
     _, out = _predict(tiny_model, es, False, topk=5)
     assert out["error"][0] == "" and len(json.loads(out["payload"][0])) == 5
     assert "nope.jpg" in out["error"][1] and out["payload"][1] == ""
+
+
+@pytest.mark.slow
+def test_coco_instances_on_the_real_sample_scored_by_pycocotools(tiny_model, shared_data: Path, tmp_path: Path):
+    """The real COCO sample's detection-format JSON (polygons and RLE) as an instance set:
+    the predictor's detections form a results file that pycocotools' COCOeval scores."""
+    from vloss.eval.coco_eval import coco_mask_ap
+
+    s = _coco_sample(shared_data)
+    es = load_eval_set("coco-instances", resolve_eval_paths("coco-instances", None, s["det_json"], s["images"]))
+    raw = json.loads(s["det_json"].read_text())
+    assert es.names == [c["name"] for c in raw["categories"]] and len(es.images) == 2
+    _, out = _predict(tiny_model, es, False, topk=100)
+    results = [{"image_id": im.image_id, **d} for k, im in enumerate(es.images) for d in json.loads(out["payload"][k])]
+    assert len(results) == 200
+    metrics = coco_mask_ap(s["det_json"], results, max_dets=100)
+    assert all(metrics[k] is None or 0.0 <= metrics[k] <= 1.0 for k in ("AP", "AP50", "AP75"))
+    assert metrics["results"]["num_kept"] == 200
+
+
+def test_job_config_rejects_bad_settings():
+    from pipelines.evaluate import EvalJobConfig
+
+    with pytest.raises(ValueError, match="unknown task"):
+        EvalJobConfig(task="ade20k", checkpoint="x", out="y")
+    with pytest.raises(ValueError, match="limit must be positive"):
+        EvalJobConfig(task="lvis", checkpoint="x", out="y", limit=0)
