@@ -116,3 +116,14 @@ def test_baseline_param_count_matches_paper() -> None:
         model = VLOSS(baseline().model)
     total = model.component_parameters()["total"]
     assert abs(total - BASELINE_M) / BASELINE_M < 0.10, total
+
+
+def test_other_timm_backbone_in_the_full_model() -> None:
+    cfg = tiny_cfg("backbone.name=resnet18", "backbone.embed_dim=none", "backbone.depths=none",
+                   "backbone.num_heads=none", "encoder.kind=fpn")
+    model = VLOSS(cfg.model).eval()
+    assert model.backbone.channels() == [64, 128, 256, 512]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96), class_embeds=model.text.class_embeddings(["cat"]))
+    d = cfg.model.decoder
+    check_contract(out, 1, 64, 96, d.num_queries, cfg.model.text.embed_dim, 1, d.num_layers, True)
