@@ -117,7 +117,23 @@ def caption_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
             "image_ids": [int(i) for i in batch["image_id"]]}
 
 
-COLLATE = {"panoptic": dense_collate, "detection": dense_collate, "captions": caption_collate}
+def _collate_classes():
+    """``iter_torch_batches`` wants collate callables deriving from Ray's NumpyBatchCollateFn."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class DenseCollate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return dense_collate(batch)
+
+    class CaptionCollate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return caption_collate(batch)
+
+    dense = DenseCollate()
+    return {"panoptic": dense, "detection": dense, "captions": CaptionCollate()}
+
+
+COLLATE = _collate_classes()
 
 
 def task_dataset(root: str, task: str, cfg: InputConfig, limit: int = 0, num_cpus: float = 0.25):

@@ -23,4 +23,13 @@ class DataFormatError(ValueError):
             where += f" [{record}]"
         if field is not None:
             where += f" field '{field}'"
+        self.message = message
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # keyword-only fields: pickle by hand so the error survives process pools and Ray tasks
+        return (_rebuild, (self.path, self.message, self.field, self.record))
+
+
+def _rebuild(path: Any, message: str, field: str | None, record: Any) -> DataFormatError:
+    return DataFormatError(path, message, field=field, record=record)

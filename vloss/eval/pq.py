@@ -11,7 +11,6 @@ processes that already run threads (Ray workers, torch).
 
 from __future__ import annotations
 
-import copyreg
 import json
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
@@ -28,20 +27,6 @@ from vloss.data.masks import rgb2id
 from vloss.eval.pq_stats import PQStat, normalize_categories, pq_stats_single
 
 
-def _rebuild_data_format_error(path: str, field: str | None, record: Any, text: str) -> DataFormatError:
-    err = DataFormatError.__new__(DataFormatError)
-    Exception.__init__(err, text)
-    err.path, err.field, err.record = path, field, record
-    return err
-
-
-def _reduce_data_format_error(err: DataFormatError):
-    return _rebuild_data_format_error, (err.path, err.field, err.record, str(err))
-
-
-# DataFormatError takes keyword-only arguments, which the default exception pickling
-# cannot rebuild; register a reducer so errors raised in worker processes reach the caller.
-copyreg.pickle(DataFormatError, _reduce_data_format_error)
 
 
 def default_workers() -> int:

@@ -1,0 +1,94 @@
+"""Is the input pipeline the bottleneck? Training steps fed by Ray Data vs fed from memory.
+
+Runs the same ``tiny()`` training steps (forward, Eq. 6 loss, backward, AdamW) twice in one
+process on the synthetic world's panoptic shards:
+
+* **ray**: batches streamed from ``pipelines.train_data.task_dataset`` (decode + LSJ in Ray
+  Data tasks, collate in the loop), exactly as the Ray Train workers read them;
+* **memory**: the same number of batches, taken from that pipeline beforehand and held in a list.
+
+Prints steps/s of both and the ratio ray/memory (target >= 0.9: the input pipeline keeps up).
+On a 2-core machine the Ray Data tasks compete with the training step for the same cores, so
+the ratio measured here is a lower bound of what a GPU node with idle CPUs gives.
+
+    python bench/train_input.py [--steps 20] [--size 128] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3, help="alternating memory/ray rounds (median ratio)")
+    p.add_argument("--work", default=None, help="reuse a work dir (world + shards)")
+    a = p.parse_args()
+
+    import torch
+
+    from pipelines.train_config import resolve
+    from pipelines.train_data import COLLATE, task_dataset
+    from pipelines.train_job import ensure_ray, prepare_shards
+    from pipelines.train_loop import TrainStep
+    from pipelines.train_shards import read_vocabulary
+    from vloss.losses import SetCriterion, weighted_total
+    from vloss.lr_schedule import build_optimizer
+    from vloss.model import VLOSS
+
+    ensure_ray(2)
+    work = a.work or tempfile.mkdtemp(prefix="vloss-bench-")
+    shards = prepare_shards(None, work, rows_per_shard=32)
+    job = resolve("tiny", [f"input.dense_size={a.size}"])
+    names = read_vocabulary(shards, "panoptic").names
+
+    def batches():
+        while True:  # cycle passes until enough steps
+            ds = task_dataset(shards, "panoptic", job.input)
+            yield from ds.iter_torch_batches(batch_size=a.batch, collate_fn=COLLATE["panoptic"], drop_last=True,
+                                             prefetch_batches=2)
+
+    def run(source) -> float:
+        torch.manual_seed(0)
+        model = VLOSS(job.model)
+        step = TrainStep(model, {"panoptic": names}, job.train.templates, "clip")
+        opt = build_optimizer(model, job.optim)
+        crit = SetCriterion(job.loss)
+        it = iter(source)
+        b = next(it)  # warm-up step outside the timing (first pass start-up, allocator)
+        weighted_total(crit(step("panoptic", b["images"]), b["targets"]), job.loss).backward()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            b = next(it)
+            loss = weighted_total(crit(step("panoptic", b["images"]), b["targets"]), job.loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return a.steps / (time.perf_counter() - t0)
+
+    gen = batches()
+    cached = [next(gen) for _ in range(a.steps + 1)]
+    print(f"tiny() panoptic steps at {a.size}px, batch {a.batch}, {a.steps} steps, {os.cpu_count()} CPUs")
+    ratios = []
+    for r in range(a.rounds):  # alternate, so a noisy spell on a shared machine hits both
+        memory = run(cached)
+        ray_rate = run(batches())
+        ratios.append(ray_rate / memory)
+        print(f"  round {r}: memory-fed {memory:.2f} steps/s, Ray Data {ray_rate:.2f} steps/s, "
+              f"ratio {ratios[-1]:.3f}")
+    print(f"ratio ray/memory = {statistics.median(ratios):.3f} (median of {a.rounds}; target >= 0.9)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
