@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.model.conftest import tiny_cfg
-from vloss.config import baseline, paper
+from vloss.config import apply_overrides, baseline, paper
 from vloss.model import VLOSS
 
 PAPER_M, BASELINE_M = 156.69e6, 110.97e6  # parameter counts reported in the paper (Sec. 4.2)
@@ -127,3 +127,12 @@ def test_other_timm_backbone_in_the_full_model() -> None:
         out = model(torch.randn(1, 3, 64, 96), class_embeds=model.text.class_embeddings(["cat"]))
     d = cfg.model.decoder
     check_contract(out, 1, 64, 96, d.num_queries, cfg.model.text.embed_dim, 1, d.num_layers, True)
+
+
+@pytest.mark.slow
+def test_baseline_shapes_with_fewer_layers() -> None:
+    cfg = apply_overrides(baseline(), ["text.layers=1", "encoder.num_layers=1", "decoder.num_layers=2"])
+    model = VLOSS(cfg.model).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 96), class_embeds=model.class_embeddings(["cat", "sky"]))
+    check_contract(out, 1, 64, 96, 100, 512, 2, 2, False)
