@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images (trials)")
     p.add_argument("--topk", type=int, default=None, help="detections per image (default: LVIS 300, COCO 100)")
     p.add_argument("--template", action="append", default=None, help="prompt template with {} (repeatable)")
+    p.add_argument("--object-mask-threshold", type=float, default=0.8,
+                   help="panoptic: minimum class probability of a kept query (Mask2Former: 0.8)")
+    p.add_argument("--overlap-threshold", type=float, default=0.8,
+                   help="panoptic: minimum share of its mask a segment must keep (Mask2Former: 0.8)")
     p.add_argument("--overlays", type=int, default=4, help="overlay images to draw")
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
         task=a.task, checkpoint=a.checkpoint, out=a.out or os.path.join("evals", a.task), data=a.data,
         gt_json=a.gt_json, images=a.images, gt_dir=a.gt_dir, config=a.config, overrides=list(a.set),
         size=a.size, max_size=a.max_size, limit=a.limit, topk=a.topk, templates=a.template,
+        object_mask_threshold=a.object_mask_threshold, overlap_threshold=a.overlap_threshold,
         overlays=a.overlays, num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor,
         cpus_per_actor=a.cpus_per_actor if a.cpus_per_actor is not None else (4.0 if a.gpus_per_actor else 0.5),
         batch_size=a.batch_size, pq_workers=a.pq_workers)

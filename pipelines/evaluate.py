@@ -25,6 +25,7 @@ images (``OUT/predictions/gt_subset.json``) before scoring.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -146,12 +147,12 @@ def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint
         num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
 
     got = _Collected()
-    # overlays show the first images that were predicted; keep a few spare payloads in case
-    # some of the first images fail (panoptic overlays are drawn from the written files)
+    # overlays show the first images that were predicted: keep the payloads of the first few
+    # images, with spares in case some of them fail
     overlay_indices = {im.index for im in eval_set.images[: 2 * cfg.overlays + 4]} if cfg.overlays else set()
-    first = True
-    with open(results_path, "w") as results_file:
-        if not eval_set.panoptic:
+    with contextlib.ExitStack() as stack:
+        results_file = None if eval_set.panoptic else stack.enter_context(open(results_path, "w"))
+        if results_file is not None:
             results_file.write("[")
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for k in range(len(batch["index"])):
@@ -164,18 +165,17 @@ def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint
                 png, payload = bytes(batch["png"][k]), str(batch["payload"][k])
                 if idx in overlay_indices:
                     got.overlay_payloads[idx] = (png, payload)
-                if eval_set.panoptic:
+                if results_file is None:  # panoptic: PNG now, JSON once every image is in
                     (pred_dir / im.pred_name).write_bytes(png)
                     got.annotations[idx] = {"image_id": im.image_id, "file_name": im.pred_name,
                                             "segments_info": json.loads(payload)}
                     continue
-                for det in json.loads(payload):
-                    results_file.write(("" if first else ",\n") + json.dumps({"image_id": im.image_id, **det}))
-                    first = False
+                for det in json.loads(payload):  # streamed: LVIS val has ~6M detections
+                    sep = ",\n" if got.num_detections else ""
+                    results_file.write(sep + json.dumps({"image_id": im.image_id, **det}))
                     got.num_detections += 1
-        if not eval_set.panoptic:
+        if results_file is not None:
             results_file.write("]\n")
-    del weights_ref
     return got
 
 
@@ -286,7 +286,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     out = Path(cfg.out).resolve()
     pred_root = out / "predictions"
     pred_dir = pred_root / "panoptic"
-    pred_dir.mkdir(parents=True, exist_ok=True)
+    (pred_dir if eval_set.panoptic else pred_root).mkdir(parents=True, exist_ok=True)
     pred_json = pred_root / ("panoptic.json" if eval_set.panoptic else "results.json")
     got = _run_inference(cfg, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json)
     if len(got.failed) == len(eval_set.images):
