@@ -221,7 +221,7 @@ def test_bad_images_are_reported_not_fatal_and_fatal_when_strict(ray_local, synt
 def test_maskrcnn_job_equals_the_plain_predictor(ray_local, synthetic_source, tiny_checkpoint, tmp_path):
     teacher = TeacherConfig(backend="maskrcnn", arch=TINY_ARCH, min_size=TINY_MIN_SIZE, max_size=TINY_MAX_SIZE)
     cfg = PseudoMaskJobConfig(annotations=str(synthetic_source.annotations), images=str(synthetic_source.images),
-                              out=str(tmp_path / "out"), checkpoint=str(tiny_checkpoint), teacher=teacher,
+                              out=str(tmp_path / "out"), checkpoint=tiny_checkpoint.as_uri(), teacher=teacher,
                               limit=3, rows_per_shard=2, batch_size=1)
     manifest = run_pseudo_masks(cfg)
     import hashlib

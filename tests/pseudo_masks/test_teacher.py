@@ -142,3 +142,19 @@ def test_box_backend_fills_the_clipped_box():
     assert mask_to_bbox(out.masks[0]) == [5.0, 6.0, 20.0, 24.0]               # integer box: exact
     assert mask_to_bbox(out.masks[1]) == [10.0, 0.0, 40.0, 13.0]              # floor/ceil extent
     assert out.masks[0].sum() == 20 * 24 and (out.scores == 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"])
+def test_resnet50_architectures_build_offline_and_load_their_own_state(arch):
+    from vloss.teacher.architectures import load_into, num_classes_from_state_dict
+
+    model = build_maskrcnn(TeacherArchConfig(arch, num_classes=7, min_size=64, max_size=96))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert num_classes_from_state_dict(state, "mem") == 7
+    fresh = build_maskrcnn(TeacherArchConfig(arch, num_classes=7, min_size=64, max_size=96))
+    load_into(fresh, state, "mem")
+    key = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+    assert torch.equal(fresh.state_dict()[key], state[key])
+    with pytest.raises(ValueError, match="unknown teacher arch"):
+        TeacherArchConfig("maskrcnn_swin", num_classes=7)
