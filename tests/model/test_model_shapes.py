@@ -111,13 +111,6 @@ def test_paper_real_architecture_params_and_shapes() -> None:
     check_contract(out, 1, 64, 64, 100, 512, 2, 9, True)
 
 
-def test_baseline_param_count_matches_paper() -> None:
-    with torch.device("meta"):  # same modules, no memory or init time
-        model = VLOSS(baseline().model)
-    total = model.component_parameters()["total"]
-    assert abs(total - BASELINE_M) / BASELINE_M < 0.10, total
-
-
 def test_other_timm_backbone_in_the_full_model() -> None:
     cfg = tiny_cfg("backbone.name=resnet18", "backbone.embed_dim=none", "backbone.depths=none",
                    "backbone.num_heads=none", "encoder.kind=fpn")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -64,9 +62,16 @@ def test_summary_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert 1e6 < counts["total"] < 10e6  # "a few million parameters"
 
 
-@pytest.mark.slow
-def test_summary_command_line_paper_within_10_percent() -> None:
-    out = subprocess.run([sys.executable, "-m", "vloss.model", "summary", "--preset", "paper", "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    total = json.loads(out)["total"]
-    assert abs(total - 156.69e6) / 156.69e6 < 0.10
+@pytest.mark.parametrize("name, reported", [("paper", 156.69e6), ("baseline", 110.97e6)])
+def test_summary_paper_and_baseline_within_10_percent(name: str, reported: float,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--preset", name, "--json"]) == 0
+    total = json.loads(capsys.readouterr().out)["total"]
+    assert abs(total - reported) / reported < 0.10, total
+
+
+def test_summary_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--preset", "tiny", "--set", "decoder.num_layers=2"]) == 0
+    text = capsys.readouterr().out
+    for part in ("backbone", "encoder", "decoder", "text", "other", "total"):
+        assert part in text
