@@ -8,7 +8,8 @@ On a cluster::
 
 On one machine (embedded local Ray), e.g. a trial on the synthetic world::
 
-    python jobs/evaluate.py --task lvis --checkpoint runs/trial/ckpt --data runs/trial --limit 4
+    python jobs/evaluate.py --task lvis --checkpoint runs/trial/ray_train/checkpoint_<time> \\
+        --data runs/trial/world --limit 4
 
 ``--checkpoint`` is a training checkpoint directory (state.pt + meta.json) or a model-weights
 file (give ``--config tiny|paper|baseline`` when the file stores no config). Writes
