@@ -228,9 +228,20 @@ def test_predictor_passes_decode_errors_through(tiny_model, synthetic_world: Pat
     es = load_eval_set("lvis", resolve_eval_paths("lvis", synthetic_world), limit=1)
     bad = EvalImage(1, 12345, str(synthetic_world / "nope.jpg"), 50, 60, "nope.png")
     es.images = [es.images[0], bad]
-    _, out = _predict(tiny_model, es, False, topk=5)
+    pred, out = _predict(tiny_model, es, False, topk=5)
     assert out["error"][0] == "" and len(json.loads(out["payload"][0])) == 5
     assert "nope.jpg" in out["error"][1] and out["payload"][1] == ""
+    # the class embeddings were computed once, in the constructor: batches never run the text tower
+    calls = []
+    hook = pred.model.text.tower.transformer.register_forward_hook(lambda *a: calls.append(1))
+    batch = {"index": np.array([0]), "path": np.array([es.images[0].path], dtype=object),
+             "height": np.array([es.images[0].height]), "width": np.array([es.images[0].width])}
+    again = pred(decode_eval_images(batch, size=96, max_size=384))
+    assert calls == [] and again["payload"][0] == out["payload"][0]
+    pred.model.text.clear_cache()  # the hook does see the text tower when it runs
+    pred.model.class_embeddings(es.names[:2], ("a photo of a {}.",))
+    hook.remove()
+    assert calls
 
 
 @pytest.mark.slow
