@@ -253,7 +253,7 @@ def _run_section(manifest: dict) -> str:
              f"- images: {c['images_evaluated']} evaluated of {c['images_in_gt']} in the annotation file; "
              f"{c['images_predicted']} predicted, {c['images_failed']} failed",
              f"- input: shorter side {manifest['input']['size']}, longer side at most {manifest['input']['max_size']}, "
-             f"padded to a multiple of 32",
+             f"padded to a multiple of {manifest['input']['size_divisor']}",
              f"- vocabulary: {len(manifest['vocabulary']['names'])} class names from the evaluation set's own "
              f"categories, templates {manifest['vocabulary']['templates']}"]
     if c["images_failed"]:
@@ -278,6 +278,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     paths = resolve_eval_paths(cfg.task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
     eval_set = load_eval_set(cfg.task, paths, cfg.limit)
     model, ckpt = load_eval_model(cfg.checkpoint, cfg.config, cfg.overrides)
+    size_divisor = model.size_divisor
     del model  # validated and counted; the actors build their own copies
     templates = list(cfg.templates or ckpt.templates)
     size = cfg.size or ckpt.default_size
@@ -307,7 +308,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
                    "checkpoint_kind": ckpt.kind},
         "limited": scored_gt != paths.gt_json, "scored_gt_json": str(scored_gt),
         "predictions": {"json": str(pred_json), "png_dir": str(pred_dir) if eval_set.panoptic else None},
-        "input": {"size": size, "max_size": max_size, "size_divisor": 32},
+        "input": {"size": size, "max_size": max_size, "size_divisor": size_divisor},
         "vocabulary": {"names": eval_set.names, "category_ids": eval_set.category_ids,
                        "is_thing": eval_set.is_thing, "templates": templates,
                        "sha256": expected, "predictor_sha256": sorted(got.vocab_digests)},
