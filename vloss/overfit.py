@@ -157,7 +157,7 @@ def load_panoptic_batch(dataset: PanopticDataset, num_images: int, size: int) ->
             raise DataFormatError(dataset.json_path, f"image {im.image_path.name} is {image.shape[:2]} "
                                   f"but its PNG is {ids.shape}", field="file_name", record=f"image id {im.id}")
         rgb.append(_resize(image, size, Image.BILINEAR))
-        # ids < 256**3 fit exactly in float32-free int32 for PIL's "I" mode
+        # ids < 256**3 fit in int32, which PIL resizes exactly (mode "I")
         small = _resize(ids.astype(np.int32), size, Image.NEAREST).astype(np.int64)  # [S, S]
         present = set(np.unique(small).tolist())
         segs, labels, masks, lost = [], [], [], []
