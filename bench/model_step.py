@@ -10,10 +10,14 @@ on CPU the peak resident set size during the step minus the resident size before
 ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
 
 Prints the measurements and the ratios bf16/fp32 (per preset) and paper/tiny (per precision).
+Reported time is the median measured step. The first full-size steps of a process are several
+times slower (fresh memory pages for the large activations); tiny gets 3 full-size warm-up
+steps by default, paper none (``--paper-warmup 1`` for a steadier number, at twice the cost).
+CPU timings on a shared machine are noisy: compare ratios from one run.
 
 Usage::
 
-    .venv/bin/python bench/model_step.py                    # 1 image, 1 step for paper (~1-2 min)
+    .venv/bin/python bench/model_step.py                    # 1 image, 1 step for paper (3-7 min on 2 cores)
     .venv/bin/python bench/model_step.py --paper-steps 3 --batch 2 --size 512
     .venv/bin/python bench/model_step.py --device cuda      # on a GPU machine
 """
@@ -62,7 +66,8 @@ def _targets(batch: int, size: int, device: torch.device, gen: torch.Generator) 
     return targets
 
 
-def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int, device_name: str) -> dict:
+def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int, warmup: int,
+            device_name: str) -> dict:
     """Measure one configuration in this process; returns a JSON-able dict."""
     from vloss.config import preset
     from vloss.model import VLOSS
@@ -104,25 +109,30 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
         _sync(device)
         return time.perf_counter() - t0, loss_time
 
-    # warm-up at a small size (lazy initialisation, allocator), then measure at full size
+    # warm-up at a small size (lazy initialisation), then `warmup` full-size steps: the first
+    # full-size steps pay for fresh memory pages (large tensors are mmap'ed by the allocator)
     small = min(size, 64)
     step(torch.randn(1, 3, small, small, device=device), _targets(1, small, device, gen))
-    if device.type == "cuda":
+    if device.type == "cuda":  # peak = highest memory during any full-size step minus memory before them
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_bytes()
-    total = loss_total = 0.0
+    for _ in range(warmup):
+        step(images, targets)
+    times, loss_times = [], []
     for _ in range(steps):
         dt, lt = step(images, targets)
-        total += dt
-        loss_total += lt
+        times.append(dt)
+        loss_times.append(lt)
+    pick = sorted(range(steps), key=lambda i: times[i])[steps // 2]  # the median step
+    total, loss_total = times[pick], loss_times[pick]
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _max_rss_bytes()) - base
     return {
         "preset": preset_name, "precision": precision, "size": size, "batch": batch, "steps": steps,
         "device": device_name, "threads": torch.get_num_threads(),
-        "sec_per_image": total / (steps * batch),
+        "warmup": warmup, "sec_per_image": total / batch,
         "peak_mb_per_image": max(peak, 0) / batch / 2**20,
         "loss_share": (loss_total / total) if criterion is not None else None,
     }
@@ -139,6 +149,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1, help="images per step")
     parser.add_argument("--paper-steps", type=int, default=1, help="measured steps for paper")
     parser.add_argument("--tiny-steps", type=int, default=3, help="measured steps for tiny")
+    parser.add_argument("--paper-warmup", type=int, default=0, help="unmeasured full-size steps for paper")
+    parser.add_argument("--tiny-warmup", type=int, default=3, help="unmeasured full-size steps for tiny")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: preset:precision in this process
@@ -147,7 +159,8 @@ def main() -> int:
     if args.one:
         name, precision = args.one.split(":")
         steps = args.paper_steps if name == "paper" else args.tiny_steps
-        print(json.dumps(run_one(name, precision, args.size, args.batch, steps, args.device)))
+        warmup = args.paper_warmup if name == "paper" else args.tiny_warmup
+        print(json.dumps(run_one(name, precision, args.size, args.batch, steps, warmup, args.device)))
         return 0
 
     results = {}
@@ -155,7 +168,8 @@ def main() -> int:
         for precision in args.precisions.split(","):
             cmd = [sys.executable, __file__, "--one", f"{name}:{precision}", "--size", str(args.size),
                    "--batch", str(args.batch), "--paper-steps", str(args.paper_steps),
-                   "--tiny-steps", str(args.tiny_steps), "--device", args.device]
+                   "--tiny-steps", str(args.tiny_steps), "--paper-warmup", str(args.paper_warmup),
+                   "--tiny-warmup", str(args.tiny_warmup), "--device", args.device]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
@@ -164,7 +178,8 @@ def main() -> int:
             results[(name, precision)] = r
             share = "n/a" if r["loss_share"] is None else f"{100 * r['loss_share']:.1f}%"
             print(f"{name:<6} {precision:<5} {args.size}x{args.size} batch {args.batch} on {args.device} "
-                  f"({r['threads']} threads, {r['steps']} step(s)): {r['sec_per_image']:.3f} s/image, "
+                  f"({r['threads']} threads, median of {r['steps']} step(s) after {r['warmup']} warm-up): "
+                  f"{r['sec_per_image']:.3f} s/image, "
                   f"peak {r['peak_mb_per_image']:.0f} MiB/image, matcher+criterion share {share}")
     precisions = args.precisions.split(",")
     if "fp32" in precisions and "bf16" in precisions:
