@@ -10,7 +10,7 @@ import torch
 
 from tests.model.conftest import tiny_cfg
 from vloss.config import from_dict, to_dict
-from vloss.model import VLOSS, WeightsError, load_model_weights, save_model_weights
+from vloss.model import VLOSS, WeightsError, load_backbone_weights, load_model_weights, save_model_weights
 from vloss.model.__main__ import main
 
 
@@ -75,3 +75,14 @@ def test_summary_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for part in ("backbone", "encoder", "decoder", "text", "other", "total"):
         assert part in text
+
+
+def test_backbone_from_a_full_checkpoint(tmp_path: Path) -> None:
+    src = VLOSS(tiny_cfg().model)
+    path = tmp_path / "model.pt"
+    save_model_weights(src, path)
+    dst = VLOSS(tiny_cfg().model)
+    load_backbone_weights(dst, path)
+    for (name, a), b in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(src.decoder.query_feat.weight, dst.decoder.query_feat.weight)  # only the backbone

@@ -91,12 +91,16 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     Args:
         model: a :class:`~vloss.model.network.VLOSS` or a :class:`~vloss.model.backbone.Backbone`.
         path: a timm checkpoint of the classification model (e.g. ``swin_tiny_patch4_window7_224``'s
-            ``pytorch_model.bin``) or a state dict of the backbone saved from this package
-            (optionally prefixed ``backbone.`` / ``body.``).
+            ``pytorch_model.bin``), a state dict of the backbone saved from this package
+            (optionally prefixed ``backbone.body.`` / ``body.``) or a full VLOSS checkpoint
+            (its backbone part is taken).
     """
     backbone = model.backbone if hasattr(model, "backbone") else model
     body = backbone.body
-    sd = _strip(_unwrap(_read(path)), ("backbone.body.", "body."))
+    sd = _unwrap(_read(path))
+    if any(k.startswith("backbone.body.") for k in sd):  # a full VLOSS checkpoint: take its backbone
+        sd = {k: v for k, v in sd.items() if k.startswith("backbone.body.")}
+    sd = _strip(sd, ("backbone.body.", "body."))
     if set(sd) == set(body.state_dict()):  # saved from this package: same names
         load_checked(body, sd, path, f"backbone {backbone.cfg.name!r}")
         return
