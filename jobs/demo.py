@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="demo_out", help="everything goes here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=["small", "medium"], default="small", help="synthetic world size")
-    p.add_argument("--epochs", type=int, default=4, help="training epochs (tiny preset)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs (tiny preset; the paper trains 12)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--skip-train", action="store_true", help="stop after the pseudo-mask stage")
     return p.parse_args(argv)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_ray(2)
     pm_out = os.path.join(out, "pseudo_masks")
-    o365 = paths["objects365"]
+    o365 = {k: str(v) for k, v in paths["objects365"].items()}
     pseudo_masks.main(["--annotations", o365["train_json"], "--images", o365["train_images"], "--out", pm_out,
                        "--backend", "box", "--rows-per-shard", "32", "--eval-truth", o365["train_truth_masks"]])
     if args.skip_train:
