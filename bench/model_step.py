@@ -13,7 +13,10 @@ Prints the measurements and the ratios bf16/fp32 (per preset) and paper/tiny (pe
 Reported time is the median measured step. The first full-size steps of a process are several
 times slower (fresh memory pages for the large activations); tiny gets 3 full-size warm-up
 steps by default, paper none (``--paper-warmup 1`` for a steadier number, at twice the cost).
-CPU timings on a shared machine are noisy: compare ratios from one run.
+CPU timings on a shared machine are noisy (other processes take the cores): the process CPU
+time (user + system, all threads) of the step is printed beside the wall time and is the
+steadier number to compare there. The default is one torch thread: with several, OpenMP
+threads spin while waiting for a descheduled sibling, inflating both numbers many times over.
 
 Usage::
 
@@ -89,8 +92,8 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
     images = torch.randn(batch, 3, size, size, device=device)
     use_bf16 = precision == "bf16"
 
-    def step(x: torch.Tensor, tgts: list[dict]) -> tuple[float, float]:
-        t0 = time.perf_counter()
+    def step(x: torch.Tensor, tgts: list[dict]) -> tuple[float, float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             cls = model.text.class_embeddings(names)  # trainable text: recomputed with grad
             out = model(x, class_embeds=cls)
@@ -107,7 +110,7 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
         opt.step()
         opt.zero_grad(set_to_none=True)
         _sync(device)
-        return time.perf_counter() - t0, loss_time
+        return time.perf_counter() - t0, loss_time, time.process_time() - c0
 
     # warm-up at a small size (lazy initialisation), then `warmup` full-size steps: the first
     # full-size steps pay for fresh memory pages (large tensors are mmap'ed by the allocator)
@@ -121,18 +124,19 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
         base = _rss_bytes()
     for _ in range(warmup):
         step(images, targets)
-    times, loss_times = [], []
+    times, loss_times, cpu_times = [], [], []
     for _ in range(steps):
-        dt, lt = step(images, targets)
+        dt, lt, ct = step(images, targets)
         times.append(dt)
         loss_times.append(lt)
+        cpu_times.append(ct)
     pick = sorted(range(steps), key=lambda i: times[i])[steps // 2]  # the median step
     total, loss_total = times[pick], loss_times[pick]
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda" else _max_rss_bytes()) - base
     return {
         "preset": preset_name, "precision": precision, "size": size, "batch": batch, "steps": steps,
         "device": device_name, "threads": torch.get_num_threads(),
-        "warmup": warmup, "sec_per_image": total / batch,
+        "warmup": warmup, "sec_per_image": total / batch, "cpu_sec_per_image": cpu_times[pick] / batch,
         "peak_mb_per_image": max(peak, 0) / batch / 2**20,
         "loss_share": (loss_total / total) if criterion is not None else None,
     }
@@ -152,11 +156,14 @@ def main() -> int:
     parser.add_argument("--paper-warmup", type=int, default=0, help="unmeasured full-size steps for paper")
     parser.add_argument("--tiny-warmup", type=int, default=3, help="unmeasured full-size steps for tiny")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: no OpenMP spin-waiting when the cores are shared)")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: preset:precision in this process
     args = parser.parse_args()
 
     if args.one:
+        torch.set_num_threads(args.threads)
         name, precision = args.one.split(":")
         steps = args.paper_steps if name == "paper" else args.tiny_steps
         warmup = args.paper_warmup if name == "paper" else args.tiny_warmup
@@ -169,7 +176,8 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--one", f"{name}:{precision}", "--size", str(args.size),
                    "--batch", str(args.batch), "--paper-steps", str(args.paper_steps),
                    "--tiny-steps", str(args.tiny_steps), "--paper-warmup", str(args.paper_warmup),
-                   "--tiny-warmup", str(args.tiny_warmup), "--device", args.device]
+                   "--tiny-warmup", str(args.tiny_warmup), "--device", args.device,
+                   "--threads", str(args.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
@@ -179,17 +187,19 @@ def main() -> int:
             share = "n/a" if r["loss_share"] is None else f"{100 * r['loss_share']:.1f}%"
             print(f"{name:<6} {precision:<5} {args.size}x{args.size} batch {args.batch} on {args.device} "
                   f"({r['threads']} threads, median of {r['steps']} step(s) after {r['warmup']} warm-up): "
-                  f"{r['sec_per_image']:.3f} s/image, "
+                  f"{r['sec_per_image']:.3f} s/image (process CPU {r['cpu_sec_per_image']:.3f} s), "
                   f"peak {r['peak_mb_per_image']:.0f} MiB/image, matcher+criterion share {share}")
     precisions = args.precisions.split(",")
     if "fp32" in precisions and "bf16" in precisions:
         for name in ("tiny", "paper"):
             a, b = results[(name, "bf16")], results[(name, "fp32")]
             print(f"ratio bf16/fp32 {name}: time {a['sec_per_image'] / b['sec_per_image']:.2f}, "
+                  f"CPU time {a['cpu_sec_per_image'] / b['cpu_sec_per_image']:.2f}, "
                   f"peak memory {a['peak_mb_per_image'] / max(b['peak_mb_per_image'], 1e-9):.2f}")
     for precision in precisions:
         a, b = results[("paper", precision)], results[("tiny", precision)]
         print(f"ratio paper/tiny {precision}: time {a['sec_per_image'] / b['sec_per_image']:.1f}, "
+              f"CPU time {a['cpu_sec_per_image'] / b['cpu_sec_per_image']:.1f}, "
               f"peak memory {a['peak_mb_per_image'] / max(b['peak_mb_per_image'], 1e-9):.1f}")
     return 0
 
