@@ -97,7 +97,6 @@ def test_training_step_reaches_every_component() -> None:
         assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), name
 
 
-@pytest.mark.slow
 def test_paper_real_architecture_params_and_shapes() -> None:
     model = VLOSS(paper().model).eval()
     total = sum(p.numel() for p in model.parameters())
@@ -122,7 +121,6 @@ def test_other_timm_backbone_in_the_full_model() -> None:
     check_contract(out, 1, 64, 96, d.num_queries, cfg.model.text.embed_dim, 1, d.num_layers, True)
 
 
-@pytest.mark.slow
 def test_baseline_shapes_with_fewer_layers() -> None:
     cfg = apply_overrides(baseline(), ["text.layers=1", "encoder.num_layers=1", "decoder.num_layers=2"])
     model = VLOSS(cfg.model).eval()
