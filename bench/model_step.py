@@ -20,7 +20,7 @@ threads spin while waiting for a descheduled sibling, inflating both numbers man
 
 Usage::
 
-    .venv/bin/python bench/model_step.py                    # 1 image, 1 step for paper (3-7 min on 2 cores)
+    .venv/bin/python bench/model_step.py                    # 1 image, 1 step for paper (under a minute)
     .venv/bin/python bench/model_step.py --paper-steps 3 --batch 2 --size 512
     .venv/bin/python bench/model_step.py --device cuda      # on a GPU machine
 """
