@@ -291,10 +291,15 @@ def _parse_text(text: str, tp: Any, where: str) -> Any:
         raise ValueError(f"{where}: expected a bool (true/false), got {text!r}")
     if typing.get_origin(inner) is tuple:
         args = typing.get_args(inner)
-        elem = args[0]
         body = stripped.strip("()[]")
         items = [s.strip() for s in body.split(",") if s.strip()] if body else []
-        return tuple(_parse_text(s, elem, f"{where}[{i}]") for i, s in enumerate(items))
+        if len(args) == 2 and args[1] is Ellipsis:
+            types_ = [args[0]] * len(items)
+        elif len(args) != len(items):
+            raise ValueError(f"{where}: expected {len(args)} comma-separated items, got {len(items)}")
+        else:
+            types_ = list(args)
+        return tuple(_parse_text(s, t, f"{where}[{i}]") for i, (s, t) in enumerate(zip(items, types_)))
     try:
         parsed = json.loads(stripped)
     except json.JSONDecodeError as exc:

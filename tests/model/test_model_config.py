@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -89,3 +90,25 @@ def test_unknown_preset() -> None:
     assert preset("tiny") == tiny()
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+@dataclass
+class _Extra:
+    betas: tuple[float, int] = (0.9, 3)
+    limit: int | None = None
+
+
+@dataclass
+class _Extended(VLOSSConfig):
+    extra: _Extra = field(default_factory=_Extra)
+
+
+def test_extended_config_fixed_tuples_and_optional_unions() -> None:
+    cfg = apply_overrides(_Extended(), ["extra.betas=0.5,7", "extra.limit=4", "decoder.num_layers=2"])
+    assert cfg.extra.betas == (0.5, 7) and cfg.extra.limit == 4 and cfg.model.decoder.num_layers == 2
+    assert from_dict(to_dict(cfg), _Extended) == cfg
+    with pytest.raises(ValueError, match="expected 2"):
+        apply_overrides(cfg, ["extra.betas=0.5"])
+    with pytest.raises(ValueError, match="expected an int"):
+        apply_overrides(cfg, ["extra.betas=0.5,0.7"])
+    assert apply_overrides(cfg, ["extra.limit=none"]).extra.limit is None
