@@ -12,6 +12,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op torch thread for the whole suite. The machines are 2 shared cores, and
+    OpenMP threads spin while waiting for a descheduled sibling: small-tensor tests ran up to
+    20x slower with 2 threads. (Ray workers get OMP_NUM_THREADS from their CPU share.)"""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -14,11 +14,6 @@ def tiny_cfg(*overrides: str) -> VLOSSConfig:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Seed, and run on one torch thread: the machines are shared, and OpenMP threads spin while
-    waiting for a descheduled sibling, which made these small-tensor tests many times slower."""
+def _seed():
+    """Every model test starts from the same RNG state (one torch thread: tests/conftest.py)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
