@@ -31,6 +31,11 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the training step (1 leaves a core for Ray Data on 2 cores)")
+    p.add_argument("--repeat", type=int, default=8,
+                   help="read the shards this many times per pass, so a pass is as long as a real "
+                        "epoch's and the per-pass start-up is not what gets measured")
     p.add_argument("--rounds", type=int, default=3, help="alternating memory/ray rounds (median ratio)")
     p.add_argument("--work", default=None, help="reuse a work dir (world + shards)")
     a = p.parse_args()
@@ -46,6 +51,7 @@ def main() -> int:
     from vloss.lr_schedule import build_optimizer
     from vloss.model import VLOSS
 
+    torch.set_num_threads(a.threads)
     ensure_ray(2)
     work = a.work or tempfile.mkdtemp(prefix="vloss-bench-")
     shards = prepare_shards(None, work, rows_per_shard=32)
@@ -55,6 +61,8 @@ def main() -> int:
     def batches():
         while True:  # cycle passes until enough steps
             ds = task_dataset(shards, "panoptic", job.input)
+            if a.repeat > 1:
+                ds = ds.union(*[task_dataset(shards, "panoptic", job.input) for _ in range(a.repeat - 1)])
             yield from ds.iter_torch_batches(batch_size=a.batch, collate_fn=COLLATE["panoptic"], drop_last=True,
                                              prefetch_batches=2)
 
@@ -78,7 +86,8 @@ def main() -> int:
 
     gen = batches()
     cached = [next(gen) for _ in range(a.steps + 1)]
-    print(f"tiny() panoptic steps at {a.size}px, batch {a.batch}, {a.steps} steps, {os.cpu_count()} CPUs")
+    print(f"tiny() panoptic steps at {a.size}px, batch {a.batch}, {a.steps} steps, {os.cpu_count()} CPUs, "
+          f"{a.threads} torch thread(s)")
     ratios = []
     for r in range(a.rounds):  # alternate, so a noisy spell on a shared machine hits both
         memory = run(cached)
