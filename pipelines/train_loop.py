@@ -280,8 +280,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         acc["n"] += 1
         for k in ("loss_cls", "loss_bce", "loss_dice", "loss_con"):
             if k in losses:
-                acc[k] = acc.get(k, 0.0) + float(losses[k])
-        acc["total"] = acc.get("total", 0.0) + float(total)
+                acc[k] = acc.get(k, 0.0) + float(losses[k].detach())
+        acc["total"] = acc.get("total", 0.0) + float(total.detach())
 
         last = (g + 1 == schedule.total_steps) or (max_steps and steps_this_run >= max_steps)
         sub_end = schedule.sub_epoch_end(epoch, step)

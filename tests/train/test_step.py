@@ -32,7 +32,7 @@ def _step(amp: str) -> tuple[float, float]:
     loss = weighted_total(SetCriterion(job.loss, generator=torch.Generator().manual_seed(0))(out, targets), job.loss)
     loss.backward()
     grad = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
-    return float(loss), grad
+    return float(loss.detach()), grad
 
 
 @pytest.mark.parametrize("amp", ["off", "auto", "bf16"])
