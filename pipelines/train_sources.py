@@ -4,14 +4,21 @@
 in from the standard layouts of ``docs/DATA_LAYOUT.md`` (the real datasets' layouts, which the
 synthetic world also uses). ``build_training_shards`` reads the annotation files on the driver
 (validating them, with errors naming file and field), then writes the shards with Ray Data.
+Every source may be a local path or an object-store URI (``s3://``, ``gs://``, ``file://``):
+annotation JSONs are fetched to a temporary file for the readers, and image / PNG URIs are
+joined to the user's roots and read inside the shard tasks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
+
+import pyarrow.fs as pafs
 
 from pipelines.io import locate, write_json_atomic
 from pipelines.train_shards import MANIFEST_NAME, SourceImage, Vocabulary, write_task_shards
@@ -64,9 +71,29 @@ class TrainingSources:
         )
 
 
+@contextmanager
+def local_json(uri: str) -> Iterator[str]:
+    """A local path holding the JSON at ``uri`` (object-store files are fetched to a temp file)."""
+    loc = locate(uri)
+    if isinstance(loc.fs, pafs.LocalFileSystem):  # a local path or a file:// URI
+        yield loc.path
+        return
+    with tempfile.TemporaryDirectory(prefix="vloss-json-") as tmp:
+        path = os.path.join(tmp, os.path.basename(loc.path) or "annotations.json")
+        with open(path, "wb") as f:
+            f.write(loc.read_bytes())
+        yield path
+
+
+def _under(root: str, name: str) -> str:
+    """``name`` under ``root``, where root is a local path or an object-store URI."""
+    return locate(root).child(name).uri
+
+
 def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list[SourceImage], Vocabulary]:
     """COCO panoptic train split -> source images (segment masks read from the PNG later)."""
-    ds = read_coco_panoptic(json_path, image_dir, png_dir)
+    with local_json(json_path) as path:
+        ds = read_coco_panoptic(path, image_dir, png_dir)
     vocab = Vocabulary("coco_panoptic", "panoptic", [c.id for c in ds.categories],
                        [c.name for c in ds.categories], [bool(c.isthing) for c in ds.categories])
     label = vocab.label_of()
@@ -74,8 +101,8 @@ def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list
     for im in ds.images:
         insts = [{"id": s.id, "category_id": s.category_id, "label": label[s.category_id], "isthing": s.isthing,
                   "iscrowd": bool(s.iscrowd), "bbox": list(s.bbox), "area": int(s.area)} for s in im.segments]
-        out.append(SourceImage(int(im.id), str(im.image_path), im.file_name, im.height, im.width, insts,
-                               png_uri=str(im.png_path)))
+        out.append(SourceImage(int(im.id), _under(image_dir, im.file_name), im.file_name, im.height, im.width,
+                               insts, png_uri=_under(png_dir, os.path.basename(im.png_path))))
     return out, vocab
 
 
@@ -88,7 +115,8 @@ def detection_sources(json_path: str, image_dir: str, pseudo_dir: str
     """
     from pipelines.pseudo_mask_shards import iter_records
 
-    ds = read_coco_detection(json_path, image_dir)
+    with local_json(json_path) as path:
+        ds = read_coco_detection(path, image_dir)
     vocab = Vocabulary("objects365", "detection", [c.id for c in ds.categories],
                        [c.name for c in ds.categories], [True] * len(ds.categories))
     label = vocab.label_of()
@@ -115,7 +143,8 @@ def detection_sources(json_path: str, image_dir: str, pseudo_dir: str
                           "segmentation": p["segmentation"]["counts"].encode("ascii"),
                           "area": int(p["area"]), "score": float(p["score"])})
         if insts:
-            out.append(SourceImage(int(im.id), str(im.path), im.file_name, im.height, im.width, insts))
+            out.append(SourceImage(int(im.id), _under(image_dir, im.file_name), im.file_name, im.height, im.width,
+                                   insts))
     return out, vocab, counts
 
 
@@ -123,8 +152,9 @@ def caption_sources(sources: list[CaptionSource]) -> list[tuple[str, list[Source
     """Caption files -> per-source lists of source images (images without captions skipped)."""
     out = []
     for src in sources:
-        ds = read_coco_captions(src.json, src.images)
-        imgs = [SourceImage(int(im.id), str(im.path), im.file_name, im.height or 0, im.width or 0,
+        with local_json(src.json) as path:
+            ds = read_coco_captions(path, src.images)
+        imgs = [SourceImage(int(im.id), _under(src.images, im.file_name), im.file_name, im.height or 0, im.width or 0,
                             captions=list(im.captions)) for im in ds.images if im.captions]
         out.append((src.name, imgs))
     return out
