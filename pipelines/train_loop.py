@@ -16,8 +16,8 @@ explicit checkpoint path, and skips the batches the schedule says were already c
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
 import tempfile
 import time
 from typing import Any, Iterator
@@ -318,5 +318,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({**{k: v for k, v in metrics.items() if not isinstance(v, str)}, "task": task},
                              checkpoint=checkpoint)
+            if tmp is not None:  # report() uploads synchronously; the staging copy is no longer needed
+                shutil.rmtree(tmp, ignore_errors=True)
         if last:
             break

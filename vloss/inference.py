@@ -152,7 +152,6 @@ def instance_inference(cls_logits: torch.Tensor, mask_logits: torch.Tensor, topk
         "masks": [K, H, W] bool, "query": [K] int64}``, ordered by class probability.
     """
     num_classes = _check(cls_logits, mask_logits, is_thing)
-    num_queries = cls_logits.shape[0]
     probs = cls_logits.float().softmax(-1)[:, :-1]  # [Q, C]
     if is_thing is not None:
         thing = torch.as_tensor(list(is_thing), dtype=torch.bool, device=probs.device)  # [C]

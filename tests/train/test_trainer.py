@@ -9,7 +9,6 @@ each step must draw; the runs' metric lines must follow it exactly.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
