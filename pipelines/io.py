@@ -120,12 +120,15 @@ class Location:
         return h.hexdigest()
 
 
-def locate(uri_or_path: str | os.PathLike) -> Location:
-    """Resolve a local path or a URI to a ``Location``.
+def locate(uri_or_path: "str | os.PathLike | Location") -> Location:
+    """Resolve a local path or a URI to a ``Location`` (a ``Location`` is returned as is).
 
     Args:
-        uri_or_path: ``/data/x``, ``rel/x``, ``file:///data/x``, ``s3://bucket/x``, ...
+        uri_or_path: ``/data/x``, ``rel/x``, ``file:///data/x``, ``s3://bucket/x``, ... or a
+            ``Location`` already resolved.
     """
+    if isinstance(uri_or_path, Location):
+        return uri_or_path
     s = os.fspath(uri_or_path)
     if _has_scheme(s):
         fs, path = pafs.FileSystem.from_uri(s)

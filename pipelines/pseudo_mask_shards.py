@@ -203,7 +203,7 @@ def validate_shard(out: Location, spec: ShardSpec) -> tuple[dict | None, str]:
 
 def shard_locations(out: str | Location) -> list[Location]:
     """The ``part-*.parquet`` files of an output directory, in index order."""
-    out = locate(out) if not isinstance(out, Location) else out
+    out = locate(out)
     return [out.child(n) for n in out.list_names() if SHARD_RE.match(n)]
 
 
@@ -258,8 +258,8 @@ def export_coco(out: str | Location, dest: str | Location, categories: list[dict
     Returns:
         the COCO dict that was written.
     """
-    out = locate(out) if not isinstance(out, Location) else out
-    dest = locate(dest) if not isinstance(dest, Location) else dest
+    out = locate(out)
+    dest = locate(dest)
     if categories is None:
         manifest_loc = out.child(MANIFEST_NAME)
         categories = read_json(manifest_loc).get("categories", []) if manifest_loc.is_file() else []
@@ -278,5 +278,5 @@ def export_coco(out: str | Location, dest: str | Location, categories: list[dict
 
 
 def read_manifest(out: str | Location) -> dict[str, Any]:
-    out = locate(out) if not isinstance(out, Location) else out
+    out = locate(out)
     return read_json(out.child(MANIFEST_NAME))

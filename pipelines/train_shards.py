@@ -114,7 +114,7 @@ class Vocabulary:
 
 def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
     """The ``vocab.json`` stored beside a task's shards."""
-    root = root if isinstance(root, Location) else locate(root)
+    root = locate(root)
     return Vocabulary.from_json(json.loads(root.child(task, VOCAB_NAME).read_bytes()))
 
 
@@ -195,7 +195,7 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, task:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
-    root = root if isinstance(root, Location) else locate(root)
+    root = locate(root)
     out_dir = root.child(task)
     out_dir.makedirs()
     ordered = sorted(images, key=lambda im: im.image_id)
@@ -219,14 +219,14 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, task:
 
 def task_shard_paths(root: str | Location, task: str) -> list[str]:
     """Paths (filesystem-relative) of a task's shards, for ``ray.data.read_parquet``."""
-    root = root if isinstance(root, Location) else locate(root)
+    root = locate(root)
     d = root.child(task)
     return [d.child(n).path for n in sorted(d.list_names()) if n.startswith("part-") and n.endswith(".parquet")]
 
 
 def count_rows(root: str | Location, task: str) -> int:
     """Number of images in a task's shards (from Parquet footers, no data read)."""
-    root = root if isinstance(root, Location) else locate(root)
+    root = locate(root)
     total = 0
     for p in task_shard_paths(root, task):
         with root.fs.open_input_file(p) as f:
@@ -237,7 +237,7 @@ def count_rows(root: str | Location, task: str) -> int:
 def iter_rows(root: str | Location, task: str, columns: list[str] | None = None,
               transform: Callable[[dict], Any] | None = None):
     """Stream a task's rows back as dicts (tests, exports, debugging)."""
-    root = root if isinstance(root, Location) else locate(root)
+    root = locate(root)
     for p in task_shard_paths(root, task):
         with root.fs.open_input_file(p) as f:
             for row in pq.read_table(f, columns=columns).to_pylist():
