@@ -44,7 +44,8 @@ def main() -> int:
 
     from pipelines.train_config import resolve
     from pipelines.train_data import COLLATE, task_dataset
-    from pipelines.train_job import ensure_ray, prepare_shards
+    from pipelines.ray_env import ensure_ray
+    from pipelines.train_job import prepare_shards
     from pipelines.train_loop import TrainStep
     from pipelines.train_shards import read_vocabulary
     from vloss.losses import SetCriterion, weighted_total

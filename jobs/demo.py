@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _banner("2/4 pseudo masks (Ray Data, box backend)")
     from jobs import pseudo_masks
-    from pipelines.train_job import ensure_ray
+    from pipelines.ray_env import ensure_ray
 
     ensure_ray(2)
     pm_out = os.path.join(out, "pseudo_masks")

@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.train_config import resolve  # noqa: E402
-from pipelines.train_job import ClusterSettings, ensure_ray, prepare_shards, run_training  # noqa: E402
+from pipelines.ray_env import ensure_ray  # noqa: E402
+from pipelines.train_job import ClusterSettings, prepare_shards, run_training  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -126,7 +126,7 @@ def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint
     """Ray Data pipeline; writes PNGs (panoptic) or streams the results JSON (instances)."""
     import ray
 
-    from pipelines.train_job import ensure_ray
+    from pipelines.ray_env import ensure_ray
 
     ensure_ray(cfg.ray_num_cpus)
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]

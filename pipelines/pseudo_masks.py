@@ -38,6 +38,7 @@ import ray
 
 from pipelines.io import Location, locate, read_json, write_json_atomic
 from pipelines.pseudo_mask_decode import decode_images
+from pipelines.ray_env import ensure_ray
 from pipelines.pseudo_mask_shards import (ERRORS_NAME, MANIFEST_NAME, SHARD_RE, ShardResult, ShardSpec,
                                           iter_records, plan_shards, shard_locations, shard_name, validate_shard,
                                           write_shard)
@@ -155,17 +156,6 @@ class PseudoMaskStage:
 
 
 # ----------------------------------------------------------------------------- driver
-
-def ensure_ray(num_cpus: int) -> None:
-    """Connect to Ray: bare ``ray.init()`` inside a job / cluster (``RAY_ADDRESS`` set),
-    otherwise an embedded local Ray with ``num_cpus`` and no dashboard."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
-
 
 def _image_items(specs: list[ShardSpec]) -> list[dict]:
     items = []

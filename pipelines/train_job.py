@@ -41,18 +41,6 @@ class ClusterSettings:
     transform_cpus: float = 0.25
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster of a Ray job (RAY_ADDRESS) or start an embedded local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-
-
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
                    rows_per_shard: int = 256, seed: int = 0) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root."""

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.io import Location, locate, write_json_atomic
+from pipelines.pseudo_mask_shards import shard_name  # one naming scheme for every shard set
 
 TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
@@ -116,10 +117,6 @@ def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
     """The ``vocab.json`` stored beside a task's shards."""
     root = locate(root)
     return Vocabulary.from_json(json.loads(root.child(task, VOCAB_NAME).read_bytes()))
-
-
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
 
 
 def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str) -> list[dict]:

@@ -58,7 +58,7 @@ def tiny_weights_file(tiny_model: VLOSS, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_session():
     """One embedded Ray for the evaluation job tests (shared with other packages' sessions)."""
-    from pipelines.train_job import ensure_ray
+    from pipelines.ray_env import ensure_ray
 
     ensure_ray(2)
     import ray

@@ -10,7 +10,8 @@ import pytest
 @pytest.fixture(scope="session")
 def train_shards(synthetic_world: Path, tmp_path_factory) -> Path:
     """Pseudo masks (box backend) + training shards of the synthetic world, built once."""
-    from pipelines.train_job import ensure_ray, prepare_shards
+    from pipelines.ray_env import ensure_ray
+    from pipelines.train_job import prepare_shards
 
     ensure_ray(2)
     work = tmp_path_factory.mktemp("train_data")
