@@ -60,6 +60,15 @@ class TrainConfig:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     fail_at_step: int = -1
 
+    def batch_size(self, task: str) -> int:
+        """Per-worker batch of ``task``: dense tasks share one size, captions have their own."""
+        return self.caption_batch_size if task == "captions" else self.dense_batch_size
+
+    def images_cap(self, task: str) -> int:
+        """Rows read per pass of ``task``'s dataset (0 = all)."""
+        return {"panoptic": self.panoptic_images, "detection": self.detection_images,
+                "captions": self.caption_images}[task]
+
 
 @dataclass
 class TrainJobConfig(VLOSSConfig):

@@ -78,18 +78,15 @@ def build_schedule_config(job: TrainJobConfig, shard_root: str, workers: int) ->
     """Schedule sizes from the shard row counts (capped by the ``train.*_images`` trial limits)."""
     t = job.train
 
-    def size(task: str, cap: int) -> int:
-        n = count_rows(shard_root, task)
-        return min(n, cap) if cap else n
+    def data(task: str) -> TaskData:
+        n, cap = count_rows(shard_root, task), t.images_cap(task)
+        return TaskData(min(n, cap) if cap else n, t.batch_size(task))
 
     return ScheduleConfig(
         mode=t.schedule, epochs=t.epochs, num_workers=workers, seed=job.seed, caption_ratio=t.caption_ratio,
-        pretrain_epochs=t.pretrain_epochs,
-        panoptic=TaskData(size("panoptic", t.panoptic_images), t.dense_batch_size),
-        detection=TaskData(size("detection", t.detection_images), t.dense_batch_size)
-        if t.schedule != "panoptic" else None,
-        captions=TaskData(size("captions", t.caption_images), t.caption_batch_size)
-        if t.caption_ratio > 0 else None)
+        pretrain_epochs=t.pretrain_epochs, panoptic=data("panoptic"),
+        detection=data("detection") if t.schedule != "panoptic" else None,
+        captions=data("captions") if t.caption_ratio > 0 else None)
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterSettings,
@@ -102,9 +99,8 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
     tasks = sched_cfg.tasks_used()
-    caps = {"panoptic": job.train.panoptic_images, "detection": job.train.detection_images,
-            "captions": job.train.caption_images}
-    datasets = {t: task_dataset(shard_root, t, job.input, caps[t], cluster.transform_cpus) for t in tasks}
+    datasets = {t: task_dataset(shard_root, t, job.input, job.train.images_cap(t), cluster.transform_cpus)
+                for t in tasks}
     vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)

@@ -218,9 +218,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     start = schedule.next_position
 
     shards = {t: ray.train.get_dataset_shard(t) for t in tasks}  # same order on every rank
-    batch_sizes = {"panoptic": job.train.dense_batch_size, "detection": job.train.dense_batch_size,
-                   "captions": job.train.caption_batch_size}
-    streams = TaskStreams(shards, batch_sizes, device)
+    streams = TaskStreams(shards, {t: job.train.batch_size(t) for t in tasks}, device)
     writer = MetricsWriter(loop_config.get("run_dir") if rank == 0 else None)
     job_dict = job_to_dict(job)
     max_steps = job.train.max_steps
