@@ -1,4 +1,4 @@
-"""Category tables, captions and per-image annotation of the synthetic world.
+"""Category tables, captions, per-image annotation and training class counts of the synthetic world.
 
 Each dataset of the world keeps its own category-id space, as the real ones do:
 
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vloss.data.masks import encode_rle, mask_to_bbox, rgb2id
-from vloss.data.synthetic_render import Scene, compose_scene
-from vloss.data.synthetic_vocab import (
-    COLOURS, SHAPES, STUFF, WorldVocabulary, class_colour, plural, split_thing_name)
+from vloss.data.synthetic.render import Scene, compose_scene
+from vloss.data.synthetic.vocab import COLOURS, SHAPES, STUFF, WorldVocabulary, class_colour, plural, split_thing_name
 
 SPLIT_CODES = {
     "coco_panoptic_train": 1, "coco_panoptic_val": 2, "objects365_train": 3,
@@ -309,8 +308,27 @@ def class_display_colours(names) -> dict[str, list[int]]:
     return {n: category_colour(n) for n in names}
 
 
+class ClassCounter:
+    """Training image / instance counts per class name (LVIS frequencies come from them)."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, int] = {}
+        self.instances: dict[str, int] = {}
+
+    def add(self, names: list[str]) -> None:
+        """Count one training image.
+
+        Args:
+            names: class names annotated in the image, one per instance (repeats allowed).
+        """
+        for n in set(names):
+            self.images[n] = self.images.get(n, 0) + 1
+        for n in names:
+            self.instances[n] = self.instances.get(n, 0) + 1
+
+
 __all__ = [
-    "SPLIT_CODES", "SceneRecipe", "ade_categories", "category_colour", "class_colour",
+    "SPLIT_CODES", "ClassCounter", "SceneRecipe", "ade_categories", "category_colour", "class_colour",
     "class_display_colours", "compose", "draw_recipe", "image_rng", "instance_annotations",
     "lvis_categories", "lvis_name", "make_captions", "noun_phrase", "objects365_categories",
     "panoptic_categories", "panoptic_segments", "present_classes", "zipf_weights",

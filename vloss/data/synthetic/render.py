@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vloss.data.synthetic_vocab import COLOURS, STUFF, StuffStyle, split_thing_name
+from vloss.data.synthetic.vocab import COLOURS, STUFF, StuffStyle, split_thing_name
 
 MIN_AREA = 48          # smallest visible area (pixels) of a thing segment
 KEEP_FRACTION = 0.35   # an occluded thing keeps at least this fraction of its area

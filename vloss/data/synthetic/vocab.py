@@ -38,7 +38,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "grey": (128, 128, 128),
 }
 
-# Shape words; vloss.data.synthetic_render knows how to rasterise each one.
+# Shape words; vloss.data.synthetic.render knows how to rasterise each one.
 SHAPES: tuple[str, ...] = (
     "circle", "ellipse", "square", "triangle", "diamond",
     "hexagon", "star", "cross", "ring", "crescent",
