@@ -1,26 +1,23 @@
-"""Top-level configuration: typed dataclasses, presets and ``--set key=value`` overrides.
+"""The recipe: typed dataclasses of every component, and the presets.
 
-Every component has its own dataclass; :class:`VLOSSConfig` nests them. Presets are plain
-functions (:func:`paper`, :func:`baseline`, :func:`tiny`) that return a fully resolved
-config. :func:`apply_overrides` edits a config from ``"section.field=value"`` strings and
-checks each value against the field's annotated type; :func:`to_dict` / :func:`from_dict`
-turn a config into JSON-serialisable data (saved in every checkpoint) and back.
+Every component has its own dataclass; :class:`VLOSSConfig` (network + loss) and
+:class:`TrainJobConfig` (+ optimiser, input, schedule and debug settings of a training run)
+nest them. Presets are plain functions (:func:`paper`, :func:`baseline`, :func:`tiny` for the
+network; :func:`job_preset` for a whole run) that return a fully resolved config.
 
-Adding a section (``data``, ``train``, ...) only needs a new dataclass and one field on
-:class:`VLOSSConfig` with ``field(default_factory=...)``: the override, serialisation and
-type-checking machinery works on any nesting of dataclasses.
+The engine that applies ``--set key=value`` overrides and round-trips configs through JSON is
+:mod:`vloss.config_io`; adding a section only needs a new dataclass and one field with
+``field(default_factory=...)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional
 
+from vloss.config_io import apply_overrides
 from vloss.losses.config import LossConfig
+from vloss.training.optim import OptimConfig
 
 ENCODER_KINDS = ("fpn_style", "fpn", "deform")
 
@@ -215,173 +212,116 @@ def preset(name: str) -> VLOSSConfig:
     return PRESETS[name]()
 
 
-# --------------------------------------------------------------------------- typing helpers
+# --------------------------------------------------------------------------- a training run
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_optional(tp: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return True, args[0]
-    return False, tp
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Convert already-parsed ``value`` (JSON-like) to type ``tp``; raise ValueError if it does not fit."""
-    optional, inner = _is_optional(tp)
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"{where}: None is not allowed (type {tp})")
-    tp = inner
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
-        return _from_dict(tp, value, where)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a sequence, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{where}: expected a bool, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an int, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a float, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ValueError(f"{where}: unsupported field type {tp}")
-
-
-def _parse_text(text: str, tp: Any, where: str) -> Any:
-    """Parse the right-hand side of ``key=value`` for a field of type ``tp``."""
-    optional, inner = _is_optional(tp)
-    stripped = text.strip()
-    if optional and stripped.lower() in ("none", "null"):
-        return None
-    if inner is str:
-        return stripped
-    if inner is bool:
-        low = stripped.lower()
-        if low in ("true", "1", "yes", "on"):
-            return True
-        if low in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"{where}: expected a bool (true/false), got {text!r}")
-    if typing.get_origin(inner) is tuple:
-        args = typing.get_args(inner)
-        body = stripped.strip("()[]")
-        items = [s.strip() for s in body.split(",") if s.strip()] if body else []
-        if len(args) == 2 and args[1] is Ellipsis:
-            types_ = [args[0]] * len(items)
-        elif len(args) != len(items):
-            raise ValueError(f"{where}: expected {len(args)} comma-separated items, got {len(items)}")
-        else:
-            types_ = list(args)
-        return tuple(_parse_text(s, t, f"{where}[{i}]") for i, (s, t) in enumerate(zip(items, types_)))
-    try:
-        parsed = json.loads(stripped)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: cannot parse {text!r} as {inner}") from exc
-    if inner is float and isinstance(parsed, int) and not isinstance(parsed, bool):
-        parsed = float(parsed)
-    return _convert(parsed, tp, where)
-
-
-# --------------------------------------------------------------------------- public helpers
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Nested dataclass -> JSON-serialisable dict (tuples become lists)."""
-    data = dataclasses.asdict(cfg)
-    return json.loads(json.dumps(data))
-
-
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def from_dict(data: dict[str, Any], cls: type = VLOSSConfig) -> Any:
-    """Rebuild a config of type ``cls`` from :func:`to_dict` output (missing keys keep defaults)."""
-    return _from_dict(cls, data, "")
-
-
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Apply ``"a.b.c=value"`` overrides in place and return ``cfg``.
-
-    Keys are dotted field paths from ``cfg``. On a :class:`VLOSSConfig`, a path that does not
-    start with a top-level section is looked up under ``model`` too, so ``decoder.num_layers=6``
-    and ``model.decoder.num_layers=6`` are the same override.
+@dataclass
+class InputConfig:
+    """Input settings of one run (paper Sec. 4.2: 768 dense, 224 image-text).
 
     Args:
-        cfg: a (nested) dataclass config.
-        overrides: strings ``key=value``; values are parsed per the field's type
-            (ints, floats, ``true/false``, ``none`` for optional fields, ``1,2,3`` for tuples).
-
-    Raises:
-        ValueError: naming the override for unknown keys or values of the wrong type.
+        dense_size: side of dense training crops (also the default evaluation size).
+        caption_size: side of image-text crops.
+        lsj_min_scale, lsj_max_scale: large-scale jitter range.
+        seed: mixed into every sample's random generator.
     """
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
-        path = key.strip().split(".")
-        top = {f.name for f in dataclasses.fields(cfg)}
-        if path[0] not in top and isinstance(cfg, VLOSSConfig):
-            path = ["model", *path]
-        target = cfg
-        for i, name in enumerate(path[:-1]):
-            fields_ = {f.name for f in dataclasses.fields(target)}
-            if name not in fields_:
-                raise ValueError(f"override {item!r}: unknown key {'.'.join(path[: i + 1])!r}; "
-                                 f"known here: {sorted(fields_)}")
-            target = getattr(target, name)
-            if not dataclasses.is_dataclass(target):
-                raise ValueError(f"override {item!r}: {'.'.join(path[: i + 1])!r} is not a section")
-        last = path[-1]
-        fields_ = {f.name for f in dataclasses.fields(target)}
-        if last not in fields_:
-            raise ValueError(f"override {item!r}: unknown key {'.'.join(path)!r}; known here: {sorted(fields_)}")
-        tp = _hints(type(target))[last]
-        if dataclasses.is_dataclass(_is_optional(tp)[1]):
-            raise ValueError(f"override {item!r}: {'.'.join(path)!r} is a section; set its fields")
-        value = _parse_text(text, tp, f"override {item!r}")
-        try:
-            dataclasses.replace(target, **{last: value})  # runs __post_init__ checks first
-        except ValueError as exc:
-            raise ValueError(f"override {item!r}: {exc}") from exc
-        setattr(target, last, value)
+
+    dense_size: int = 768
+    caption_size: int = 224
+    lsj_min_scale: float = 0.1
+    lsj_max_scale: float = 2.0
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Run settings (paper Sec. 4.2 defaults).
+
+    Args:
+        schedule: "stt" (paper), "mix", "pretrain" or "panoptic" (Mask2Former+CLIP baseline).
+        epochs: epochs of the whole run (paper: 12).
+        caption_ratio: caption steps per dense step (0 disables the image-text task).
+        pretrain_epochs: detection epochs of the "pretrain" schedule (None: epochs // 2).
+        dense_batch_size: segmentation images per worker per step (paper: 32 in total).
+        caption_batch_size: image-text pairs per worker per step (paper: 512 in total).
+        panoptic_images, detection_images, caption_images: rows read per pass of each
+            dataset (0 = all); for trial runs on a subset.
+        amp: "auto" (bf16 autocast on GPU, off on CPU), "bf16", "fp16" (GPU, with a grad
+            scaler) or "off".
+        grad_clip: max global gradient norm (Mask2Former: 0.01 full-model clipping; 0 = off).
+        checkpoint_every: steps between checkpoints (sub-epoch ends always checkpoint).
+        log_every: steps between metric lines.
+        max_steps: stop after this many steps of this run (trials); 0 = the whole schedule.
+        keep_checkpoints: checkpoints kept by Ray Train.
+    """
+
+    schedule: str = "stt"
+    epochs: int = 12
+    caption_ratio: float = 0.5
+    pretrain_epochs: Optional[int] = None
+    dense_batch_size: int = 4
+    caption_batch_size: int = 64
+    panoptic_images: int = 0
+    detection_images: int = 0
+    caption_images: int = 0
+    amp: str = "auto"
+    grad_clip: float = 0.01
+    checkpoint_every: int = 500
+    log_every: int = 20
+    max_steps: int = 0
+    keep_checkpoints: int = 3
+
+    def batch_size(self, task: str) -> int:
+        """Per-worker batch of ``task``: dense tasks share one size, captions have their own."""
+        return self.caption_batch_size if task == "captions" else self.dense_batch_size
+
+    def images_cap(self, task: str) -> int:
+        """Rows read per pass of ``task``'s dataset (0 = all)."""
+        return {"panoptic": self.panoptic_images, "detection": self.detection_images,
+                "captions": self.caption_images}[task]
+
+
+@dataclass
+class DebugConfig:
+    """Test hooks; never set in real runs.
+
+    Args:
+        fail_at_step: worker rank 1 (or 0 on one worker) exits at this global step, once per
+            run directory (-1 = never): the failure-recovery drill.
+    """
+
+    fail_at_step: int = -1
+
+
+@dataclass
+class TrainJobConfig(VLOSSConfig):
+    """Network, loss, optimiser, input, schedule and debug settings of one training run."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+
+def job_preset(name: str) -> TrainJobConfig:
+    """A whole run: ``paper`` / ``baseline`` (Sec. 4.2 settings) or ``tiny`` (CPU demo and tests)."""
+    base = preset(name)
+    cfg = TrainJobConfig(model=base.model, loss=base.loss, seed=base.seed)
+    if name == "baseline":
+        cfg.train.schedule = "panoptic"
+    if name == "tiny":
+        cfg.input = InputConfig(dense_size=128, caption_size=64, lsj_min_scale=0.5, lsj_max_scale=1.5)
+        cfg.train.epochs = 4
+        cfg.train.dense_batch_size = 4
+        cfg.train.caption_batch_size = 8
+        cfg.train.checkpoint_every = 50
+        cfg.train.log_every = 5
+        cfg.train.grad_clip = 1.0
+        cfg.optim.base_lr = 1e-3
+        cfg.optim.text_lr = 1e-4
     return cfg
 
 
-def config_json(cfg: Any) -> str:
-    """Pretty JSON of a resolved config (for reports and logs)."""
-    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
-
+def resolve(name: str, overrides: list[str] | None = None) -> TrainJobConfig:
+    """The run preset ``name`` with ``key=value`` overrides applied (type-checked)."""
+    return apply_overrides(job_preset(name), list(overrides or []))

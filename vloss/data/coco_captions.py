@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from vloss.data.errors import DataFormatError
-from vloss.data.records import (
-    ID, get_field, get_list, image_size, load_json_object, read_image_header, unknown_image)
+from vloss.data.records import ID, get_field, get_list, image_size, load_json_object, read_image_header, unknown_image
 
 _WORD = re.compile(r"[a-z]+")
 

@@ -16,8 +16,20 @@ from typing import Any, Iterator
 
 from vloss.data.errors import DataFormatError
 from vloss.data.records import (
-    ID, INT, NUMBER, Category, check_bbox, get_field, get_list, image_size, load_json_object,
-    read_categories, read_image_header, unknown_category, unknown_image)
+    ID,
+    INT,
+    NUMBER,
+    Category,
+    check_bbox,
+    get_field,
+    get_list,
+    image_size,
+    load_json_object,
+    read_categories,
+    read_image_header,
+    unknown_category,
+    unknown_image,
+)
 
 
 @dataclass(slots=True)

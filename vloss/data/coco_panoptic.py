@@ -19,8 +19,20 @@ from PIL import Image
 from vloss.data.errors import DataFormatError
 from vloss.data.masks import rgb2id
 from vloss.data.records import (
-    ID, INT, NUMBER, Category, check_bbox, get_field, get_list, image_size, load_json_object,
-    read_categories, read_image_header, unknown_category, unknown_image)
+    ID,
+    INT,
+    NUMBER,
+    Category,
+    check_bbox,
+    get_field,
+    get_list,
+    image_size,
+    load_json_object,
+    read_categories,
+    read_image_header,
+    unknown_category,
+    unknown_image,
+)
 
 
 @dataclass(frozen=True, slots=True)

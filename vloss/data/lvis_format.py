@@ -25,8 +25,18 @@ from typing import Any, Iterator
 
 from vloss.data.errors import DataFormatError
 from vloss.data.records import (
-    ID, INT, NUMBER, check_bbox, get_field, get_list, image_size, load_json_object,
-    read_image_header, unknown_category, unknown_image)
+    ID,
+    INT,
+    NUMBER,
+    check_bbox,
+    get_field,
+    get_list,
+    image_size,
+    load_json_object,
+    read_image_header,
+    unknown_category,
+    unknown_image,
+)
 
 FREQUENCIES = ("r", "c", "f")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import json
+import logging
 from pathlib import Path
 from typing import Any
 

@@ -5,7 +5,8 @@ absent in an image are scored there, not-exhaustive categories forgive false pos
 r/c/f frequency groups; every ground-truth image is scored, so an image with no results
 simply contributes misses, while a result for an image or category outside the ground
 truth is an error here rather than lvis-api's bare ``assert``). This module validates
-the result file first, caps detections per image with a counted report, and runs :class:`~vloss.eval.lvis_compat.LVISEvalCompat`.
+the result file first, caps detections per image with a counted report, and runs
+:class:`~vloss.eval.lvis_compat.LVISEvalCompat`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,8 +25,6 @@ from PIL import Image
 from vloss.data.errors import DataFormatError
 from vloss.data.masks import rgb2id
 from vloss.eval.pq_stats import PQStat, normalize_categories, pq_stats_single
-
-
 
 
 def default_workers() -> int:

@@ -12,7 +12,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from vloss.eval.pq import load_panoptic_pairs, read_panoptic_png, PanopticPair
+from vloss.eval.pq import PanopticPair, load_panoptic_pairs, read_panoptic_png
 from vloss.eval.pq_stats import PQStat, normalize_categories
 
 VOID = 0

@@ -62,7 +62,7 @@ TASKS: dict[str, tuple[tuple[str, ...], tuple[PublishedRow, ...], str]] = {
     "coco_panoptic": (PANOPTIC_COLUMNS, (), "COCO panoptic (no published table in the paper)"),
     "lvis": (LVIS_COLUMNS, PAPER_TABLE2_LVIS_VAL, "LVIS v1 val (paper Table 2)"),
     "lvis_minival": (LVIS_COLUMNS, PAPER_TABLE2_LVIS_MINIVAL, "LVIS v1 minival (paper Table 2)"),
-    "coco_instance": (LVIS_COLUMNS, (), "COCO instance mask AP (no published table in the paper)"),
+    "coco_instances": (LVIS_COLUMNS, (), "COCO instance mask AP (no published table in the paper)"),
 }
 
 
@@ -151,7 +151,7 @@ def write_report(out_dir: str | Path, task: str, metrics: dict, config: dict,
     Args:
         out_dir: output folder (created).
         task: one of ``ade20k_panoptic``, ``coco_panoptic``, ``lvis``, ``lvis_minival``,
-            ``coco_instance``.
+            ``coco_instances``.
         metrics: scorer output (:func:`~vloss.eval.pq.pq_compute` or the AP scorers).
         config: the resolved configuration (JSON-serialisable; other values are
             written with ``str``).

@@ -24,7 +24,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-
 SAMPLE_KWARGS = {"align_corners": False, "padding_mode": "border"}
 """grid_sample settings used by the matcher and the criterion (see module docstring)."""
 

@@ -11,7 +11,8 @@ import sys
 
 import torch
 
-from vloss.config import PRESETS, apply_overrides, preset
+from vloss.config import PRESETS, preset
+from vloss.config_io import apply_overrides
 
 
 def summary(preset_name: str, overrides: list[str]) -> dict[str, int]:

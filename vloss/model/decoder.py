@@ -151,7 +151,8 @@ class MaskedAttentionDecoder(nn.Module):
             blocked = blocked.repeat_interleave(self.num_heads, dim=0)  # [B*heads, Q', h*w]
         return {"pred_embeds": pred_embeds, "pred_masks": pred_masks, "img_embed": img_embed}, blocked
 
-    def forward(self, feats: list[torch.Tensor], mask_features: torch.Tensor) -> list[dict[str, Optional[torch.Tensor]]]:
+    def forward(self, feats: list[torch.Tensor],
+                mask_features: torch.Tensor) -> list[dict[str, Optional[torch.Tensor]]]:
         """Decode.
 
         Args:

@@ -43,7 +43,8 @@ class TextEncoder(nn.Module):
         self.tower = _build_text_tower(cfg.embed_dim, text_cfg, quick_gelu=cfg.quick_gelu)
         self.tokenizer = SimpleTokenizer(context_length=cfg.context_length)
         if len(self.tokenizer.encoder) != cfg.vocab_size:
-            raise ValueError(f"text.vocab_size={cfg.vocab_size} but the tokenizer has {len(self.tokenizer.encoder)} tokens")
+            raise ValueError(f"text.vocab_size={cfg.vocab_size} but the tokenizer has "
+                             f"{len(self.tokenizer.encoder)} tokens")
         self.embed_dim = cfg.embed_dim
         self._cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
         if not cfg.trainable:

@@ -112,7 +112,8 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> None:
     load_checked(body, fresh.state_dict(), path, f"backbone {backbone.cfg.name!r}")
 
 
-def clip_text_state_dict(sd: Mapping[str, torch.Tensor], context_length: int, path: str | Path) -> dict[str, torch.Tensor]:
+def clip_text_state_dict(sd: Mapping[str, torch.Tensor], context_length: int,
+                         path: str | Path) -> dict[str, torch.Tensor]:
     """Turn an open_clip CLIP (or text-only) state dict into one for our text tower.
 
     Drops ``visual.*`` and CLIP's logit scale/bias, strips ``text.`` style prefixes and cuts the

@@ -26,8 +26,7 @@ from typing import BinaryIO, Union
 
 import torch
 from torch import nn
-from torchvision.models.detection import (MaskRCNN, maskrcnn_resnet50_fpn,
-                                          maskrcnn_resnet50_fpn_v2)
+from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 TEACHER_ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_resnet18_fpn")

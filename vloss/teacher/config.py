@@ -24,7 +24,6 @@ class TeacherConfig:
         min_size: resize shorter side (torchvision ``GeneralizedRCNNTransform``).
         max_size: resize longer-side cap.
         mask_threshold: mask probability threshold.
-        device: ``"cpu"``, ``"cuda"``, ...
     """
 
     backend: str = "maskrcnn"
@@ -32,7 +31,6 @@ class TeacherConfig:
     min_size: int = 800
     max_size: int = 1333
     mask_threshold: float = 0.5
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -44,13 +42,15 @@ class TeacherConfig:
 
 
 def build_teacher(config: TeacherConfig, checkpoint: CheckpointSource | None = None,
-                  checkpoint_name: str | None = None) -> Teacher:
+                  checkpoint_name: str | None = None, device: str = "cpu") -> Teacher:
     """Build the predictor ``config`` asks for.
 
     Args:
         config: the teacher settings.
         checkpoint: state-dict path/bytes/file (required for ``maskrcnn``, ignored for ``box``).
         checkpoint_name: file name to use in error messages.
+        device: where the network runs (``"cpu"``, ``"cuda"``); the caller derives it from the
+            resources it holds.
     """
     if config.backend == "box":
         return BoxFillPredictor()
@@ -58,4 +58,4 @@ def build_teacher(config: TeacherConfig, checkpoint: CheckpointSource | None = N
         raise ValueError("the maskrcnn backend needs a checkpoint (a local state-dict file)")
     model = load_teacher(checkpoint, config.arch, min_size=config.min_size, max_size=config.max_size,
                          name=checkpoint_name)
-    return BoxConditionedMaskRCNN(model, mask_threshold=config.mask_threshold, device=config.device)
+    return BoxConditionedMaskRCNN(model, mask_threshold=config.mask_threshold, device=device)

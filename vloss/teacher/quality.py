@@ -56,7 +56,7 @@ def evaluate_masks(records: Iterable[dict], truth: dict, truth_source: str) -> Q
     """Mean IoU of pseudo masks against a COCO JSON with true segmentations.
 
     Args:
-        records: pseudo-mask records (``pipelines.pseudo_mask_shards.iter_records``): each with
+        records: pseudo-mask records (``pipelines.common.pseudo_mask_format.iter_records``): each with
             ``height``, ``width`` and ``instances`` carrying ``id``, ``category_id`` and
             ``segmentation`` (RLE) or ``mask``.
         truth: the parsed truth JSON.

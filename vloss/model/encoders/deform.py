@@ -96,7 +96,14 @@ class DeformEncoder(nn.Module):
         self.mask_proj = nn.Conv2d(hidden_dim, mask_dim, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Args: feats ``[s4, s8, s16, s32]`` backbone maps. Returns ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``."""
+        """Refine the backbone maps.
+
+        Args:
+            feats: ``[s4, s8, s16, s32]`` backbone maps.
+
+        Returns:
+            ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``.
+        """
         srcs, poss, shapes = [], [], []
         for lvl, (proj, feat) in enumerate(zip(self.input_proj, [feats[3], feats[2], feats[1]])):
             x = proj(feat)  # [B, D, h, w]

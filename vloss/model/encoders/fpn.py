@@ -65,7 +65,14 @@ class FPNEncoder(nn.Module):
         self.mask_proj = nn.Conv2d(hidden_dim, mask_dim, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Args: feats ``[s4, s8, s16, s32]`` backbone maps. Returns ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``."""
+        """Refine the backbone maps.
+
+        Args:
+            feats: ``[s4, s8, s16, s32]`` backbone maps.
+
+        Returns:
+            ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``.
+        """
         f0 = self.top(feats[3])  # [B, D, H/32, W/32]
         f1, f2, f3 = self.fpn(f0, [feats[2], feats[1], feats[0]])
         return self.mask_proj(f3), [f0, f1, f2]

@@ -50,7 +50,14 @@ class FPNStyleEncoder(nn.Module):
                     nn.init.xavier_uniform_(p)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Args: feats ``[s4, s8, s16, s32]`` backbone maps. Returns ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``."""
+        """Refine the backbone maps.
+
+        Args:
+            feats: ``[s4, s8, s16, s32]`` backbone maps.
+
+        Returns:
+            ``(mask_features [B, M, H/4, W/4], [f'0, f'1, f'2])``.
+        """
         x = self.in_proj(feats[3])  # [B, E, h, w]
         b, e, h, w = x.shape
         pos = sine_position_2d(b, h, w, e, x.device, x.dtype).flatten(2).transpose(1, 2)  # [B, hw, E]

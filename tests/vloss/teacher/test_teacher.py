@@ -8,11 +8,20 @@ import torch
 from PIL import Image
 from torchvision.models.detection.transform import resize_boxes
 
-from tests.pseudo_masks.conftest import TINY_ARCH, TINY_MAX_SIZE, TINY_MIN_SIZE, load_json
+from tests.fixtures_teacher import TINY_ARCH, TINY_MAX_SIZE, TINY_MIN_SIZE, load_json
 from vloss.data.masks import mask_to_bbox
-from vloss.teacher import (BoxConditionedMaskRCNN, BoxFillPredictor, CheckpointError, TeacherArchConfig,
-                           TeacherConfig, box_pixel_bounds, build_maskrcnn, build_teacher, image_to_tensor,
-                           load_teacher)
+from vloss.teacher import (
+    BoxConditionedMaskRCNN,
+    BoxFillPredictor,
+    CheckpointError,
+    TeacherArchConfig,
+    TeacherConfig,
+    box_pixel_bounds,
+    build_maskrcnn,
+    build_teacher,
+    image_to_tensor,
+    load_teacher,
+)
 
 
 @pytest.fixture(scope="module")

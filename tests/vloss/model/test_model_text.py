@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
+from tests.vloss.model.conftest import tiny_cfg
 from vloss.config import TextConfig
-from vloss.model import TextEncoder, VLOSS, WeightsError, load_text_weights
-from tests.model.conftest import tiny_cfg
+from vloss.model import VLOSS, TextEncoder, WeightsError, load_text_weights
 
 SMALL = dict(width=64, heads=2, layers=2)
 

@@ -1,4 +1,4 @@
-"""Tests of the AdamW parameter groups and the per-step lr schedule (vloss/lr_schedule.py)."""
+"""Tests of the AdamW parameter groups and the per-step lr schedule (vloss/training/optim.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vloss.lr_schedule import (
+from vloss.training.optim import (
     MultiStepWarmup,
     OptimConfig,
     build_lr_scheduler,

@@ -5,31 +5,30 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.train_config import resolve
-from pipelines.train_loop import TrainStep, _autocast
+from vloss.config import resolve
 from vloss.losses import SetCriterion, weighted_total
 from vloss.model import VLOSS
+from vloss.training.step import TaskForward, autocast_context, compute_losses
 
 
 def _step(amp: str) -> tuple[float, float]:
     job = resolve("tiny", ["loss.num_points=128", "model.decoder.num_queries=8"])
     torch.manual_seed(0)
     model = VLOSS(job.model)
-    step = TrainStep(model, {"panoptic": ["sky", "red ring", "grass"]}, job.train.templates, "clip")
+    step = TaskForward(model, {"panoptic": ["sky", "red ring", "grass"]}, job.model.text.templates, "clip")
     images = torch.randn(2, 3, 64, 64)
     masks = torch.zeros(2, 2, 64, 64, dtype=torch.bool)
     masks[:, 0, :32] = True
     masks[:, 1, 40:, 10:30] = True
     targets = [{"labels": torch.tensor([0, 1]), "masks": m} for m in masks]
-    ctx, scaler = _autocast(amp, torch.device("cpu"))
+    ctx, scaler = autocast_context(amp, torch.device("cpu"))
     assert scaler is False
     with ctx:
         out = step("panoptic", images)
     if amp == "bf16":
         assert out["pred_masks"].dtype == torch.bfloat16  # autocast really ran
-    out = {k: (v.float() if torch.is_tensor(v) else v) for k, v in out.items()}
-    out["aux_outputs"] = [{k: v.float() for k, v in a.items() if torch.is_tensor(v)} for a in out["aux_outputs"]]
-    loss = weighted_total(SetCriterion(job.loss, generator=torch.Generator().manual_seed(0))(out, targets), job.loss)
+    criterion = SetCriterion(job.loss, generator=torch.Generator().manual_seed(0))
+    loss = weighted_total(compute_losses("panoptic", out, {"targets": targets}, job.loss, criterion), job.loss)
     loss.backward()
     grad = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
     return float(loss.detach()), grad
@@ -49,6 +48,6 @@ def test_bf16_loss_close_to_fp32():
 
 def test_bad_amp_modes_are_clear_errors():
     with pytest.raises(ValueError, match="needs a GPU"):
-        _autocast("fp16", torch.device("cpu"))
+        autocast_context("fp16", torch.device("cpu"))
     with pytest.raises(ValueError, match="train.amp must be"):
-        _autocast("half", torch.device("cpu"))
+        autocast_context("half", torch.device("cpu"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vloss.config import VLOSSConfig, apply_overrides, tiny
+from vloss.config import VLOSSConfig, tiny
+from vloss.config_io import apply_overrides
 
 
 def tiny_cfg(*overrides: str) -> VLOSSConfig:

@@ -9,8 +9,8 @@ ground truth with the project's PQ scorer (:func:`vloss.eval.pq_stats.pq_stats_s
 
 The same function backs the learning test (``tests/test_overfit.py``) and can be run by hand::
 
-    .venv/bin/python -m vloss.overfit --world DIR            # a generated synthetic world
-    .venv/bin/python -m vloss.overfit --json J --images I --pngs P --num-images 4 --steps 300
+    .venv/bin/python -m vloss.training.overfit --world DIR            # a generated synthetic world
+    .venv/bin/python -m vloss.training.overfit --json J --images I --pngs P --num-images 4 --steps 300
 
 Resizing: every image is resized (not cropped) to ``size x size``: the RGB image bilinearly,
 the panoptic id map with nearest neighbour, so ground truth and targets are the same pixels.
@@ -32,15 +32,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vloss.config import VLOSSConfig, apply_overrides, tiny
+from vloss.config import VLOSSConfig, tiny
+from vloss.config_io import apply_overrides
 from vloss.data.coco_panoptic import PanopticDataset, check_panoptic_png, read_coco_panoptic
 from vloss.data.errors import DataFormatError
 from vloss.data.transforms import normalize_images
 from vloss.eval.pq_stats import PQStat, pq_stats_single
 from vloss.inference import panoptic_inference, resize_mask_logits
 from vloss.losses import SetCriterion, weighted_total
-from vloss.lr_schedule import OptimConfig, build_lr_scheduler, build_optimizer
 from vloss.model import VLOSS
+from vloss.training.optim import OptimConfig, build_lr_scheduler, build_optimizer
+from vloss.training.step import compute_losses
 
 
 @dataclass
@@ -201,7 +203,7 @@ def batch_loss(model: VLOSS, criterion: SetCriterion, batch: PanopticBatch, cfg:
     """
     class_embeds = model.class_embeddings(batch.vocabulary)  # [C, Dt]
     outputs = model(batch.images, class_embeds)  # pred_logits [B, Q, C+1], pred_masks [B, Q, S/4, S/4]
-    losses = criterion(outputs, batch.targets, generator=generator)
+    losses = compute_losses("panoptic", outputs, {"targets": batch.targets}, cfg.loss, criterion, generator=generator)
     return weighted_total(losses, cfg.loss), losses
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.model.conftest import tiny_cfg
-from vloss.config import from_dict, to_dict
+from tests.vloss.model.conftest import tiny_cfg
+from vloss.config import VLOSSConfig
+from vloss.config_io import from_dict, to_dict
 from vloss.model import VLOSS, WeightsError, load_backbone_weights, load_model_weights, save_model_weights
 from vloss.model.__main__ import main
 
@@ -22,10 +23,10 @@ def test_full_model_round_trip(tmp_path: Path) -> None:
             p.add_(0.01 * torch.randn_like(p))
     path = tmp_path / "ckpt" / "model.pt"
     save_model_weights(src, path, config=to_dict(cfg))
-    saved_cfg = from_dict(torch.load(path, map_location="cpu", weights_only=True)["config"])
+    saved_cfg = from_dict(torch.load(path, map_location="cpu", weights_only=True)["config"], VLOSSConfig)
     dst = VLOSS(saved_cfg.model).eval()
     returned = load_model_weights(dst, path)
-    assert from_dict(returned) == cfg
+    assert from_dict(returned, VLOSSConfig) == cfg
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         cls_src = src.text.class_embeddings(["cat", "dog"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.model.conftest import tiny_cfg
-from vloss.config import apply_overrides, baseline, paper
+from tests.vloss.model.conftest import tiny_cfg
+from vloss.config import baseline, paper
+from vloss.config_io import apply_overrides
 from vloss.model import VLOSS
 
 PAPER_M, BASELINE_M = 156.69e6, 110.97e6  # parameter counts reported in the paper (Sec. 4.2)

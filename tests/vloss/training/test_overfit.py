@@ -2,8 +2,8 @@
 
 Issue #3's last bullet: the loss (Eq. 6 with deep supervision) falls by more than 80%, and
 panoptic post-processing of the trained model's predictions recovers the ground-truth
-segments with PQ > 0.8. The run goes through :func:`vloss.overfit.overfit`: the real
-network, the real criterion, AdamW from :mod:`vloss.lr_schedule`, ``panoptic_inference`` and
+segments with PQ > 0.8. The run goes through :func:`vloss.training.overfit.overfit`: the real
+network, the real criterion, AdamW from :mod:`vloss.training.optim`, ``panoptic_inference`` and
 the project's PQ scorer. PQ is cross-checked with the pixel-by-pixel reference scorer, and the
 untrained model is scored too, so a pipeline that would score anything highly is caught.
 
@@ -28,7 +28,7 @@ from vloss.data.errors import DataFormatError
 from vloss.data.synthetic import load_world
 from vloss.eval.pq_reference import pq_stats_reference
 from vloss.eval.pq_stats import PQStat
-from vloss.overfit import OverfitConfig, load_panoptic_batch, main, overfit, score_pq
+from vloss.training.overfit import OverfitConfig, load_panoptic_batch, main, overfit, score_pq
 
 RUN = OverfitConfig(num_images=3, size=128, steps=150, lr=1e-3, text_lr=1e-4, seed=0)
 

@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 
 from vloss.data.synthetic import WorldSizes, generate_world, load_world, main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # The layout contract, written out independently of the generator's PATHS table
 # (docs/DATA_LAYOUT.md).

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from vloss.data.transforms import (large_scale_jitter, normalize_images, pack_masks, pick_caption,
-                                   random_resized_crop, sample_rng, unpack_masks)
+from vloss.data.transforms import (
+    large_scale_jitter,
+    normalize_images,
+    pack_masks,
+    pick_caption,
+    random_resized_crop,
+    sample_rng,
+    unpack_masks,
+)
 
 
 def _scene(h=60, w=80):
@@ -37,7 +44,10 @@ def test_masks_follow_image(seed):
         inner = m.copy()
         for _ in range(3):  # PIL's antialiased downscaling blends up to ~3 px at these scales
             e = inner.copy()
-            e[1:] &= inner[:-1]; e[:-1] &= inner[1:]; e[:, 1:] &= inner[:, :-1]; e[:, :-1] &= inner[:, 1:]
+            e[1:] &= inner[:-1]
+            e[:-1] &= inner[1:]
+            e[:, 1:] &= inner[:, :-1]
+            e[:, :-1] &= inner[:, 1:]
             inner = e
         assert (out.image[inner] == colour).all()
     # padding is invalid and black; masks never lie on padding

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vloss.config import (
-    VLOSSConfig, apply_overrides, baseline, from_dict, paper, preset, tiny, to_dict,
-)
+from vloss.config import VLOSSConfig, baseline, paper, preset, tiny
+from vloss.config_io import apply_overrides, from_dict, to_dict
 from vloss.losses.config import LossConfig
 
 
@@ -69,7 +68,7 @@ def test_bad_overrides_fail_clearly(override: str, words: list[str]) -> None:
 def test_dict_round_trip_is_json_and_lossless(make) -> None:
     cfg = apply_overrides(make(), ["backbone.weights=/some/file.pth", "seed=3"])
     data = json.loads(json.dumps(to_dict(cfg)))
-    back = from_dict(data)
+    back = from_dict(data, VLOSSConfig)
     assert isinstance(back, VLOSSConfig)
     assert back == cfg
     assert isinstance(back.model.text.templates, tuple)
@@ -79,11 +78,11 @@ def test_from_dict_rejects_unknown_and_mistyped_keys() -> None:
     data = to_dict(tiny())
     data["model"]["decoder"]["bogus"] = 1
     with pytest.raises(ValueError, match="bogus"):
-        from_dict(data)
+        from_dict(data, VLOSSConfig)
     data = to_dict(tiny())
     data["model"]["decoder"]["num_queries"] = "many"
     with pytest.raises(ValueError, match="num_queries"):
-        from_dict(data)
+        from_dict(data, VLOSSConfig)
 
 
 def test_unknown_preset() -> None:
