@@ -36,11 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NUM_CLASSES = 10
 TARGETS_PER_IMAGE = 6
@@ -73,19 +71,16 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
             device_name: str) -> dict:
     """Measure one configuration in this process; returns a JSON-able dict."""
     from vloss.config import preset
+    from vloss.losses import SetCriterion, weighted_total
     from vloss.model import VLOSS
-
-    try:  # the loss engineer's matcher + criterion, if present
-        from vloss.losses.criterion import SetCriterion, weighted_total
-    except ImportError:
-        SetCriterion = None  # noqa: N806
+    from vloss.training.step import compute_losses
 
     torch.manual_seed(0)
     device = torch.device(device_name)
     cfg = preset(preset_name)
     model = VLOSS(cfg.model).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    criterion = SetCriterion(cfg.loss) if SetCriterion is not None else None
+    criterion = SetCriterion(cfg.loss)
     names = [f"class {i}" for i in range(NUM_CLASSES)]
     gen = torch.Generator().manual_seed(0)
     targets = _targets(batch, size, device, gen)
@@ -97,15 +92,11 @@ def run_one(preset_name: str, precision: str, size: int, batch: int, steps: int,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             cls = model.text.class_embeddings(names)  # trainable text: recomputed with grad
             out = model(x, class_embeds=cls)
-        loss_time = 0.0
-        if criterion is not None:
-            _sync(device)
-            t1 = time.perf_counter()
-            loss = weighted_total(criterion(out, tgts), cfg.loss)
-            _sync(device)
-            loss_time = time.perf_counter() - t1
-        else:
-            loss = out["pred_masks"].float().mean() + out["pred_logits"].float().mean()
+        _sync(device)
+        t1 = time.perf_counter()
+        loss = weighted_total(compute_losses("panoptic", out, {"targets": tgts}, cfg.loss, criterion), cfg.loss)
+        _sync(device)
+        loss_time = time.perf_counter() - t1
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

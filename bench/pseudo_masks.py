@@ -31,15 +31,14 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from pipelines.pseudo_masks import PseudoMaskJobConfig, load_detection_input, run_pseudo_masks  # noqa: E402
-from vloss.data.masks import encode_rle  # noqa: E402
-from vloss.teacher import TeacherArchConfig, TeacherConfig, build_maskrcnn, build_teacher  # noqa: E402
+from pipelines.pseudo_masks.config import PseudoMaskJobConfig
+from pipelines.pseudo_masks.job import load_detection_input, run_pseudo_masks
+from vloss.data.masks import encode_rle
+from vloss.teacher import TeacherArchConfig, TeacherConfig, build_maskrcnn, build_teacher
 
 
 def _rss_kib(pid: int) -> int:
@@ -126,6 +125,7 @@ def main() -> int:
         return 0
 
     import ray
+
     from vloss.data.synthetic import WorldSizes, generate_world
 
     torch.set_num_threads(1)

@@ -3,7 +3,7 @@
 Runs the same ``tiny()`` training steps (forward, Eq. 6 loss, backward, AdamW) twice in one
 process on the synthetic world's panoptic shards:
 
-* **ray**: batches streamed from ``pipelines.train_data.task_dataset`` (decode + LSJ in Ray
+* **ray**: batches streamed from ``pipelines.train.datasets.task_dataset`` (decode + LSJ in Ray
   Data tasks, collate in the loop), exactly as the Ray Train workers read them;
 * **memory**: the same number of batches, taken from that pipeline beforehand and held in a list.
 
@@ -23,8 +23,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,15 +40,16 @@ def main() -> int:
 
     import torch
 
-    from pipelines.train_config import resolve
-    from pipelines.train_data import COLLATE, task_dataset
-    from pipelines.ray_env import ensure_ray
-    from pipelines.train_job import prepare_shards
-    from pipelines.train_loop import TrainStep
-    from pipelines.train_shards import read_vocabulary
+    from pipelines.common.ray_env import ensure_ray
+    from pipelines.train.collate import collate_fns
+    from pipelines.train.datasets import task_dataset
+    from pipelines.train.job import prepare_shards
+    from pipelines.train.shards import read_vocabulary
+    from vloss.config import resolve
     from vloss.losses import SetCriterion, weighted_total
-    from vloss.lr_schedule import build_optimizer
     from vloss.model import VLOSS
+    from vloss.training.optim import build_optimizer
+    from vloss.training.step import TaskForward, compute_losses
 
     torch.set_num_threads(a.threads)
     ensure_ray(2)
@@ -64,22 +63,24 @@ def main() -> int:
             ds = task_dataset(shards, "panoptic", job.input)
             if a.repeat > 1:
                 ds = ds.union(*[task_dataset(shards, "panoptic", job.input) for _ in range(a.repeat - 1)])
-            yield from ds.iter_torch_batches(batch_size=a.batch, collate_fn=COLLATE["panoptic"], drop_last=True,
+            yield from ds.iter_torch_batches(batch_size=a.batch, collate_fn=collate_fns()["panoptic"], drop_last=True,
                                              prefetch_batches=2)
 
     def run(source) -> float:
         torch.manual_seed(0)
         model = VLOSS(job.model)
-        step = TrainStep(model, {"panoptic": names}, job.train.templates, "clip")
+        step = TaskForward(model, {"panoptic": names}, job.model.text.templates, "clip")
         opt = build_optimizer(model, job.optim)
         crit = SetCriterion(job.loss)
         it = iter(source)
         b = next(it)  # warm-up step outside the timing (first pass start-up, allocator)
-        weighted_total(crit(step("panoptic", b["images"]), b["targets"]), job.loss).backward()
+        weighted_total(compute_losses("panoptic", step("panoptic", b["images"]), b, job.loss, crit),
+                       job.loss).backward()
         t0 = time.perf_counter()
         for _ in range(a.steps):
             b = next(it)
-            loss = weighted_total(crit(step("panoptic", b["images"]), b["targets"]), job.loss)
+            losses = compute_losses("panoptic", step("panoptic", b["images"]), b, job.loss, crit)
+            loss = weighted_total(losses, job.loss)
             opt.zero_grad()
             loss.backward()
             opt.step()

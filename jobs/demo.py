@@ -17,8 +17,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _banner(text: str) -> None:
     print(f"\n{'=' * 78}\n== {text}\n{'=' * 78}", flush=True)
@@ -54,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
     _banner("2/4 pseudo masks (Ray Data, box backend)")
     from jobs import pseudo_masks
-    from pipelines.ray_env import ensure_ray
+    from pipelines.common.ray_env import ensure_ray
 
     ensure_ray(2)
     pm_out = os.path.join(out, "pseudo_masks")
     o365 = {k: str(v) for k, v in paths["objects365"].items()}
     pseudo_masks.main(["--annotations", o365["train_json"], "--images", o365["train_images"], "--out", pm_out,
-                       "--backend", "box", "--rows-per-shard", "32", "--eval-truth", o365["train_truth_masks"]])
+                       "--backend", "box", "--set", "rows_per_shard=32", "--eval-truth", o365["train_truth_masks"]])
     if args.skip_train:
         return 0
 
@@ -69,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
     run_dir = os.path.join(out, "run")
     train.main(["--config", "tiny", "--data", world, "--pseudo-masks", pm_out, "--out", run_dir,
-                "--workers", str(args.workers), "--epochs", str(args.epochs), "--rows-per-shard", "32"])
+                "--workers", str(args.workers), "--set", f"train.epochs={args.epochs}",
+                "--set", "cluster.rows_per_shard=32"])
 
     _banner("4/4 open-vocabulary evaluation (ADE20K-style PQ, LVIS-style mask AP)")
     from jobs import evaluate
 
     ckpt = _last_checkpoint(run_dir)
-    for task in ("ade20k-panoptic", "lvis"):
+    for task in ("ade20k_panoptic", "lvis"):
         evaluate.main(["--task", task, "--checkpoint", ckpt, "--data", world,
                        "--out", os.path.join(out, "eval", task)])
     print(f"\ndemo finished in {time.time() - t0:.0f} s; everything is under {out}")

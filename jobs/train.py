@@ -2,12 +2,18 @@
 
 On a cluster::
 
-    ray job submit -- python jobs/train.py --config paper --data DATA_ROOT \\
-        --workers 8 --gpus-per-worker 1 --storage-path s3://bucket/vloss-runs --out runs/vloss
+    ray job submit --working-dir . -- python -m jobs.train --config paper --data DATA_ROOT \\
+        --pseudo-masks s3://bucket/o365_pseudo --workers 8 --gpus-per-worker 1 \\
+        --storage-path s3://bucket/vloss-runs --out runs/vloss
 
 On one machine (embedded local Ray, synthetic world, ``tiny`` preset)::
 
-    python jobs/train.py --out runs/trial --max-steps 6 --workers 2
+    python -m jobs.train --out runs/trial --set train.max_steps=6
+
+Every field of the recipe (:class:`vloss.config.TrainJobConfig`) is reachable with ``--set``
+(``train.schedule=mix``, ``train.epochs=6``, ``optim.base_lr=1e-4``, ``model.decoder.num_layers=6``),
+and so is the cluster section (``cluster.max_failures=3``, ``cluster.cpus_per_worker=8``,
+``cluster.rows_per_shard=512``). The resolved config goes to ``OUT/config.json``.
 """
 
 from __future__ import annotations
@@ -16,62 +22,57 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pipelines.common.cli import add_set_argument, split_overrides
+from pipelines.common.ray_env import ensure_ray
+from pipelines.common.resources import default_cpus
+from pipelines.train.config import ClusterConfig
+from pipelines.train.job import prepare_shards, run_training
+from vloss.config import TrainJobConfig, resolve
+from vloss.config_io import apply_overrides
 
-from pipelines.train_config import resolve  # noqa: E402
-from pipelines.ray_env import ensure_ray  # noqa: E402
-from pipelines.train_job import ClusterSettings, prepare_shards, run_training  # noqa: E402
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="preset: paper | baseline | tiny (default: tiny without --data)")
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainJobConfig, ClusterConfig]:
+    """Flags, the resolved recipe and the cluster section."""
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, choices=["paper", "baseline", "tiny"],
+                   help="preset (default: tiny without --data, paper with it)")
     p.add_argument("--data", default=None, help="data root in the layouts of docs/DATA_LAYOUT.md "
                                                 "(default: generate the synthetic world)")
     p.add_argument("--shards", default=None, help="existing training-shard root (skips data preparation)")
-    p.add_argument("--pseudo-masks", default=None, help="output dir of jobs/pseudo_masks.py for the boxes")
+    p.add_argument("--pseudo-masks", default=None, help="output dir of python -m jobs.pseudo_masks for the boxes")
     p.add_argument("--out", default="runs/vloss", help="run directory (config, metrics, results)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=None,
-                   help="default: 0.5 on CPU (leaves CPUs for Ray Data), 4 with GPUs")
-    p.add_argument("--schedule", choices=["stt", "mix", "pretrain", "panoptic"], default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (trials)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. model.decoder.num_layers=6 (repeatable)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="a worker holding a GPU trains on CUDA")
+    p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
     p.add_argument("--resume", default=None, help="checkpoint directory to resume from")
-    p.add_argument("--max-failures", type=int, default=1)
-    p.add_argument("--storage-path", default=None, help="Ray Train storage (shared dir or s3://...)")
-    p.add_argument("--rows-per-shard", type=int, default=256)
-    return p.parse_args(argv)
+    add_set_argument(p, "train.schedule=mix")
+    a = p.parse_args(argv)
+    preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
+    routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
+    try:
+        job = resolve(preset, recipe_overrides)
+        cluster = ClusterConfig(workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+                                cpus_per_worker=default_cpus(a.gpus_per_worker), storage_path=a.storage_path)
+        apply_overrides(cluster, routed["cluster"], default_section=None)
+    except ValueError as exc:
+        p.error(str(exc))
+    if job.train.max_steps and preset == "tiny" and a.data is None and a.shards is None:
+        # a short trial on the synthetic world: two steps per dense sub-epoch, so that a
+        # handful of steps visits detection, captions and panoptic
+        trial_rows = 2 * job.train.dense_batch_size * cluster.workers
+        job.train.detection_images = job.train.detection_images or trial_rows
+        job.train.panoptic_images = job.train.panoptic_images or trial_rows
+    return a, job, cluster
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    preset = args.config or ("tiny" if args.data is None and args.shards is None else "paper")
-    overrides = list(args.set)
-    if args.schedule:
-        overrides.append(f"train.schedule={args.schedule}")
-    if args.epochs:
-        overrides.append(f"train.epochs={args.epochs}")
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    job = resolve(preset, overrides)
-    if args.max_steps and preset == "tiny":
-        # a short trial on the synthetic world: two steps per dense sub-epoch, so that a
-        # handful of steps visits detection, captions and panoptic
-        job.train.detection_images = job.train.detection_images or 2 * job.train.dense_batch_size * args.workers
-        job.train.panoptic_images = job.train.panoptic_images or 2 * job.train.dense_batch_size * args.workers
-    gpus = args.gpus_per_worker
-    cluster = ClusterSettings(workers=args.workers, gpus_per_worker=gpus,
-                              cpus_per_worker=args.cpus_per_worker or (4.0 if gpus else 0.5),
-                              max_failures=args.max_failures, storage_path=args.storage_path)
-    out = os.path.abspath(args.out)
+    a, job, cluster = parse_args(argv)
+    out = os.path.abspath(a.out)
     ensure_ray()
-    shard_root = args.shards or prepare_shards(args.data, out if args.data is None else os.path.join(out, "data"),
-                                               args.pseudo_masks, args.rows_per_shard, job.seed)
-    result = run_training(job, shard_root, out, cluster, resume_from=args.resume)
+    shard_root = a.shards or prepare_shards(a.data, out if a.data is None else os.path.join(out, "data"),
+                                            a.pseudo_masks, cluster.rows_per_shard, job.seed)
+    result = run_training(job, shard_root, out, cluster, resume_from=a.resume)
     print(f"[train] run directory: {out}")
     print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")
     return 0

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the real sample data beside the checkout."""
+"""Fixtures of the whole suite: real sample data, the synthetic world, teacher files, one Ray, one thread."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_teacher import sample_source, synthetic_source, tiny_checkpoint, world  # noqa: F401
 from tests.fixtures_world import synthetic_world  # noqa: F401  (session-wide synthetic world)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +24,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One embedded local Ray (2 CPUs) for every test that needs Ray, started the way jobs start it."""
+    import ray
+
+    from pipelines.common.ray_env import ensure_ray
+
+    started = not ray.is_initialized()
+    ensure_ray(2)
+    yield ray
+    if started:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Fixtures for the pseudo-mask job: one local Ray per session, a tiny synthetic world,
-the real COCO sample as a second box source, and a random-init teacher checkpoint."""
+"""Teacher fixtures (the pseudo-mask stage and the teacher library): a tiny synthetic world, the
+real COCO sample as a second box source, and a random-init teacher checkpoint."""
 
 from __future__ import annotations
 
@@ -24,20 +24,6 @@ class BoxSource:
     annotations: Path
     images: Path
     truth: Path
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One embedded Ray for every test in this package (start-up is slow on 2 cores)."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        started = True
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +64,3 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The CI box has 2 cores shared with other jobs; one intra-op thread avoids spin-wait
-    collapse (Ray workers get OMP_NUM_THREADS=1 too). Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

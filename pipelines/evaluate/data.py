@@ -9,7 +9,8 @@ of ``docs/DATA_LAYOUT.md`` and ``docs/EVALUATION.md``: the synthetic world, a ro
 asked about, taken from the evaluation set's *own* categories (open vocabulary: ADE20K's 150
 names with ``isthing``, LVIS's names with underscores as spaces, COCO's 133 panoptic names).
 
-This module imports no Ray; the job (:mod:`pipelines.evaluate`) does.
+Which reader and which layout belong to a task is the table of :mod:`pipelines.evaluate.tasks`.
+This module imports no Ray and no torch.
 """
 
 from __future__ import annotations
@@ -18,31 +19,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vloss.data.errors import DataFormatError
 
-TASKS = ("ade20k-panoptic", "coco-panoptic", "lvis", "coco-instances")
-PANOPTIC_TASKS = ("ade20k-panoptic", "coco-panoptic")
-# task -> key of vloss.eval.report.TASKS
-REPORT_TASK = {"ade20k-panoptic": "ade20k_panoptic", "coco-panoptic": "coco_panoptic", "lvis": "lvis",
-               "coco-instances": "coco_instance"}
-# task -> detections kept per image (LVIS protocol 300, COCO 100)
-DEFAULT_TOPK = {"lvis": 300, "coco-instances": 100}
-
-# task -> (folders under the data root to try, json, images, panoptic png dir), relative to that folder
-_LAYOUTS: dict[str, tuple[tuple[str, ...], str, str, str | None]] = {
-    "ade20k-panoptic": (("ade20k_panoptic", "ADEChallengeData2016", "."), "ade20k_panoptic_val.json",
-                        "images/validation", "ade20k_panoptic_val"),
-    "coco-panoptic": (("coco_panoptic", "coco", "."), "annotations/panoptic_val2017.json", "val2017",
-                      "annotations/panoptic_val2017"),
-    # LVIS v1 val images come from COCO train2017 *and* val2017 (see coco_url): the image
-    # folder is the one holding those split folders
-    "lvis": (("lvis", "."), "lvis_v1_val.json", ".", None),
-    "coco-instances": (("coco", "."), "annotations/instances_val2017.json", "val2017", None),
-}
-_WORLD_KEYS = {"ade20k-panoptic": "ade20k_panoptic", "coco-panoptic": "coco_panoptic", "lvis": "lvis"}
-
+if TYPE_CHECKING:
+    from pipelines.evaluate.tasks import EvalTask
 
 @dataclass(frozen=True)
 class EvalPaths:
@@ -84,13 +66,14 @@ class EvalSet:
     """A validated evaluation set and its vocabulary.
 
     Args:
-        task: one of :data:`TASKS`.
+        task: the task's name (:data:`pipelines.evaluate.tasks.EVAL_TASKS`).
         paths: the files it was read from.
         category_ids: the dataset's own category ids, in file order.
         names: the class names embedded by the text encoder, aligned with ``category_ids``.
         is_thing: thing flags aligned with ``category_ids`` (all True for instance tasks).
         images: the images to predict (after ``limit``).
         num_images_total: images in the annotation file.
+        panoptic: predictions are panoptic segmentations (else scored instances).
     """
 
     task: str
@@ -100,10 +83,7 @@ class EvalSet:
     is_thing: list[bool]
     images: list[EvalImage]
     num_images_total: int
-
-    @property
-    def panoptic(self) -> bool:
-        return self.task in PANOPTIC_TASKS
+    panoptic: bool = False
 
     @property
     def names_by_id(self) -> dict[int, str]:
@@ -116,53 +96,59 @@ def vocabulary_sha256(names: list[str], templates: tuple[str, ...] | list[str]) 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def resolve_eval_paths(task: str, data: str | Path | None = None, gt_json: str | Path | None = None,
+def _task(task: "str | EvalTask") -> "EvalTask":
+    from pipelines.evaluate.tasks import get_task
+
+    return get_task(task) if isinstance(task, str) else task
+
+
+def resolve_eval_paths(task: "str | EvalTask", data: str | Path | None = None, gt_json: str | Path | None = None,
                        images: str | Path | None = None, gt_dir: str | Path | None = None) -> EvalPaths:
-    """Locate a task's files: explicit paths first, then the layout under ``data``.
+    """Locate a task's files: explicit paths first, then the task's layout under ``data``.
 
     Args:
-        task: one of :data:`TASKS`.
+        task: a task name or :class:`~pipelines.evaluate.tasks.EvalTask`.
         data: data root (synthetic world, a root with the dataset folders, or the dataset folder).
         gt_json, images, gt_dir: explicit paths overriding the layout.
 
     Raises:
         ValueError: unknown task, or a file that is neither given nor found under ``data``.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    folders, rel_json, rel_images, rel_png = _LAYOUTS[task]
+    task = _task(task)
+    lay = task.layout
     found: dict[str, Path | None] = {"gt_json": None, "images": None, "gt_dir": None}
     if data is not None:
         root = Path(data).resolve()
         if not root.is_dir():
             raise ValueError(f"--data {root}: not a directory")
-        if (root / "world.json").is_file() and task in _WORLD_KEYS:
+        if (root / "world.json").is_file() and lay.world_key is not None:
             from vloss.data.synthetic import load_world
 
-            p = load_world(root)["paths"][_WORLD_KEYS[task]]
+            p = load_world(root)["paths"][lay.world_key]
             found = {"gt_json": p["val_json"], "images": p["val_images"], "gt_dir": p.get("val_png_dir")}
         else:
-            base = next((root / f for f in folders if (root / f / rel_json).is_file()), None)
+            base = next((root / f for f in lay.folders if (root / f / lay.gt_json).is_file()), None)
             if base is None:
-                tried = ", ".join(str(root / f / rel_json) for f in folders)
-                raise ValueError(f"--data {root}: no {task} annotation file found (tried {tried}); "
+                tried = ", ".join(str(root / f / lay.gt_json) for f in lay.folders)
+                raise ValueError(f"--data {root}: no {task.name} annotation file found (tried {tried}); "
                                  f"see docs/EVALUATION.md or pass --gt-json")
-            found = {"gt_json": base / rel_json, "images": base / rel_images,
-                     "gt_dir": base / rel_png if rel_png else None}
-            if task == "lvis" and not (base / "val2017").is_dir() and (root / "coco" / "val2017").is_dir():
-                found["images"] = root / "coco"  # detectron2's datasets/ layout: lvis/ beside coco/
+            found = {"gt_json": base / lay.gt_json, "images": base / lay.images,
+                     "gt_dir": base / lay.gt_dir if lay.gt_dir else None}
+            beside = root / lay.images_beside if lay.images_beside else None
+            if beside is not None and not (base / "val2017").is_dir() and (beside / "val2017").is_dir():
+                found["images"] = beside
     explicit = {"gt_json": gt_json, "images": images, "gt_dir": gt_dir}
     for key, value in explicit.items():
         if value is not None:
             found[key] = Path(value).resolve()
     if found["gt_json"] is None or found["images"] is None:
-        raise ValueError(f"{task}: pass --data ROOT, or --gt-json and --images")
-    if task in PANOPTIC_TASKS and found["gt_dir"] is None:
-        raise ValueError(f"{task}: pass --gt-dir (the ground-truth panoptic PNG folder)")
+        raise ValueError(f"{task.name}: pass --data ROOT, or --gt-json and --images")
+    if task.panoptic and found["gt_dir"] is None:
+        raise ValueError(f"{task.name}: pass --gt-dir (the ground-truth panoptic PNG folder)")
     if not Path(found["gt_json"]).is_file():
-        raise ValueError(f"{task}: annotation file not found: {found['gt_json']}")
+        raise ValueError(f"{task.name}: annotation file not found: {found['gt_json']}")
     return EvalPaths(Path(found["gt_json"]), Path(found["images"]),
-                     Path(found["gt_dir"]) if task in PANOPTIC_TASKS else None)
+                     Path(found["gt_dir"]) if task.panoptic else None)
 
 
 def _limit(items: list, limit: int | None) -> list:
@@ -171,34 +157,46 @@ def _limit(items: list, limit: int | None) -> list:
     return items[:limit] if limit else items
 
 
-def load_eval_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:
-    """Read and validate the ground truth; build the image list and the vocabulary.
+def load_eval_set(task: "str | EvalTask", paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """Read and validate the ground truth with the task's reader; build the images and the vocabulary.
 
     Args:
-        task: one of :data:`TASKS`.
+        task: a task name or :class:`~pipelines.evaluate.tasks.EvalTask`.
         paths: from :func:`resolve_eval_paths`.
         limit: evaluate only the first ``limit`` images (file order).
 
     Raises:
         DataFormatError: naming file, record and field, for malformed annotation files.
     """
-    if task in PANOPTIC_TASKS:
-        from vloss.data.coco_panoptic import read_coco_panoptic
+    task = _task(task)
+    return task.reader(task.name, paths, limit)
 
-        ds = read_coco_panoptic(paths.gt_json, paths.images, paths.gt_dir)
-        cats = ds.categories
-        images = [EvalImage(k, im.id, str(im.image_path), im.height, im.width, im.png_path.name)
-                  for k, im in enumerate(_limit(ds.images, limit))]
-        return EvalSet(task, paths, [c.id for c in cats], [c.name for c in cats],
-                       [bool(c.isthing) for c in cats], images, len(ds.images))
-    if task == "lvis":
-        from vloss.data.lvis_format import read_lvis
 
-        ds = read_lvis(paths.gt_json, paths.images)
-        images = [EvalImage(k, im.id, str(im.path), im.height, im.width, Path(im.path).stem + ".png")
-                  for k, im in enumerate(_limit(ds.images, limit))]
-        return EvalSet(task, paths, [c.id for c in ds.categories], [c.display_name for c in ds.categories],
-                       [True] * len(ds.categories), images, len(ds.images))
+def read_panoptic_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """A COCO-panoptic-format set (COCO panoptic val, ADE20K panoptic): 133 / 150 names with ``isthing``."""
+    from vloss.data.coco_panoptic import read_coco_panoptic
+
+    ds = read_coco_panoptic(paths.gt_json, paths.images, paths.gt_dir)
+    cats = ds.categories
+    images = [EvalImage(k, im.id, str(im.image_path), im.height, im.width, im.png_path.name)
+              for k, im in enumerate(_limit(ds.images, limit))]
+    return EvalSet(task, paths, [c.id for c in cats], [c.name for c in cats],
+                   [bool(c.isthing) for c in cats], images, len(ds.images), panoptic=True)
+
+
+def read_lvis_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """An LVIS v1 set: names with underscores as spaces, all things."""
+    from vloss.data.lvis_format import read_lvis
+
+    ds = read_lvis(paths.gt_json, paths.images)
+    images = [EvalImage(k, im.id, str(im.path), im.height, im.width, Path(im.path).stem + ".png")
+              for k, im in enumerate(_limit(ds.images, limit))]
+    return EvalSet(task, paths, [c.id for c in ds.categories], [c.display_name for c in ds.categories],
+                   [True] * len(ds.categories), images, len(ds.images))
+
+
+def read_coco_instances_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """A COCO instances set with masks (every annotation needs ``segmentation``)."""
     from vloss.data.coco_detection import read_coco_detection
 
     ds = read_coco_detection(paths.gt_json, paths.images)

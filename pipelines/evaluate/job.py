@@ -2,9 +2,10 @@
 
 Flow (everything that can be validated is validated before Ray starts):
 
-1. Locate and read the ground truth (:mod:`pipelines.eval_data`); the vocabulary is the
-   evaluation set's own category names (open vocabulary, never the training names).
-2. Load the checkpoint on the driver (:func:`~pipelines.eval_inference.load_eval_model`):
+1. Locate and read the ground truth with the task's reader (:mod:`pipelines.evaluate.tasks`);
+   the vocabulary is the evaluation set's own category names (open vocabulary, never the
+   training names).
+2. Load the checkpoint on the driver (:func:`~pipelines.evaluate.model.load_eval_model`):
    shape errors surface here, and the parameter count goes into the report.
 3. Ray Data: ``from_items`` (image records) -> ``map_batches(decode_eval_images)`` (Ray tasks)
    -> ``map_batches(EvalPredictor, compute=ActorPoolStrategy(size=n))`` (network and class
@@ -14,8 +15,9 @@ Flow (everything that can be validated is validated before Ray starts):
    ``OUT/predictions/panoptic.json`` (COCO panoptic) or ``OUT/predictions/results.json``
    (LVIS / COCO results: ``image_id, category_id, segmentation`` RLE, ``score``), plus
    ``OUT/predictions/manifest.json`` (counts, failures, the vocabulary the predictor embedded).
-5. Score with :mod:`vloss.eval` (PQ; LVIS mask AP; COCO mask AP) and write ``OUT/metrics.json``,
-   ``OUT/report.md`` (this run beside the paper's rows) and ``OUT/overlays/*.png``.
+5. Score with the task's scorer (PQ; LVIS mask AP; COCO mask AP) and write ``OUT/metrics.json``,
+   ``OUT/report.md`` (this run beside the paper's rows), ``OUT/overlays/*.png`` and the resolved
+   configuration ``OUT/config.json``.
 
 Images that cannot be read or predicted are counted and listed in the manifest and report. For
 PQ, which needs a prediction per ground-truth image, such an image gets an *empty* prediction
@@ -36,78 +38,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.eval_data import (DEFAULT_TOPK, PANOPTIC_TASKS, REPORT_TASK, TASKS, EvalSet, load_eval_set,
-                                 resolve_eval_paths, vocabulary_sha256, write_gt_subset)
-from pipelines.eval_inference import EvalPredictor, LoadedCheckpoint, decode_eval_images, encode_png, load_eval_model
+from pipelines.common.cli import write_resolved_config
+from pipelines.common.images import decode_rgb
+from pipelines.common.ray_env import ensure_ray
+from pipelines.evaluate.config import EvalJobConfig
+from pipelines.evaluate.data import EvalSet, load_eval_set, resolve_eval_paths, vocabulary_sha256, write_gt_subset
+from pipelines.evaluate.decode import decode_eval_images
+from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
+from pipelines.evaluate.predictor import EvalPredictor, encode_png
+from pipelines.evaluate.tasks import EvalTask, get_task
 from vloss.data.masks import decode_rle, rgb2id
 
 
 class EvalJobError(RuntimeError):
     """The evaluation cannot produce a score (e.g. no image could be predicted)."""
-
-
-@dataclass
-class EvalJobConfig:
-    """Settings of one evaluation run.
-
-    Args:
-        task: ``ade20k-panoptic`` | ``coco-panoptic`` | ``lvis`` | ``coco-instances``.
-        checkpoint: training checkpoint directory or model-weights file.
-        out: output directory.
-        data: data root (see ``docs/EVALUATION.md``); or give the explicit paths below.
-        gt_json, images, gt_dir: explicit ground-truth paths (override the layout).
-        config: preset for a weights file without stored config (``tiny|paper|baseline``).
-        overrides: ``key=value`` config overrides for a weights file.
-        size: shorter side of the network input (default: the run's training size).
-        max_size: cap on the longer side (default: 4 x size).
-        limit: evaluate only the first N images.
-        topk: detections per image for instance tasks (default: LVIS 300, COCO 100).
-        templates: prompt templates (default: the run's training templates).
-        object_mask_threshold, overlap_threshold: panoptic inference thresholds.
-        overlays: number of overlay images to draw.
-        num_actors: predictor actors.
-        gpus_per_actor: GPUs per predictor actor.
-        cpus_per_actor: CPUs each predictor actor reserves (fractional on small machines).
-        cpus_per_decode_task: CPUs each decode task reserves.
-        batch_size: images per predictor call.
-        pq_workers: processes of the PQ scorer (None: min(4, cpus)).
-        ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
-    """
-
-    task: str
-    checkpoint: str
-    out: str
-    data: str | None = None
-    gt_json: str | None = None
-    images: str | None = None
-    gt_dir: str | None = None
-    config: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    size: int | None = None
-    max_size: int | None = None
-    limit: int | None = None
-    topk: int | None = None
-    templates: list[str] | None = None
-    object_mask_threshold: float = 0.8
-    overlap_threshold: float = 0.8
-    overlays: int = 4
-    num_actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: float = 0.5
-    cpus_per_decode_task: float = 0.25
-    batch_size: int = 2
-    pq_workers: int | None = None
-    ray_num_cpus: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
-        for name in ("size", "max_size", "limit", "topk"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ValueError(f"{name} must be positive, got {v}")
-        if self.num_actors <= 0 or self.batch_size <= 0 or self.overlays < 0:
-            raise ValueError("num_actors and batch_size must be positive, overlays >= 0")
 
 
 @dataclass
@@ -121,17 +65,15 @@ class _Collected:
     overlay_payloads: dict[int, tuple[bytes, str]] = field(default_factory=dict)
 
 
-def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint, templates: list[str],
-                   size: int, max_size: int, pred_dir: Path, results_path: Path) -> _Collected:
+def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: LoadedCheckpoint,
+                   templates: list[str], size: int, max_size: int, pred_dir: Path, results_path: Path) -> _Collected:
     """Ray Data pipeline; writes PNGs (panoptic) or streams the results JSON (instances)."""
     import ray
-
-    from pipelines.ray_env import ensure_ray
 
     ensure_ray(cfg.ray_num_cpus)
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
     weights_ref = ray.put(ckpt.state_dict)
-    topk = cfg.topk or DEFAULT_TOPK.get(cfg.task, 100)
+    topk = cfg.topk or task.topk or 100
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
     ds = ds.map_batches(decode_eval_images, fn_kwargs={"size": size, "max_size": max_size},
                         batch_size=cfg.batch_size, num_cpus=cfg.cpus_per_decode_task)
@@ -142,9 +84,9 @@ def _run_inference(cfg: EvalJobConfig, eval_set: EvalSet, ckpt: LoadedCheckpoint
                                "category_ids": eval_set.category_ids, "is_thing": eval_set.is_thing,
                                "templates": templates, "panoptic": eval_set.panoptic, "topk": topk,
                                "object_mask_threshold": cfg.object_mask_threshold,
-                               "overlap_threshold": cfg.overlap_threshold},
+                               "overlap_threshold": cfg.overlap_threshold, "gpus": cfg.gpus_per_actor},
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), batch_size=cfg.batch_size,
-        num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor)
+        num_cpus=cfg.actor_cpus, num_gpus=cfg.gpus_per_actor)
 
     got = _Collected()
     # overlays show the first images that were predicted: keep the payloads of the first few
@@ -206,8 +148,7 @@ def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, count: int
     for idx in sorted(got.overlay_payloads)[:count]:
         im = eval_set.images[idx]
         png, payload = got.overlay_payloads[idx]
-        with Image.open(im.path) as f:
-            image = np.asarray(f.convert("RGB"))  # [H, W, 3] uint8
+        image = decode_rgb(Path(im.path).read_bytes())  # [H, W, 3] uint8
         if eval_set.panoptic:
             with Image.open(io.BytesIO(png)) as p:
                 seg_ids = rgb2id(np.asarray(p.convert("RGB")))  # [H, W]
@@ -222,20 +163,6 @@ def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, count: int
         pil.save(path)
         paths.append(path)
     return paths
-
-
-def _score(cfg: EvalJobConfig, eval_set: EvalSet, gt_json: Path, pred_json: Path, pred_dir: Path) -> dict:
-    if eval_set.panoptic:
-        from vloss.eval.pq import pq_compute
-
-        return pq_compute(gt_json, eval_set.paths.gt_dir, pred_json, pred_dir, workers=cfg.pq_workers)
-    if cfg.task == "lvis":
-        from vloss.eval.lvis_eval import lvis_mask_ap
-
-        return lvis_mask_ap(gt_json, pred_json, max_dets=DEFAULT_TOPK["lvis"])
-    from vloss.eval.coco_eval import coco_mask_ap
-
-    return coco_mask_ap(gt_json, pred_json, max_dets=DEFAULT_TOPK["coco-instances"])
 
 
 def _visual_label(model_config) -> str:
@@ -258,7 +185,7 @@ def _run_section(manifest: dict) -> str:
              f"categories, templates {manifest['vocabulary']['templates']}"]
     if c["images_failed"]:
         how = ("each got an empty (all-VOID) panoptic prediction, so its segments count as missed"
-               if manifest["task"] in PANOPTIC_TASKS else "they have no detections, so their instances count as missed")
+               if manifest["panoptic"] else "they have no detections, so their instances count as missed")
         lines.append(f"- **{c['images_failed']} image(s) could not be predicted**; {how}:")
         lines += [f"  - image {f['image_id']!r}: {f['reason']}" for f in manifest["failed"][:20]]
     return "\n".join(lines) + "\n"
@@ -275,21 +202,23 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
         EvalJobError: no image could be predicted.
     """
     t0 = time.time()
-    paths = resolve_eval_paths(cfg.task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
-    eval_set = load_eval_set(cfg.task, paths, cfg.limit)
-    model, ckpt = load_eval_model(cfg.checkpoint, cfg.config, cfg.overrides)
+    task = get_task(cfg.task)
+    paths = resolve_eval_paths(task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
+    eval_set = load_eval_set(task, paths, cfg.limit)
+    model, ckpt = load_eval_model(cfg.checkpoint, cfg.config, list(cfg.overrides))
     size_divisor = model.size_divisor
     del model  # validated and counted; the actors build their own copies
-    templates = list(cfg.templates or ckpt.templates)
+    templates = list(ckpt.templates)
     size = cfg.size or ckpt.default_size
     max_size = cfg.max_size or 4 * size
 
     out = Path(cfg.out).resolve()
+    write_resolved_config(str(out), {"evaluation": cfg, "checkpoint": ckpt.config})
     pred_root = out / "predictions"
     pred_dir = pred_root / "panoptic"
     (pred_dir if eval_set.panoptic else pred_root).mkdir(parents=True, exist_ok=True)
     pred_json = pred_root / ("panoptic.json" if eval_set.panoptic else "results.json")
-    got = _run_inference(cfg, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json)
+    got = _run_inference(cfg, task, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json)
     if len(got.failed) == len(eval_set.images):
         first = next(iter(got.failed.values()))
         raise EvalJobError(f"none of the {len(eval_set.images)} images could be predicted (first: {first})")
@@ -302,7 +231,7 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
 
     scored_gt = write_gt_subset(eval_set, pred_root / "gt_subset.json")
     manifest = {
-        "task": cfg.task,
+        "task": task.name, "panoptic": task.panoptic,
         "inputs": {"gt_json": str(paths.gt_json), "images": str(paths.images),
                    "gt_dir": str(paths.gt_dir) if paths.gt_dir else None, "checkpoint": str(ckpt.path),
                    "checkpoint_kind": ckpt.kind},
@@ -321,19 +250,18 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     }
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
-    metrics = _score(cfg, eval_set, scored_gt, pred_json, pred_dir)
+    metrics = task.scorer(scored_gt, paths, pred_json, pred_dir, cfg.pq_workers, task.topk)
     overlays = _draw_overlays(eval_set, got, out / "overlays", cfg.overlays)
     from vloss.eval.report import render_table, write_report
 
-    report_task = REPORT_TASK[cfg.task]
     config = {"evaluation": asdict(cfg), "checkpoint": ckpt.config}
     visual = _visual_label(ckpt.model_config)
-    report = write_report(out, report_task, metrics, config, ckpt.path, ckpt.params, overlays, visual_enc=visual)
+    report = write_report(out, task.name, metrics, config, ckpt.path, ckpt.params, overlays, visual_enc=visual)
     with open(report, "a") as f:
         f.write("\n" + _run_section(manifest))
     manifest["seconds"] = round(time.time() - t0, 3)
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    table = render_table(report_task, metrics, params=ckpt.params, visual_enc=visual)
+    table = render_table(task.name, metrics, params=ckpt.params, visual_enc=visual)
     return {"metrics": metrics, "report": report, "manifest": manifest, "table": table, "out": out,
             "overlays": overlays}
 
@@ -344,12 +272,10 @@ def summary_lines(result: dict[str, Any]) -> str:
     c = m["counts"]
     lines = [f"[evaluate] {m['task']}: {c['images_predicted']}/{c['images_evaluated']} images predicted, "
              f"{c['images_failed']} failed" + (" (empty predictions written for them)" if c["images_failed"]
-                                              and m["task"] in PANOPTIC_TASKS else ""),
+                                              and m["panoptic"] else ""),
              "", result["table"], "",
              f"[evaluate] metrics: {result['out'] / 'metrics.json'}",
              f"[evaluate] report:  {result['report']}"]
     lines += [f"[evaluate] failed image {f['image_id']!r}: {f['reason']}" for f in m["failed"][:10]]
     return "\n".join(lines)
 
-
-__all__ = ["EvalJobConfig", "EvalJobError", "run_evaluation", "summary_lines"]

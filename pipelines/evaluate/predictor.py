@@ -1,17 +1,8 @@
-"""Batch inference of an evaluation job: checkpoint loading and the two Ray Data stages.
+"""The predictor actor of the evaluation job: network and class embeddings built once per actor.
 
-* :func:`load_eval_model` reads a training checkpoint directory (``state.pt`` + ``meta.json``
-  written by the trainer) or a model-weights file (``vloss.model.weights.save_model_weights``)
-  with ``weights_only=True`` and returns the network plus what the job needs to know about it
-  (resolved config, default input size, prompt templates). Wrong shapes fail with
-  ``WeightsError`` naming the file and parameter.
-* :func:`decode_eval_images` (Ray tasks) reads and decodes each image and resizes it so that
-  its shorter side is ``size`` (longer side capped at ``max_size``); an unreadable image, or
-  one whose size disagrees with the annotation file, becomes an ``error`` on its row.
-* :class:`EvalPredictor` (actor pool) loads the network once, embeds the evaluation set's
-  class names once, pads each batch to a multiple of ``model.size_divisor``, runs the model
-  and post-processes each image at its original size: a COCO-panoptic PNG + segments
-  (panoptic tasks) or up to ``topk`` RLE detections (instance tasks).
+It embeds the evaluation set's class names once, pads each batch to a multiple of
+``model.size_divisor``, runs the model and post-processes each image at its original size: a
+COCO-panoptic PNG + segments (panoptic tasks) or up to ``topk`` RLE detections (instance tasks).
 """
 
 from __future__ import annotations
@@ -20,193 +11,20 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pipelines.eval_data import vocabulary_sha256
-from pipelines.io import locate
-from vloss.config import ModelConfig, from_dict, to_dict
+from pipelines.common.resources import device_for
+from pipelines.evaluate.data import vocabulary_sha256
+from pipelines.evaluate.model import build_eval_model
+from vloss.config import ModelConfig
+from vloss.config_io import from_dict
 from vloss.data.masks import encode_rle, id2rgb, mask_to_bbox
 from vloss.data.transforms import normalize_images
 from vloss.inference import instance_inference, panoptic_inference, resize_mask_logits
-from vloss.model import VLOSS, WeightsError
-from vloss.model.weights import load_checked
-
-
-@dataclass
-class LoadedCheckpoint:
-    """A checkpoint as the evaluation job uses it.
-
-    Args:
-        path: the checkpoint directory or weights file.
-        kind: ``"training checkpoint"`` or ``"weights file"``.
-        model_config: the network settings (weight-file fields cleared: the checkpoint has them all).
-        state_dict: the network's tensors (CPU).
-        config: the resolved configuration to record in the report.
-        default_size: the training input size of the run (shorter side at evaluation).
-        templates: the prompt templates the run was trained with.
-        params: parameter count of the network.
-    """
-
-    path: Path
-    kind: str
-    model_config: ModelConfig
-    state_dict: dict[str, torch.Tensor]
-    config: dict[str, Any]
-    default_size: int
-    templates: tuple[str, ...]
-    params: int
-
-
-def _inference_model_config(cfg: ModelConfig) -> ModelConfig:
-    """The config without weight-file paths (those files may not exist where we evaluate)."""
-    return replace(cfg, backbone=replace(cfg.backbone, weights=None), text=replace(cfg.text, weights=None))
-
-
-def build_eval_model(model_config: ModelConfig, state_dict: dict[str, torch.Tensor], source: str | Path) -> VLOSS:
-    """A VLOSS network in eval mode with ``state_dict`` loaded strictly (shape-checked).
-
-    Args:
-        model_config: network settings.
-        state_dict: tensors by parameter name.
-        source: the file they came from (named in errors).
-    """
-    model = VLOSS(_inference_model_config(model_config))
-    load_checked(model, state_dict, source, "VLOSS model")
-    model.text.clear_cache()
-    return model.eval()
-
-
-def load_eval_model(checkpoint: str | Path, config: str | None = None,
-                    overrides: list[str] | None = None) -> tuple[VLOSS, LoadedCheckpoint]:
-    """Load a checkpoint for evaluation.
-
-    Args:
-        checkpoint: a training checkpoint directory (``state.pt`` + ``meta.json``) or a
-            weights file saved by ``save_model_weights``.
-        config: for a weights file: preset ``tiny`` | ``paper`` | ``baseline`` (default: the
-            config stored in the file). Ignored for a checkpoint directory, whose
-            ``meta.json`` holds the resolved config.
-        overrides: ``key=value`` overrides applied to the preset (weights files only).
-
-    Returns:
-        (the network in eval mode, a :class:`LoadedCheckpoint`).
-
-    Raises:
-        FileNotFoundError: no such checkpoint.
-        WeightsError: tensors that do not fit the configured network (names file and parameter).
-        ValueError: a weights file without stored config and no ``config`` given.
-    """
-    from pipelines.train_config import job_from_dict, resolve
-    from pipelines.train_loop import META_FILE, STATE_FILE, load_training_state
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        if not (path / STATE_FILE).is_file() or not (path / META_FILE).is_file():
-            raise FileNotFoundError(f"{path}: a training checkpoint directory needs {STATE_FILE} and {META_FILE}")
-        state, meta = load_training_state(str(path))
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-            raise WeightsError(f"{path / STATE_FILE}: no 'model' state dict inside")
-        if not isinstance(meta.get("config"), dict):
-            raise ValueError(f"{path / META_FILE}: no 'config' (the training job's resolved config)")
-        job = job_from_dict(meta["config"])
-        model = build_eval_model(job.model, state["model"], path / STATE_FILE)
-        info = LoadedCheckpoint(path, "training checkpoint", job.model, state["model"], to_dict(job),
-                                job.input.dense_size, tuple(job.train.templates), _params(model))
-        return model, info
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict):
-        raise WeightsError(f"{path}: expected a state dict (mapping), found {type(payload).__name__}")
-    sd = payload["model"] if isinstance(payload.get("model"), dict) else payload
-    if config is not None:
-        job = resolve(config, overrides)
-    elif isinstance(payload.get("config"), dict):
-        stored = payload["config"]
-        job = job_from_dict(stored if "model" in stored else {"model": stored})
-        if "input" not in stored:
-            job = _with_preset_run_settings(job)
-        if overrides:
-            from vloss.config import apply_overrides
-
-            apply_overrides(job, list(overrides))
-    else:
-        raise ValueError(f"{path}: the weights file stores no config; pass --config tiny|paper|baseline")
-    model = build_eval_model(job.model, sd, path)
-    info = LoadedCheckpoint(path, "weights file", job.model, sd, to_dict(job), job.input.dense_size,
-                            tuple(job.train.templates), _params(model))
-    return model, info
-
-
-def _with_preset_run_settings(job):
-    """A weights file stores only ``VLOSSConfig`` (no input size / templates): take those from
-    the preset whose network is the stored one (e.g. ``tiny`` -> 128 px), else keep the defaults."""
-    from pipelines.train_config import job_preset
-
-    model = to_dict(job.model)
-    for name in ("tiny", "paper", "baseline"):
-        ref = job_preset(name)
-        if to_dict(ref.model) == model:
-            job.input, job.train.templates = ref.input, ref.train.templates
-            break
-    return job
-
-
-def _params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-# ----------------------------------------------------------------------------- Ray stages
-
-
-def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
-    """(h, w) with the shorter side ``size`` and the longer side at most ``max_size``."""
-    scale = size / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
-def decode_eval_images(batch: dict[str, np.ndarray], size: int, max_size: int) -> dict[str, np.ndarray]:
-    """Ray task: read, decode and resize each image; failures become an ``error`` string.
-
-    Args:
-        batch: columns ``index, path, height, width``.
-        size: shorter side of the network input.
-        max_size: cap on the longer side.
-
-    Returns:
-        ``index, height, width`` plus ``pixels`` (``rh*rw*3`` uint8 bytes, empty on failure),
-        ``rh, rw`` (resized size) and ``error``.
-    """
-    pixels, rhs, rws, errors = [], [], [], []
-    for path, h, w in zip(batch["path"], batch["height"], batch["width"]):
-        try:
-            data = locate(str(path)).read_bytes()
-            with Image.open(io.BytesIO(data)) as im:
-                rgb = im.convert("RGB")
-            if (rgb.height, rgb.width) != (int(h), int(w)):
-                raise ValueError(f"image is {rgb.width}x{rgb.height} but the annotation file says {int(w)}x{int(h)}")
-            rh, rw = resized_shape(int(h), int(w), size, max_size)
-            arr = np.asarray(rgb.resize((rw, rh), resample=Image.BILINEAR))  # [rh, rw, 3] uint8
-            pixels.append(arr.tobytes())
-            rhs.append(rh)
-            rws.append(rw)
-            errors.append("")
-        except Exception as exc:  # missing file, corrupt image, size mismatch: a counted skip
-            pixels.append(b"")
-            rhs.append(0)
-            rws.append(0)
-            errors.append(f"{path}: {type(exc).__name__}: {exc}")
-    return {"index": batch["index"], "height": batch["height"], "width": batch["width"],
-            "pixels": np.array(pixels, dtype=object), "rh": np.array(rhs, dtype=np.int64),
-            "rw": np.array(rws, dtype=np.int64), "error": np.array(errors, dtype=object)}
 
 
 def encode_png(seg_ids: np.ndarray) -> bytes:
@@ -231,19 +49,17 @@ class EvalPredictor:
         panoptic: panoptic output (else instance detections).
         topk: detections per image (instance tasks).
         object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+        gpus: GPUs this actor reserves; with any, the network runs on CUDA.
     """
 
     def __init__(self, model_config: dict, weights: Any, source: str, names: list[str], category_ids: list[int],
                  is_thing: list[bool], templates: list[str], panoptic: bool, topk: int = 100,
-                 object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8) -> None:
-        try:
+                 object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8, gpus: float = 0.0) -> None:
+        if isinstance(weights, list) and len(weights) == 1:  # a Ray object reference, put once by the driver
             import ray
 
-            if isinstance(weights, list) and len(weights) == 1 and isinstance(weights[0], ray.ObjectRef):
-                weights = ray.get(weights[0])
-        except ImportError:  # plain (non-Ray) use with a state dict
-            pass
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            weights = ray.get(weights[0])
+        self.device = torch.device(device_for(gpus))
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         self.model = build_eval_model(from_dict(model_config, ModelConfig), weights, source).to(self.device)
         self.category_ids = [int(c) for c in category_ids]

@@ -2,17 +2,16 @@
 
 Kept in its own module that imports only numpy, PIL and ``pyarrow.fs``: Ray workers
 import the module of a task function, and a decode worker that imported torch (via
-the teacher) would spend seconds of a 2-core machine on imports it never uses.
+the teacher) would spend seconds of a 2-core machine on imports it never uses
+(``tests/pipelines/test_layout.py`` proves it stays so).
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
-from pipelines.io import locate
+from pipelines.common.images import decode_rgb
+from pipelines.common.storage import locate
 
 
 def decode_images(batch: dict[str, np.ndarray], images_root: str) -> dict[str, np.ndarray]:
@@ -33,9 +32,7 @@ def decode_images(batch: dict[str, np.ndarray], images_root: str) -> dict[str, n
     for name, h, w in zip(batch["file_name"], batch["height"], batch["width"]):
         loc = root.child(str(name))
         try:
-            data = loc.read_bytes()
-            with Image.open(io.BytesIO(data)) as im:
-                arr = np.asarray(im.convert("RGB"))                   # [H, W, 3] uint8
+            arr = decode_rgb(loc.read_bytes())                        # [H, W, 3] uint8
             if arr.shape[:2] != (int(h), int(w)):
                 raise ValueError(f"image is {arr.shape[1]}x{arr.shape[0]} but the JSON says {int(w)}x{int(h)}")
             pixels.append(arr.tobytes())

@@ -28,131 +28,27 @@ recorded (reason) in their shard's footer and ``_errors.jsonl`` and counted; wit
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
-import ray
-
-from pipelines.io import Location, locate, read_json, write_json_atomic
-from pipelines.pseudo_mask_decode import decode_images
-from pipelines.ray_env import ensure_ray
-from pipelines.pseudo_mask_shards import (ERRORS_NAME, MANIFEST_NAME, SHARD_RE, ShardResult, ShardSpec,
-                                          iter_records, plan_shards, shard_locations, shard_name, validate_shard,
-                                          write_shard)
-from vloss.data.masks import encode_rle
+from pipelines.common.cli import write_resolved_config
+from pipelines.common.pseudo_mask_format import CONFIG_NAME, ERRORS_NAME, MANIFEST_NAME
+from pipelines.common.ray_env import ensure_ray
+from pipelines.common.shards import SHARD_RE, shard_locations, shard_name
+from pipelines.common.storage import Location, locate, read_json, write_json_atomic
+from pipelines.pseudo_masks.config import PseudoMaskJobConfig
+from pipelines.pseudo_masks.decode import decode_images
+from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
+from pipelines.pseudo_masks.stage import PseudoMaskStage
 from vloss.teacher.boxes import DetectionInput, parse_detection_input
-from vloss.teacher.config import TeacherConfig, build_teacher
+
+if TYPE_CHECKING:
+    import ray
 
 
 class PseudoMaskJobError(RuntimeError):
     """The job cannot finish (strict-mode failure, or an inconsistent run)."""
-
-
-@dataclass
-class PseudoMaskJobConfig:
-    """Settings of one pseudo-mask run.
-
-    Args:
-        annotations: COCO detection JSON (local path or URI).
-        images: image root the JSON's ``file_name`` values are relative to (path or URI).
-        out: output directory (path or URI).
-        checkpoint: teacher state-dict file (path or URI); required for ``maskrcnn``.
-        teacher: backend / architecture / resize settings.
-        rows_per_shard: images per Parquet shard.
-        limit: only the first ``limit`` images (sorted by id) that have boxes.
-        strict: abort on the first image that cannot be read or decoded.
-        num_actors: teacher actors in the pool.
-        gpus_per_actor: GPUs per teacher actor (0 on CPU machines).
-        cpus_per_actor: logical CPUs each teacher actor reserves (fractional on small machines).
-        cpus_per_decode_task: logical CPUs each decode task reserves.
-        decode_tasks: decode tasks in flight at once (each worker is reused).
-        batch_size: images per teacher call.
-        ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
-    """
-
-    annotations: str
-    images: str
-    out: str
-    checkpoint: str | None = None
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    rows_per_shard: int = 1000
-    limit: int | None = None
-    strict: bool = False
-    num_actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: float = 0.5
-    cpus_per_decode_task: float = 0.25
-    decode_tasks: int = 2
-    batch_size: int = 4
-    ray_num_cpus: int = 2
-
-    def __post_init__(self) -> None:
-        if self.teacher.backend == "maskrcnn" and not self.checkpoint:
-            raise ValueError("--checkpoint is required for the maskrcnn backend")
-        if self.limit is not None and self.limit <= 0:
-            raise ValueError(f"limit must be positive, got {self.limit}")
-        if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:
-            raise ValueError("num_actors, batch_size and rows_per_shard must be positive")
-
-
-# ----------------------------------------------------------------------------- Ray stages
-
-class PseudoMaskStage:
-    """Ray actor stage: the teacher, loaded once, predicts a mask per given box.
-
-    Args:
-        teacher: ``TeacherConfig`` as a dict.
-        checkpoint: state-dict path/URI (read through ``pyarrow.fs``), or None for ``box``.
-    """
-
-    def __init__(self, teacher: dict, checkpoint: str | None) -> None:
-        config = TeacherConfig(**teacher)
-        data = locate(checkpoint).read_bytes() if checkpoint and config.backend != "box" else None
-        self.teacher = build_teacher(config, data, checkpoint_name=checkpoint)
-
-    def _predict_rows(self, images: list[np.ndarray], boxes: list[np.ndarray]):
-        try:
-            return [(o, "") for o in self.teacher.predict(images, boxes)]
-        except Exception:  # isolate the failing image instead of losing the batch
-            outs = []
-            for im, bx in zip(images, boxes):
-                try:
-                    outs.append((self.teacher.predict([im], [bx])[0], ""))
-                except Exception as exc:
-                    outs.append((None, f"teacher failed: {type(exc).__name__}: {exc}"))
-            return outs
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["image_id"])
-        errors = [str(e) for e in batch["error"]]
-        instances_json = [""] * n
-        todo = [i for i in range(n) if not errors[i]]
-        images, boxes, metas = [], [], []
-        for i in todo:
-            h, w = int(batch["height"][i]), int(batch["width"][i])
-            images.append(np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(h, w, 3))
-            meta = json.loads(batch["boxes_json"][i])
-            metas.append(meta)
-            boxes.append(np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in meta["bbox"]],
-                                  dtype=np.float64).reshape(-1, 4))
-        for i, meta, (out, err) in zip(todo, metas, self._predict_rows(images, boxes)):
-            if out is None:
-                errors[i] = err
-                continue
-            insts = []
-            for k in range(len(meta["id"])):
-                mask = out.masks[k]                                   # [H, W] bool
-                insts.append({"id": meta["id"][k], "category_id": meta["category_id"][k],
-                              "bbox": meta["bbox"][k], "counts": encode_rle(mask)["counts"],
-                              "area": int(mask.sum()), "score": float(out.scores[k]),
-                              "clipped": meta["clipped"][k], "teacher_label": int(out.labels[k])})
-            instances_json[i] = json.dumps(insts)
-        return {"image_id": batch["image_id"], "shard": batch["shard"], "file_name": batch["file_name"],
-                "height": batch["height"], "width": batch["width"],
-                "error": np.array(errors, dtype=object), "instances_json": np.array(instances_json, dtype=object)}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -181,6 +77,8 @@ def _row_from_result(row: dict) -> dict:
 def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
              on_commit: Callable[[str, int], None] | None = None) -> dict[int, dict]:
     """Process the images of ``specs`` and commit each shard when complete; returns footers."""
+    import ray
+
     ensure_ray(config.ray_num_cpus)
     ctx = ray.data.DataContext.get_current()
     previous_order = ctx.execution_options.preserve_order
@@ -195,9 +93,10 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
                             batch_size=config.batch_size, num_cpus=config.cpus_per_decode_task)
         ds = ds.map_batches(PseudoMaskStage,
                             fn_constructor_kwargs={"teacher": asdict(config.teacher),
-                                                   "checkpoint": config.checkpoint},
+                                                   "checkpoint": config.checkpoint,
+                                                   "gpus": config.gpus_per_actor},
                             compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-                            batch_size=config.batch_size, num_cpus=config.cpus_per_actor,
+                            batch_size=config.batch_size, num_cpus=config.actor_cpus,
                             num_gpus=config.gpus_per_actor)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for k in range(len(batch["image_id"])):
@@ -254,6 +153,7 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
 
     out = locate(config.out)
     out.makedirs()
+    write_resolved_config(out, {"job": config}, name=CONFIG_NAME)
     footers: dict[int, dict] = {}
     todo: list[ShardSpec] = []
     recompute_reasons = {}
@@ -323,53 +223,18 @@ def manifest_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def pseudo_mask_dataset(out: str) -> "ray.data.Dataset":
+def pseudo_mask_dataset(out: str) -> ray.data.Dataset:
     """The shards of a finished output as a Ray Dataset (one row per image, ``SCHEMA`` columns).
 
     Masks stay COCO RLE (``instances[*].segmentation`` counts, size ``[height, width]``);
-    decode them in the consumer with ``pipelines.pseudo_mask_shards.record_to_target``.
+    decode them in the consumer with ``pipelines.common.pseudo_mask_format.record_to_target``.
 
     Args:
         out: the job's output directory (path or URI).
     """
+    import ray
+
     locs = shard_locations(out)
     if not locs:
         raise FileNotFoundError(f"{out}: no part-*.parquet shards")
     return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
-
-
-def run_on_synthetic_world(world: str, out: str, *, backend: str = "box", checkpoint: str | None = None,
-                           arch: str = "maskrcnn_resnet18_fpn", limit: int | None = None, num_overlays: int = 4,
-                           print_fn: Callable[[str], None] | None = print) -> tuple[dict, dict]:
-    """The demo: pseudo masks for the synthetic world's Objects365 split, scored against its hidden truth.
-
-    Args:
-        world: root written by ``python -m vloss.data.synthetic --out``.
-        out: output directory for shards, manifest, ``_quality.json`` and overlays.
-        backend: ``"box"`` (no weights needed) or ``"maskrcnn"`` (needs ``checkpoint``).
-        checkpoint: teacher state dict for ``maskrcnn``.
-        arch: teacher architecture for ``maskrcnn``.
-        limit: only the first ``limit`` images.
-        num_overlays: overlay PNGs to draw.
-        print_fn: where the manifest summary and the IoU report go (None: silent).
-    Returns:
-        ``(manifest, quality_report)``.
-    """
-    from pipelines.pseudo_mask_quality import evaluate_output, format_quality
-
-    o365 = os.path.join(world, "objects365")
-    images = os.path.join(o365, "images", "train")
-    config = PseudoMaskJobConfig(annotations=os.path.join(o365, "annotations", "train.json"), images=images,
-                                 out=out, checkpoint=checkpoint, teacher=TeacherConfig(backend=backend, arch=arch),
-                                 limit=limit, rows_per_shard=32)
-    manifest = run_pseudo_masks(config)
-    quality = evaluate_output(out, os.path.join(o365, "truth", "train_masks.json"), images, num_overlays)
-    if print_fn is not None:
-        print_fn(manifest_summary(manifest))
-        print_fn(format_quality(quality))
-    return manifest, quality
-
-
-__all__ = ["PseudoMaskJobConfig", "PseudoMaskJobError", "PseudoMaskStage", "decode_images", "ensure_ray",
-           "load_detection_input", "run_pseudo_masks", "manifest_summary", "iter_records", "pseudo_mask_dataset",
-           "run_on_synthetic_world"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
 
-from pipelines.io import Location, locate, read_json, write_json_atomic
-from pipelines.pseudo_mask_shards import iter_records
+from pipelines.common.images import decode_rgb
+from pipelines.common.pseudo_mask_format import iter_records
+from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from vloss.teacher.quality import QualityReport, evaluate_masks
 from vloss.viz import draw_instance_overlay
 
@@ -53,8 +53,7 @@ def evaluate_output(out: str, truth: str, images_root: str | None = None, num_ov
 
 def _draw(rec: dict, root: Location, out: Location, report: QualityReport, names: dict) -> str | None:
     try:
-        with Image.open(io.BytesIO(root.child(rec["file_name"]).read_bytes())) as im:
-            image = np.asarray(im.convert("RGB"))                     # [H, W, 3]
+        image = decode_rgb(root.child(rec["file_name"]).read_bytes())   # [H, W, 3]
     except Exception:  # the image failed in the job too; it is in _errors.jsonl already
         return None
     insts = rec["instances"]

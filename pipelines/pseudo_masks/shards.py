@@ -1,21 +1,11 @@
-"""Pseudo-mask shards: layout, atomic writing, validation, reading and COCO export.
+"""Pseudo-mask shards: planning, atomic writing and validation (the stage's side of the format).
 
-Layout of an output directory::
-
-    OUT/part-00000.parquet ...   one row per image (sorted image ids, ``rows_per_shard`` each)
-    OUT/_manifest.json           inputs, checkpoint sha256, backend, counts, errors
-    OUT/_errors.jsonl            one JSON line per failed image (image id, file, reason)
-
-Row schema: ``image_id int64, file_name string, height int32, width int32,
-instances list<struct<id int64, category_id int64, bbox list<float64>[4] (COCO xywh,
-clipped), segmentation binary (COCO compressed-RLE counts; size is [height, width]),
-area int64 (mask pixels), score float32 (mask score), clipped bool, teacher_label int64>>``.
-
-Each shard's Parquet footer carries ``vloss.pseudo_masks`` metadata: its index, the
-image ids assigned to it, the images that failed (with reasons) and a fingerprint of
-its inputs (run settings + the boxes of its images). A shard is *valid* when the file
-reads completely, the fingerprint matches, and its rows plus its failures are exactly
-the assigned image ids with each given box once. Valid shards are skipped on re-runs.
+The format itself (schema, footer key, reading) is :mod:`pipelines.common.pseudo_mask_format`.
+Each shard's Parquet footer carries ``vloss.pseudo_masks`` metadata: its index, the image ids
+assigned to it, the images that failed (with reasons) and a fingerprint of its inputs (run
+settings + the boxes of its images). A shard is *valid* when the file reads completely, the
+fingerprint matches, and its rows plus its failures are exactly the assigned image ids with
+each given box once. Valid shards are skipped on re-runs.
 """
 
 from __future__ import annotations
@@ -23,46 +13,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import Location, locate, read_json, write_json_atomic
-from vloss.data.masks import decode_rle
+from pipelines.common.pseudo_mask_format import FORMAT_VERSION, META_KEY, SCHEMA, read_shard
+from pipelines.common.shards import shard_name
+from pipelines.common.storage import Location
 from vloss.teacher.boxes import ImageBoxes
-
-META_KEY = b"vloss.pseudo_masks"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "_manifest.json"
-ERRORS_NAME = "_errors.jsonl"
-SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-
-INSTANCE_TYPE = pa.struct([
-    ("id", pa.int64()),
-    ("category_id", pa.int64()),
-    ("bbox", pa.list_(pa.float64(), 4)),
-    ("segmentation", pa.binary()),
-    ("area", pa.int64()),
-    ("score", pa.float32()),
-    ("clipped", pa.bool_()),
-    ("teacher_label", pa.int64()),
-])
-SCHEMA = pa.schema([
-    ("image_id", pa.int64()),
-    ("file_name", pa.string()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("instances", pa.list_(INSTANCE_TYPE)),
-])
-
-
-def shard_name(index: int) -> str:
-    """Deterministic shard file name: ``part-00000.parquet``."""
-    return f"part-{index:05d}.parquet"
 
 
 @dataclass
@@ -164,13 +123,6 @@ def write_shard(out: Location, result: ShardResult) -> None:
     out.child(result.spec.name).write_bytes_atomic(buf.getvalue())
 
 
-def read_shard(loc: Location) -> tuple[pa.Table, dict]:
-    """Read a whole shard and its footer metadata (raises on unreadable files)."""
-    table = pq.read_table(io.BytesIO(loc.read_bytes()))
-    meta = (table.schema.metadata or {}).get(META_KEY)
-    if meta is None:
-        raise ValueError(f"{loc.uri}: no {META_KEY.decode()} footer metadata")
-    return table, json.loads(meta)
 
 
 def validate_shard(out: Location, spec: ShardSpec) -> tuple[dict | None, str]:
@@ -201,82 +153,9 @@ def validate_shard(out: Location, spec: ShardSpec) -> tuple[dict | None, str]:
     return meta, "ok"
 
 
-def shard_locations(out: str | Location) -> list[Location]:
-    """The ``part-*.parquet`` files of an output directory, in index order."""
-    out = locate(out)
-    return [out.child(n) for n in out.list_names() if SHARD_RE.match(n)]
 
 
-def iter_records(out: str | Location, *, decode_masks: bool = True) -> Iterator[dict]:
-    """Stream pseudo-mask records back, image by image, in image-id order.
-
-    Args:
-        out: the job's output directory (path or URI).
-        decode_masks: add ``mask`` ([H, W] bool, decoded with pycocotools) to each instance.
-    Yields:
-        ``{"image_id", "file_name", "height", "width", "instances": [{"id", "category_id",
-        "bbox", "segmentation": {"size", "counts"}, "area", "score", "clipped",
-        "teacher_label"[, "mask"]}]}``.
-    """
-    for loc in shard_locations(out):
-        table, _ = read_shard(loc)
-        for row in table.to_pylist():
-            h, w = int(row["height"]), int(row["width"])
-            for inst in row["instances"]:
-                inst["segmentation"] = {"size": [h, w], "counts": inst["segmentation"].decode("ascii")}
-                if decode_masks:
-                    inst["mask"] = decode_rle(inst["segmentation"])
-            yield row
 
 
-def record_to_target(record: dict) -> dict[str, np.ndarray]:
-    """Training target from one record.
-
-    Returns:
-        ``{"image_id": int, "masks": [N, H, W] bool, "labels": [N] int64 (category ids),
-        "boxes": [N, 4] float32 xyxy, "scores": [N] float32}``.
-    """
-    h, w = int(record["height"]), int(record["width"])
-    insts = record["instances"]
-    masks = np.zeros((len(insts), h, w), dtype=bool)
-    for i, inst in enumerate(insts):
-        masks[i] = inst["mask"] if "mask" in inst else decode_rle(inst["segmentation"])
-    boxes = np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (i["bbox"] for i in insts)],
-                     dtype=np.float32).reshape(-1, 4)
-    return {"image_id": int(record["image_id"]), "masks": masks,
-            "labels": np.array([i["category_id"] for i in insts], dtype=np.int64),
-            "boxes": boxes, "scores": np.array([i["score"] for i in insts], dtype=np.float32)}
 
 
-def export_coco(out: str | Location, dest: str | Location, categories: list[dict] | None = None) -> dict:
-    """Write the pseudo masks as a COCO instances JSON with RLE ``segmentation``.
-
-    Args:
-        out: the job's output directory.
-        dest: path/URI of the JSON to write.
-        categories: category records; defaults to those saved in the manifest.
-    Returns:
-        the COCO dict that was written.
-    """
-    out = locate(out)
-    dest = locate(dest)
-    if categories is None:
-        manifest_loc = out.child(MANIFEST_NAME)
-        categories = read_json(manifest_loc).get("categories", []) if manifest_loc.is_file() else []
-    images, annotations = [], []
-    for rec in iter_records(out, decode_masks=False):
-        images.append({"id": rec["image_id"], "file_name": rec["file_name"],
-                       "height": rec["height"], "width": rec["width"]})
-        for inst in rec["instances"]:
-            annotations.append({"id": inst["id"], "image_id": rec["image_id"],
-                                "category_id": inst["category_id"], "bbox": list(inst["bbox"]),
-                                "area": int(inst["area"]), "iscrowd": 0, "score": float(inst["score"]),
-                                "segmentation": inst["segmentation"]})
-    coco = {"images": images, "annotations": annotations, "categories": categories}
-    write_json_atomic(dest, coco)
-    return coco
-
-
-def read_manifest(out: str | Location) -> dict[str, Any]:
-    out = locate(out)
-    return read_json(out.child(MANIFEST_NAME))

@@ -1,52 +1,43 @@
 """Driver side of a training run: data preparation, Ray datasets and the ``TorchTrainer``.
 
-``prepare_shards`` turns a data root (the layouts of ``docs/DATA_LAYOUT.md``) into training
-shards, running the pseudo-mask stage first when its output is missing; with no data root it
-generates the synthetic world. ``run_training`` builds the schedule from the shard sizes,
-the named Ray datasets {panoptic, detection, captions} and the trainer, and fits it.
+``prepare_shards`` turns a data root (the layouts of ``docs/DATA_LAYOUT.md``) and the pseudo-mask
+output into training shards; with no data root it generates the synthetic world. ``run_training``
+builds the schedule from the shard sizes, the named Ray datasets {panoptic, detection, captions}
+and the trainer, and fits it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from pipelines.schedule import ScheduleConfig, StepSchedule, TaskData
-from pipelines.train_config import TrainJobConfig, job_to_dict
-from pipelines.train_data import task_dataset
-from pipelines.train_loop import train_loop_per_worker
-from pipelines.train_shards import count_rows, read_vocabulary
-
-
-@dataclass
-class ClusterSettings:
-    """How many workers and what each reserves.
-
-    Args:
-        workers: Ray Train workers (ranks).
-        gpus_per_worker: GPUs per worker (0 = CPU training).
-        cpus_per_worker: logical CPUs per worker (keep some for Ray Data on small machines).
-        max_failures: worker-group restarts from the last checkpoint before giving up.
-        storage_path: where Ray Train keeps checkpoints (local dir or s3://, shared by nodes).
-        transform_cpus: CPUs each Ray Data transform task reserves.
-    """
-
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 0.5
-    max_failures: int = 1
-    storage_path: str | None = None
-    transform_cpus: float = 0.25
+from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
+from pipelines.common.storage import locate
+from pipelines.train.config import ClusterConfig
+from pipelines.train.datasets import task_dataset
+from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
+from pipelines.train.shards import MANIFEST_NAME, count_rows, read_vocabulary
+from pipelines.train.worker import train_loop_per_worker
+from vloss.config import TrainJobConfig
+from vloss.config_io import to_dict
 
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
-                   rows_per_shard: int = 256, seed: int = 0) -> str:
-    """Training shards for ``data_root`` (generated synthetic world when None); returns their root."""
-    from pipelines.pseudo_masks import PseudoMaskJobConfig, run_pseudo_masks
-    from pipelines.train_sources import TrainingSources, build_training_shards
-    from vloss.teacher.config import TeacherConfig
+                   rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None) -> str:
+    """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
+
+    Args:
+        data_root: data root in the layouts of ``docs/DATA_LAYOUT.md`` (None: the synthetic world,
+            generated under ``work_dir/world``).
+        work_dir: where the world and the shards go.
+        pseudo_masks: the pseudo-mask output for the detection boxes.
+        rows_per_shard: images per shard.
+        seed: seed of a generated world.
+        box_masks: train detection on filled boxes; None means "when no pseudo-mask output
+            exists" (the behaviour of the synthetic-world trial).
+    """
+    from pipelines.train.sources import TrainingSources, build_training_shards
 
     if data_root is None:
         data_root = os.path.join(work_dir, "world")
@@ -56,18 +47,24 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
             print(f"[train] no --data given: generating the synthetic world in {data_root}", flush=True)
             generate_world(data_root, seed)
     shard_root = os.path.join(work_dir, "shards")
-    if os.path.exists(os.path.join(shard_root, "_manifest.json")):
+    if locate(shard_root).child(MANIFEST_NAME).exists():
         return shard_root
     sources = TrainingSources.from_layout(data_root)
-    if pseudo_masks is None:
+    explicit = pseudo_masks is not None
+    if not explicit:
         pseudo_masks = os.path.join(work_dir, "pseudo_masks")
-        if not os.path.exists(os.path.join(pseudo_masks, "_manifest.json")):
-            # without a teacher checkpoint the weakly-supervised box baseline fills each box
-            print("[train] pseudo masks missing: running the pseudo-mask stage with the box backend", flush=True)
-            run_pseudo_masks(PseudoMaskJobConfig(annotations=sources.detection_json,
-                                                 images=sources.detection_images, out=pseudo_masks,
-                                                 teacher=TeacherConfig(backend="box")))
-    sources.pseudo_masks = pseudo_masks
+    has_pseudo = locate(pseudo_masks).child(PSEUDO_MASK_MANIFEST).exists()
+    if box_masks is None:
+        box_masks = not has_pseudo and not explicit
+    if not box_masks and not has_pseudo:
+        raise FileNotFoundError(f"no pseudo-mask output at {pseudo_masks} (no {PSEUDO_MASK_MANIFEST}); make it with "
+                                f"python -m jobs.pseudo_masks --annotations {sources.detection_json} --images "
+                                f"{sources.detection_images} --checkpoint TEACHER.pth --out {pseudo_masks}")
+    if box_masks:
+        print("[train] detection masks: the filled boxes (weakly-supervised baseline, no pseudo masks)", flush=True)
+    else:
+        sources.pseudo_masks = pseudo_masks
+    sources.box_masks = box_masks
     manifest = build_training_shards(sources, shard_root, rows_per_shard=rows_per_shard)
     print("[train] training shards:", json.dumps({t: v["images"] for t, v in manifest["tasks"].items()}),
           flush=True)
@@ -89,9 +86,18 @@ def build_schedule_config(job: TrainJobConfig, shard_root: str, workers: int) ->
         captions=data("captions") if t.caption_ratio > 0 else None)
 
 
-def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterSettings,
+def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                  resume_from: str | None = None) -> Any:
-    """Fit VLOSS with Ray Train; returns the ``ray.train.Result``."""
+    """Fit VLOSS with Ray Train; returns the ``ray.train.Result``.
+
+    Args:
+        job: the resolved recipe.
+        shard_root: training shards (:mod:`pipelines.train.shards`).
+        run_dir: where config, metrics and the result summary go (and checkpoints without
+            ``cluster.storage_path``).
+        cluster: workers and their resources.
+        resume_from: a checkpoint directory to start from.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -104,9 +110,9 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    job_dict = job_to_dict(job)
+    job_dict = to_dict(job)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": cluster.__dict__}, f, indent=1)
+        json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": to_dict(cluster)}, f, indent=1)
     print(f"[train] schedule {sched_cfg.mode}: {schedule.total_steps} steps over {sched_cfg.epochs} epochs; "
           f"epoch 0 = {schedule.counts(0)}", flush=True)
     # checkpoints live in the run directory unless shared storage (s3://, NFS) is given

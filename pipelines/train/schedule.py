@@ -31,7 +31,7 @@ The caption dataset is read as one continuous stream across sub-epochs and epoch
 runs out it is cycled: the next caption batch is batch 0 of a new pass. The dense datasets
 are read exactly once per epoch in which they appear, so their pass restarts every epoch.
 
-Data positions: checkpoints carry no data position (DESIGN.md), so `cursor(epoch, step)` and
+Data positions: checkpoints carry no data position (docs/DESIGN.md), so `cursor(epoch, step)` and
 `resume_cursors(epoch, step)` tell the trainer, for each task, which pass of its dataset it is
 in and how many batches of that pass were already consumed, so it can skip them after resume.
 

@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.io import Location, locate, write_json_atomic
-from pipelines.pseudo_mask_shards import shard_name  # one naming scheme for every shard set
+from pipelines.common.shards import shard_name, shard_names
+from pipelines.common.storage import Location, locate, write_json_atomic
 
 TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
@@ -138,6 +138,21 @@ def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str) -> list[
     return out
 
 
+def _filled_boxes(inst: list[dict], height: int, width: int) -> list[dict]:
+    """Instances without a mask get their clipped box, filled (the weakly-supervised baseline)."""
+    from vloss.data.masks import encode_rle
+    from vloss.teacher.output import box_extent_mask
+
+    out = []
+    for i in inst:
+        if i.get("segmentation") is None:
+            x, y, w, h = i["bbox"]
+            mask = box_extent_mask((x, y, x + w, y + h), height, width)  # [H, W] bool
+            i = {**i, "segmentation": encode_rle(mask)["counts"].encode("ascii"), "area": int(mask.sum())}
+        out.append(i)
+    return out
+
+
 def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
     """Read the pixels (and panoptic PNGs) of ``images`` and make Parquet rows."""
     rows = []
@@ -146,6 +161,8 @@ def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
         inst = im.instances
         if im.png_uri is not None:
             inst = _panoptic_instances(locate(im.png_uri).read_bytes(), inst, f"{im.png_uri} image {im.image_id}")
+        elif any(i.get("segmentation") is None for i in inst):
+            inst = _filled_boxes(inst, im.height, im.width)
         rows.append({
             "task": task, "dataset": dataset, "image_id": int(im.image_id), "file_name": im.file_name,
             "image": image_bytes, "height": int(im.height), "width": int(im.width),
@@ -214,11 +231,16 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, task:
             "written": len(results)}
 
 
+def write_manifest(root: str | Location, manifest: dict[str, Any]) -> None:
+    """Write the shard root's ``_manifest.json`` (sources, counts, skips)."""
+    write_json_atomic(locate(root).child(MANIFEST_NAME), manifest)
+
+
 def task_shard_paths(root: str | Location, task: str) -> list[str]:
     """Paths (filesystem-relative) of a task's shards, for ``ray.data.read_parquet``."""
     root = locate(root)
     d = root.child(task)
-    return [d.child(n).path for n in sorted(d.list_names()) if n.startswith("part-") and n.endswith(".parquet")]
+    return [d.child(n).path for n in shard_names(d)]
 
 
 def count_rows(root: str | Location, task: str) -> int:

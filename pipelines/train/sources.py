@@ -11,7 +11,6 @@ joined to the user's roots and read inside the shard tasks.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -20,11 +19,13 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
-from pipelines.io import locate, write_json_atomic
-from pipelines.train_shards import MANIFEST_NAME, SourceImage, Vocabulary, write_task_shards
+from pipelines.common.pseudo_mask_format import iter_records
+from pipelines.common.storage import locate, read_json
+from pipelines.train.shards import SourceImage, Vocabulary, write_manifest, write_task_shards
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_detection import read_coco_detection
 from vloss.data.coco_panoptic import read_coco_panoptic
+from vloss.teacher.boxes import parse_detection_input
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainingSources:
         panoptic_json, panoptic_images, panoptic_png_dir: COCO panoptic train split.
         detection_json, detection_images: Objects365-style boxes (COCO detection JSON).
         pseudo_masks: output directory of ``jobs/pseudo_masks.py`` for those boxes.
+        box_masks: train detection on the filled (clipped) boxes instead of pseudo masks: the
+            weakly-supervised baseline of Sec. 3.2, never chosen silently.
         captions: caption sources (COCO captions JSON + image dir), merged into one task.
     """
 
@@ -51,6 +54,7 @@ class TrainingSources:
     detection_json: str | None = None
     detection_images: str | None = None
     pseudo_masks: str | None = None
+    box_masks: bool = False
     captions: list[CaptionSource] = field(default_factory=list)
 
     @classmethod
@@ -106,32 +110,56 @@ def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list
     return out, vocab
 
 
-def detection_sources(json_path: str, image_dir: str, pseudo_dir: str
+def _pseudo_mask_instances(pseudo_dir: str) -> dict[int, dict[int, dict]]:
+    """image id -> annotation id -> pseudo-mask record instance (RLE counts as ASCII bytes)."""
+    out: dict[int, dict[int, dict]] = {}
+    for rec in iter_records(pseudo_dir, decode_masks=False):
+        out[int(rec["image_id"])] = {int(i["id"]): {"bbox": list(i["bbox"]),
+                                                    "segmentation": i["segmentation"]["counts"].encode("ascii"),
+                                                    "area": int(i["area"]), "score": float(i["score"])}
+                                     for i in rec["instances"]}
+    return out
+
+
+def _box_instances(json_path: str) -> dict[int, dict[int, dict]]:
+    """image id -> annotation id -> the clipped box, to be filled into its mask in the shard task."""
+    loc = locate(json_path)
+    det = parse_detection_input(read_json(loc), loc.uri)
+    return {im.image_id: {b.ann_id: {"bbox": list(b.bbox), "segmentation": None, "area": None, "score": 1.0}
+                          for b in im.instances} for im in det.images}
+
+
+def detection_sources(json_path: str, image_dir: str, pseudo_dir: str | None, box_masks: bool = False
                       ) -> tuple[list[SourceImage], Vocabulary, dict[str, int]]:
-    """Objects365 boxes joined with their pseudo masks (by annotation id).
+    """Objects365 boxes joined with their pseudo masks (by annotation id), or with filled boxes.
 
     Images the pseudo-mask job could not process, and boxes without a pseudo mask, are
     skipped and counted (never silently): the counts come back for the manifest.
-    """
-    from pipelines.pseudo_mask_shards import iter_records
 
+    Args:
+        json_path: the detection JSON (path or URI).
+        image_dir: its image root.
+        pseudo_dir: the pseudo-mask output for these boxes (None with ``box_masks``).
+        box_masks: fill each clipped box instead (the weakly-supervised baseline).
+    """
+    if (pseudo_dir is None) == (not box_masks):
+        raise ValueError("detection sources need exactly one of: a pseudo-mask output, or box_masks=True")
     with local_json(json_path) as path:
         ds = read_coco_detection(path, image_dir)
     vocab = Vocabulary("objects365", "detection", [c.id for c in ds.categories],
                        [c.name for c in ds.categories], [True] * len(ds.categories))
     label = vocab.label_of()
-    masks = {int(r["image_id"]): r for r in iter_records(pseudo_dir, decode_masks=False)}
+    masks = _box_instances(json_path) if box_masks else _pseudo_mask_instances(pseudo_dir)
     counts = {"images_without_pseudo_masks": 0, "boxes_without_pseudo_mask": 0, "images_without_boxes": 0}
     out = []
     for im in ds.images:
         if not im.annotations:
             counts["images_without_boxes"] += 1
             continue
-        rec = masks.get(int(im.id))
-        if rec is None:
+        by_id = masks.get(int(im.id))
+        if by_id is None:
             counts["images_without_pseudo_masks"] += 1
             continue
-        by_id = {int(i["id"]): i for i in rec["instances"]}
         insts = []
         for a in im.annotations:
             p = by_id.get(int(a.id))
@@ -139,9 +167,7 @@ def detection_sources(json_path: str, image_dir: str, pseudo_dir: str
                 counts["boxes_without_pseudo_mask"] += 1
                 continue
             insts.append({"id": a.id, "category_id": a.category_id, "label": label[a.category_id],
-                          "isthing": True, "iscrowd": bool(a.iscrowd), "bbox": list(p["bbox"]),
-                          "segmentation": p["segmentation"]["counts"].encode("ascii"),
-                          "area": int(p["area"]), "score": float(p["score"])})
+                          "isthing": True, "iscrowd": bool(a.iscrowd), **p})
         if insts:
             out.append(SourceImage(int(im.id), _under(image_dir, im.file_name), im.file_name, im.height, im.width,
                                    insts))
@@ -173,10 +199,12 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
         manifest["tasks"]["panoptic"] = write_task_shards(imgs, out, "panoptic", "coco_panoptic", vocab,
                                                           rows_per_shard, overwrite)
     if sources.detection_json:
-        if not sources.pseudo_masks:
-            raise ValueError("detection shards need the pseudo-mask output (run jobs/pseudo_masks.py first)")
+        if not sources.pseudo_masks and not sources.box_masks:
+            raise ValueError("detection shards need the pseudo-mask output (python -m jobs.pseudo_masks makes it), "
+                             "or box_masks=True to train on filled boxes")
         imgs, vocab, skips = detection_sources(sources.detection_json, sources.detection_images,
-                                               sources.pseudo_masks)
+                                               None if sources.box_masks else sources.pseudo_masks,
+                                               box_masks=sources.box_masks)
         counts = write_task_shards(imgs, out, "detection", "objects365", vocab, rows_per_shard, overwrite)
         manifest["tasks"]["detection"] = {**counts, "skipped": skips}
     if sources.captions:
@@ -190,9 +218,5 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
         counts = write_task_shards(merged, out, "captions", "+".join(n for n, _ in per_source), None,
                                    rows_per_shard, overwrite)
         manifest["tasks"]["captions"] = {**counts, "per_source": {n: len(i) for n, i in per_source}}
-    write_json_atomic(locate(out).child(MANIFEST_NAME), manifest)
+    write_manifest(out, manifest)
     return manifest
-
-
-def read_shard_manifest(out: str) -> dict:
-    return json.loads(locate(out).child(MANIFEST_NAME).read_bytes())

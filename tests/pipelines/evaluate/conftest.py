@@ -1,5 +1,5 @@
 """Fixtures for the evaluation job: random-init tiny checkpoints saved through the real saving
-paths (a trainer checkpoint directory and a model-weights file) and one Ray per session."""
+paths (a trainer checkpoint directory and a model-weights file)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vloss.config import to_dict
+from vloss.config_io import to_dict
 from vloss.model import VLOSS, save_model_weights
 
 
 def _tiny_job():
-    from pipelines.train_config import job_preset
+    from vloss.config import job_preset
 
     return job_preset("tiny")
 
@@ -26,12 +26,11 @@ def tiny_model() -> VLOSS:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_dir(tiny_model: VLOSS, tmp_path_factory) -> Path:
-    """A checkpoint directory written by the trainer's own ``_save_checkpoint`` (real optimizer,
+    """A checkpoint directory written by the checkpoint module the trainer uses (real optimizer,
     LR scheduler and step schedule, as a training run saves them)."""
-    from pipelines.schedule import ScheduleConfig, StepSchedule, TaskData
-    from pipelines.train_config import job_to_dict
-    from pipelines.train_loop import _save_checkpoint
-    from vloss.lr_schedule import build_lr_scheduler, build_optimizer
+    from pipelines.common.checkpoint import save_training_checkpoint
+    from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
+    from vloss.training.optim import build_lr_scheduler, build_optimizer
 
     job = _tiny_job()
     schedule = StepSchedule(ScheduleConfig(mode="panoptic", epochs=1, num_workers=1, caption_ratio=0.0,
@@ -40,8 +39,8 @@ def tiny_checkpoint_dir(tiny_model: VLOSS, tmp_path_factory) -> Path:
     scheduler = build_lr_scheduler(optimizer, schedule.total_steps, job.optim)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint_000000"
     path.mkdir()
-    _save_checkpoint(str(path), tiny_model, optimizer, scheduler, None, schedule, job_to_dict(job),
-                     {"optimizer_steps": 0})
+    save_training_checkpoint(path, model=tiny_model, optimizer=optimizer, lr_scheduler=scheduler, scaler=None,
+                             schedule=schedule, optimizer_steps=0, job=job)
     return path
 
 
@@ -53,14 +52,3 @@ def tiny_weights_file(tiny_model: VLOSS, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_model_weights(tiny_model, path, to_dict(tiny()))
     return path
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """One embedded Ray for the evaluation job tests (shared with other packages' sessions)."""
-    from pipelines.ray_env import ensure_ray
-
-    ensure_ray(2)
-    import ray
-
-    yield ray

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.eval_data import (EvalImage, load_eval_set, resolve_eval_paths, vocabulary_sha256,
-                                 write_gt_subset)
-from pipelines.eval_inference import EvalPredictor, decode_eval_images, load_eval_model, resized_shape
+from pipelines.evaluate.data import EvalImage, load_eval_set, resolve_eval_paths, vocabulary_sha256, write_gt_subset
+from pipelines.evaluate.decode import decode_eval_images, resized_shape
+from pipelines.evaluate.model import load_eval_model
+from pipelines.evaluate.predictor import EvalPredictor
 from vloss.data.masks import decode_rle, mask_to_bbox, rgb2id
 from vloss.model import WeightsError, save_model_weights
 
@@ -29,9 +30,9 @@ def _coco_sample(shared_data: Path) -> dict:
 # ----------------------------------------------------------------------------- layouts and vocabulary
 
 def test_world_layout_and_ade_vocabulary(synthetic_world: Path):
-    paths = resolve_eval_paths("ade20k-panoptic", synthetic_world)
+    paths = resolve_eval_paths("ade20k_panoptic", synthetic_world)
     assert paths.gt_json == synthetic_world.resolve() / "ade20k_panoptic" / "ade20k_panoptic_val.json"
-    es = load_eval_set("ade20k-panoptic", paths, limit=3)
+    es = load_eval_set("ade20k_panoptic", paths, limit=3)
     raw = json.loads(paths.gt_json.read_text())
     # the vocabulary is the evaluation set's own categories (ids from 0, isthing), in file order
     assert es.names == [c["name"] for c in raw["categories"]]
@@ -57,22 +58,22 @@ def test_ade_dataset_folder_layout(tmp_path: Path, synthetic_world: Path):
     ade = tmp_path / "ADEChallengeData2016"
     shutil.copytree(synthetic_world / "ade20k_panoptic", ade)
     for data in (tmp_path, ade):
-        p = resolve_eval_paths("ade20k-panoptic", data)
+        p = resolve_eval_paths("ade20k_panoptic", data)
         assert p.gt_json == ade / "ade20k_panoptic_val.json"
         assert p.images == ade / "images" / "validation" and p.gt_dir == ade / "ade20k_panoptic_val"
-    with pytest.raises(ValueError, match="no ade20k-panoptic annotation file"):
-        resolve_eval_paths("ade20k-panoptic", tmp_path / "ADEChallengeData2016" / "images")
+    with pytest.raises(ValueError, match="no ade20k_panoptic annotation file"):
+        resolve_eval_paths("ade20k_panoptic", tmp_path / "ADEChallengeData2016" / "images")
 
 
 def test_explicit_paths_real_coco_sample(shared_data: Path):
     s = _coco_sample(shared_data)
-    es = load_eval_set("coco-panoptic", resolve_eval_paths("coco-panoptic", None, s["gt_json"], s["images"],
+    es = load_eval_set("coco_panoptic", resolve_eval_paths("coco_panoptic", None, s["gt_json"], s["images"],
                                                            s["gt_dir"]))
     cats = json.loads(s["gt_json"].read_text())["categories"]
     assert len(es.names) == 133 and es.names == [c["name"] for c in cats]
     assert sum(es.is_thing) == 80
     with pytest.raises(ValueError, match="--gt-dir"):
-        resolve_eval_paths("coco-panoptic", None, s["gt_json"], s["images"])
+        resolve_eval_paths("coco_panoptic", None, s["gt_json"], s["images"])
 
 
 def test_gt_subset_keeps_only_evaluated_images(synthetic_world: Path, tmp_path: Path):
@@ -104,7 +105,8 @@ def test_checkpoint_dir_and_weights_file_load_the_same_tensors(tiny_model, tiny_
 
 
 def test_wrong_shapes_give_clear_errors(tiny_model, tiny_checkpoint_dir, tmp_path: Path):
-    from vloss.config import tiny, to_dict
+    from vloss.config import tiny
+    from vloss.config_io import to_dict
 
     # weights of a 30-query network under a config that says 20 queries
     cfg = tiny()
@@ -184,7 +186,7 @@ def _asdict(cfg):
 @pytest.mark.slow
 def test_predictor_panoptic_png_matches_segments(tiny_model, shared_data: Path):
     s = _coco_sample(shared_data)
-    es = load_eval_set("coco-panoptic", resolve_eval_paths("coco-panoptic", None, s["gt_json"], s["images"],
+    es = load_eval_set("coco_panoptic", resolve_eval_paths("coco_panoptic", None, s["gt_json"], s["images"],
                                                            s["gt_dir"]))
     pred, out = _predict(tiny_model, es, True, object_mask_threshold=0.0, overlap_threshold=0.0)
     assert pred.vocab_sha256 == vocabulary_sha256(es.names, ["a photo of a {}."])
@@ -251,7 +253,7 @@ def test_coco_instances_on_the_real_sample_scored_by_pycocotools(tiny_model, sha
     from vloss.eval.coco_eval import coco_mask_ap
 
     s = _coco_sample(shared_data)
-    es = load_eval_set("coco-instances", resolve_eval_paths("coco-instances", None, s["det_json"], s["images"]))
+    es = load_eval_set("coco_instances", resolve_eval_paths("coco_instances", None, s["det_json"], s["images"]))
     raw = json.loads(s["det_json"].read_text())
     assert es.names == [c["name"] for c in raw["categories"]] and len(es.images) == 2
     _, out = _predict(tiny_model, es, False, topk=100)
@@ -263,7 +265,7 @@ def test_coco_instances_on_the_real_sample_scored_by_pycocotools(tiny_model, sha
 
 
 def test_job_config_rejects_bad_settings():
-    from pipelines.evaluate import EvalJobConfig
+    from pipelines.evaluate.config import EvalJobConfig
 
     with pytest.raises(ValueError, match="unknown task"):
         EvalJobConfig(task="ade20k", checkpoint="x", out="y")

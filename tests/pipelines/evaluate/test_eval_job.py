@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.eval_data import vocabulary_sha256
-from pipelines.evaluate import EvalJobConfig, run_evaluation, summary_lines
+from pipelines.evaluate.config import EvalJobConfig
+from pipelines.evaluate.data import vocabulary_sha256
+from pipelines.evaluate.job import run_evaluation, summary_lines
 from vloss.data.masks import decode_rle, mask_to_bbox, rgb2id
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def test_ade20k_panoptic_job_with_missing_image(ray_session, synthetic_world: Pa
     (ade / "images" / "validation" / missing["file_name"]).unlink()
 
     out = tmp_path / "out"
-    cfg = EvalJobConfig(task="ade20k-panoptic", checkpoint=str(tiny_checkpoint_dir), out=str(out),
+    cfg = EvalJobConfig(task="ade20k_panoptic", checkpoint=str(tiny_checkpoint_dir), out=str(out),
                         data=str(tmp_path / "data"), limit=3, size=64, overlays=2, pq_workers=1,
                         object_mask_threshold=0.0, overlap_threshold=0.0)
     result = run_evaluation(cfg)
@@ -152,13 +153,13 @@ def test_cli_coco_panoptic_on_the_real_sample(ray_session, shared_data: Path, ti
 
     root = shared_data / "coco-panoptic-sample"
     out = tmp_path / "out"
-    rc = main(["--task", "coco-panoptic", "--checkpoint", str(tiny_weights_file), "--config", "tiny",
+    rc = main(["--task", "coco_panoptic", "--checkpoint", str(tiny_weights_file), "--config", "tiny",
                "--gt-json", str(root / "panoptic_examples.json"), "--images", str(root / "input_images"),
-               "--gt-dir", str(root / "panoptic_examples"), "--out", str(out), "--size", "96",
-               "--overlays", "1", "--pq-workers", "1"])
+               "--gt-dir", str(root / "panoptic_examples"), "--out", str(out), "--set", "size=96",
+               "--set", "overlays=1", "--set", "pq_workers=1"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "coco-panoptic: 2/2 images predicted, 0 failed" in printed
+    assert "coco_panoptic: 2/2 images predicted, 0 failed" in printed
     assert "| **VLOSS (this run)** |" in printed
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["task"] == "coco_panoptic"

@@ -6,11 +6,14 @@ import json
 
 import pytest
 
-from pipelines import pseudo_masks as pm
-from pipelines.io import locate, read_json
-from tests.pseudo_masks.conftest import load_json
+from pipelines.common.storage import locate, read_json
+from pipelines.pseudo_masks import job as pm_job
+from pipelines.pseudo_masks.config import PseudoMaskJobConfig
+from pipelines.pseudo_masks.job import run_pseudo_masks
+from tests.fixtures_teacher import load_json
 from vloss.data.errors import DataFormatError
 from vloss.teacher.boxes import clip_box, parse_detection_input
+from vloss.teacher.config import TeacherConfig
 
 
 def _doc(boxes, width=100, height=80):
@@ -98,9 +101,9 @@ def test_validation_happens_before_any_ray_work(tmp_path, monkeypatch):
     def no_ray(*_a, **_k):
         raise AssertionError("Ray was started before the input was validated")
 
-    monkeypatch.setattr(pm, "ensure_ray", no_ray)
-    cfg = pm.PseudoMaskJobConfig(annotations=str(path), images=str(tmp_path), out=str(tmp_path / "out"),
-                                 teacher=pm.TeacherConfig(backend="box"))
+    monkeypatch.setattr(pm_job, "ensure_ray", no_ray)
+    cfg = PseudoMaskJobConfig(annotations=str(path), images=str(tmp_path), out=str(tmp_path / "out"),
+                              teacher=TeacherConfig(backend="box"))
     with pytest.raises(DataFormatError, match=r"bad.json \[annotation id 101\] field 'bbox'"):
-        pm.run_pseudo_masks(cfg)
+        run_pseudo_masks(cfg)
     assert not (tmp_path / "out").exists()

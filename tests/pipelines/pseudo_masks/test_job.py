@@ -13,12 +13,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from pipelines.pseudo_mask_quality import evaluate_output
-from pipelines.pseudo_mask_shards import export_coco, iter_records, read_shard, record_to_target
-from pipelines.pseudo_masks import (PseudoMaskJobConfig, PseudoMaskJobError, pseudo_mask_dataset,
-                                   run_pseudo_masks)
-from pipelines.io import locate
-from tests.pseudo_masks.conftest import TINY_ARCH, TINY_MAX_SIZE, TINY_MIN_SIZE, load_json
+from pipelines.common.pseudo_mask_format import export_coco, iter_records, read_shard, record_to_target
+from pipelines.common.storage import locate
+from pipelines.pseudo_masks.config import PseudoMaskJobConfig
+from pipelines.pseudo_masks.job import PseudoMaskJobError, pseudo_mask_dataset, run_pseudo_masks
+from pipelines.pseudo_masks.quality import evaluate_output
+from tests.fixtures_teacher import TINY_ARCH, TINY_MAX_SIZE, TINY_MIN_SIZE, load_json
 from vloss.teacher import BoxConditionedMaskRCNN, TeacherConfig, box_pixel_bounds, load_teacher
 
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ def _box_config(ann, images, out, **kw) -> PseudoMaskJobConfig:
 
 
 @pytest.fixture(scope="module", params=["synthetic", "sample"])
-def box_run(request, ray_local, tmp_path_factory):
+def box_run(request, ray_session, tmp_path_factory):
     """The box backend over a whole source; the synthetic copy gets one box pushed past the
     image's right edge so that clipping is exercised."""
     source = request.getfixturevalue(f"{request.param}_source")
@@ -187,7 +187,7 @@ def test_rerun_rewrites_only_deleted_or_corrupted_shards(box_run, tmp_path):
         [r["image_id"] for r in iter_records(box_run["out"], decode_masks=False)]
 
 
-def test_bad_images_are_reported_not_fatal_and_fatal_when_strict(ray_local, synthetic_source, tmp_path):
+def test_bad_images_are_reported_not_fatal_and_fatal_when_strict(ray_session, synthetic_source, tmp_path):
     data = load_json(synthetic_source.annotations)
     ids = sorted({a["image_id"] for a in data["annotations"]})
     images = {im["id"]: im for im in data["images"]}
@@ -218,7 +218,7 @@ def test_bad_images_are_reported_not_fatal_and_fatal_when_strict(ray_local, synt
         run_pseudo_masks(strict)
 
 
-def test_maskrcnn_job_equals_the_plain_predictor(ray_local, synthetic_source, tiny_checkpoint, tmp_path):
+def test_maskrcnn_job_equals_the_plain_predictor(ray_session, synthetic_source, tiny_checkpoint, tmp_path):
     teacher = TeacherConfig(backend="maskrcnn", arch=TINY_ARCH, min_size=TINY_MIN_SIZE, max_size=TINY_MAX_SIZE)
     cfg = PseudoMaskJobConfig(annotations=str(synthetic_source.annotations), images=str(synthetic_source.images),
                               out=str(tmp_path / "out"), checkpoint=tiny_checkpoint.as_uri(), teacher=teacher,

@@ -1,4 +1,4 @@
-"""`ray job submit` of jobs/pseudo_masks.py against a local `ray start --head` cluster.
+"""`ray job submit` of ``python -m jobs.pseudo_masks`` against a local `ray start --head` cluster.
 
 Ray 2.60 notes (verified here): a local cluster started with ``ray start`` uses token
 authentication; the job CLI only sends the token when ``RAY_AUTH_MODE=token`` is set
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RAY = str(Path(sys.executable).parent / "ray")
 
 pytestmark = pytest.mark.slow
@@ -89,9 +89,10 @@ def ray_head(tmp_path_factory):
 def test_ray_job_submit_runs_the_job(ray_head, synthetic_source, tmp_path):
     address, env = ray_head
     out = tmp_path / "out"
-    cmd = [RAY, "job", "submit", "--address", address, "--", sys.executable, str(REPO / "jobs" / "pseudo_masks.py"),
-           "--annotations", str(synthetic_source.annotations), "--images", str(synthetic_source.images),
-           "--out", str(out), "--backend", "box", "--limit", "4", "--rows-per-shard", "2",
+    cmd = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--", sys.executable, "-m",
+           "jobs.pseudo_masks", "--annotations", str(synthetic_source.annotations),
+           "--images", str(synthetic_source.images),
+           "--out", str(out), "--backend", "box", "--set", "limit=4", "--set", "rows_per_shard=2",
            "--eval-truth", str(synthetic_source.truth), "--num-overlays", "1"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.schedule import (
+from pipelines.train.schedule import (
     DataCursor,
     ScheduleConfig,
     ScheduleMismatchError,
@@ -28,7 +28,7 @@ from pipelines.schedule import (
     paper,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 MODES = ("stt", "mix", "pretrain", "panoptic")
 
 
@@ -172,8 +172,8 @@ def plans_digest(schedules) -> str:
 _CHILD = """
 import hashlib, json, sys
 sys.path.insert(0, {repo!r})
-from pipelines.schedule import ScheduleConfig, StepSchedule
-assert "ray" not in sys.modules, "pipelines.schedule imported ray"
+from pipelines.train.schedule import ScheduleConfig, StepSchedule
+assert "ray" not in sys.modules, "pipelines.train.schedule imported ray"
 cfgs = json.loads({cfgs!r})
 scheds = [StepSchedule(ScheduleConfig.from_dict(c)) for c in cfgs]
 blob = json.dumps([[s.epoch_plan(e) for e in range(s.config.epochs)] for s in scheds])

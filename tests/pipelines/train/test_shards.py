@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.pseudo_mask_shards import iter_records
-from pipelines.train_shards import SCHEMA, count_rows, iter_rows, read_vocabulary
+from pipelines.common.pseudo_mask_format import iter_records
+from pipelines.train.shards import SCHEMA, count_rows, iter_rows, read_vocabulary
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_panoptic import load_panoptic_ids, read_coco_panoptic
 from vloss.data.masks import decode_rle
@@ -86,7 +86,7 @@ def test_one_schema_for_all_tasks(train_shards: Path):
 
 def test_sources_given_as_uris_give_the_same_rows(train_shards: Path, synthetic_world: Path, tmp_path: Path):
     """Every source named by a file:// URI (the object-store code path) -> identical rows."""
-    from pipelines.train_sources import TrainingSources, build_training_shards
+    from pipelines.train.sources import TrainingSources, build_training_shards
 
     local = TrainingSources.from_layout(str(synthetic_world), str(train_shards.parent / "pseudo_masks"))
     uri = lambda p: Path(p).resolve().as_uri()  # noqa: E731
@@ -104,3 +104,20 @@ def test_sources_given_as_uris_give_the_same_rows(train_shards: Path, synthetic_
         for ra, rb in zip(a, b):
             assert ra["image"] == rb["image"] and ra["instances"] == rb["instances"]
             assert ra["captions"] == rb["captions"] and ra["file_name"] == rb["file_name"]
+
+
+def test_box_masks_rows_equal_the_box_backend_pseudo_masks(train_shards: Path, synthetic_world: Path, tmp_path):
+    """``box_masks`` fills each clipped box inside the shard tasks; the rows must be exactly those built
+    from the pseudo-mask job's box backend (same clipped boxes, same pixels, same areas and scores)."""
+    from pipelines.train.sources import TrainingSources, build_training_shards, detection_sources
+
+    sources = TrainingSources.from_layout(str(synthetic_world))
+    sources.box_masks = True
+    sources.panoptic_json, sources.captions = None, []
+    build_training_shards(sources, str(tmp_path), rows_per_shard=32)
+    want = list(iter_rows(train_shards, "detection"))
+    got = list(iter_rows(tmp_path, "detection"))
+    assert len(got) == len(want) > 0
+    assert got == want
+    with pytest.raises(ValueError, match="exactly one of"):
+        detection_sources(sources.detection_json, sources.detection_images, None, box_masks=False)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.schedule import StepSchedule
-from pipelines.train_config import resolve
-from pipelines.train_job import ClusterSettings, build_schedule_config, run_training
-from pipelines.train_loop import load_training_state
+from pipelines.common.checkpoint import load_training_checkpoint
+from pipelines.train.config import ClusterConfig
+from pipelines.train.job import build_schedule_config, run_training
+from pipelines.train.schedule import StepSchedule
+from vloss.config import resolve
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,8 @@ def _schedule(job, shards) -> StepSchedule:
 def stopped_then_resumed(train_shards, tmp_path_factory):
     """Run 1 stops after 9 steps; run 2 resumes from its checkpoint (explicit path) to the end."""
     root = tmp_path_factory.mktemp("runs")
-    first = run_training(_job("train.max_steps=9"), str(train_shards), str(root / "first"), ClusterSettings(workers=2))
-    second = run_training(_job(), str(train_shards), str(root / "second"), ClusterSettings(workers=2),
+    first = run_training(_job("train.max_steps=9"), str(train_shards), str(root / "first"), ClusterConfig(workers=2))
+    second = run_training(_job(), str(train_shards), str(root / "second"), ClusterConfig(workers=2),
                           resume_from=first.checkpoint.path)
     return root, first, second
 
@@ -70,13 +71,13 @@ def test_tasks_follow_the_schedule_and_losses_are_finite(stopped_then_resumed, t
 
 def test_checkpoint_holds_state_and_resume_continues(stopped_then_resumed, train_shards):
     root, first, second = stopped_then_resumed
-    state, meta = load_training_state(first.checkpoint.path)
+    state, meta = load_training_checkpoint(first.checkpoint.path)
     assert meta["global_step"] == 9 and state["optimizer_steps"] == 9
     assert {"model", "optimizer", "lr_scheduler", "schedule"} <= set(state)
     assert meta["config"]["train"]["max_steps"] == 9
     # the resumed run starts at step 10 and ends with every step of the schedule done once
     assert _metrics(root / "second")[0]["step"] == 10
-    final, meta2 = load_training_state(second.checkpoint.path)
+    final, meta2 = load_training_checkpoint(second.checkpoint.path)
     assert final["optimizer_steps"] == _schedule(_job(), train_shards).total_steps
     # the schedule position saved is the end of the run
     assert StepSchedule(build_schedule_config(_job(), str(train_shards), 2)).position(meta2["global_step"]) \
@@ -87,17 +88,17 @@ def _fixed_batches(shards: Path, job) -> dict:
     """8 training rows per task with deterministic transforms (no jitter randomness)."""
     import numpy as np
 
-    from pipelines.train_data import caption_collate, dense_collate
-    from pipelines.train_shards import iter_rows
-    from vloss.data.transforms import large_scale_jitter, pack_masks, random_resized_crop, sample_rng
+    from pipelines.common.images import decode_rgb
+    from pipelines.train.collate import caption_collate, dense_collate
+    from pipelines.train.shards import iter_rows
     from vloss.data.masks import decode_rle
-    from pipelines.train_data import _decode_image
+    from vloss.data.transforms import large_scale_jitter, pack_masks, random_resized_crop, sample_rng
 
     out = {}
     for task in ("panoptic", "detection", "captions"):
         rows = []
         for k, row in zip(range(8), iter_rows(shards, task)):
-            img = _decode_image(row["image"])
+            img = decode_rgb(row["image"])
             rng = sample_rng(0, 0, k)
             if task == "captions":
                 rows.append({"image_id": row["image_id"], "image": random_resized_crop(img, 32, rng),
@@ -129,7 +130,7 @@ def _losses(model, job, vocabs, batches) -> dict:
                 loss = ContrastiveLoss("clip", gather=False)(img, model.encode_captions(b["captions"]),
                                                              model.logit_scale_img_text())
             else:
-                out = model(b["images"], model.class_embeddings(vocabs[task], job.train.templates))
+                out = model(b["images"], model.class_embeddings(vocabs[task], job.model.text.templates))
                 crit = SetCriterion(job.loss, generator=torch.Generator().manual_seed(0))
                 loss = crit(out, b["targets"], positive_only=task == "detection")
                 loss = {k: v for k, v in loss.items() if k in ("loss_cls", "loss_bce", "loss_dice")}
@@ -144,7 +145,7 @@ def test_every_loss_term_falls(stopped_then_resumed, train_shards):
     """The trained model beats its own initialisation on every term, on fixed training batches."""
     import torch
 
-    from pipelines.train_shards import read_vocabulary
+    from pipelines.train.shards import read_vocabulary
     from vloss.model import VLOSS
 
     _, _, second = stopped_then_resumed
@@ -152,7 +153,7 @@ def test_every_loss_term_falls(stopped_then_resumed, train_shards):
     torch.manual_seed(job.seed)  # the workers' initialisation
     initial = VLOSS(job.model)
     trained = VLOSS(job.model)
-    trained.load_state_dict(load_training_state(second.checkpoint.path)[0]["model"])
+    trained.load_state_dict(load_training_checkpoint(second.checkpoint.path)[0]["model"])
     vocabs = {t: read_vocabulary(train_shards, t).names for t in ("panoptic", "detection")}
     batches = _fixed_batches(train_shards, job)
     before, after = _losses(initial, job, vocabs, batches), _losses(trained, job, vocabs, batches)
@@ -164,12 +165,12 @@ def test_every_loss_term_falls(stopped_then_resumed, train_shards):
 
 def test_worker_crash_recovers_with_the_same_number_of_steps(train_shards, tmp_path, stopped_then_resumed):
     run = tmp_path / "crash"
-    result = run_training(_job("train.fail_at_step=7"), str(train_shards), str(run),
-                          ClusterSettings(workers=2, max_failures=1))
+    result = run_training(_job("debug.fail_at_step=7"), str(train_shards), str(run),
+                          ClusterConfig(workers=2, max_failures=1))
     assert (run / ".fail_hook_fired").exists()  # the worker really died once
-    state, meta = load_training_state(result.checkpoint.path)
+    state, meta = load_training_checkpoint(result.checkpoint.path)
     _, _, second = stopped_then_resumed
-    uninterrupted, _ = load_training_state(second.checkpoint.path)
+    uninterrupted, _ = load_training_checkpoint(second.checkpoint.path)
     assert state["optimizer_steps"] == uninterrupted["optimizer_steps"] == 6 * EPOCHS
     steps = [r["step"] for r in _metrics(run)]
     # exactly one restart, which resumes right after a checkpointed step (every 4th step or a

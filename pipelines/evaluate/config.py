@@ -1,0 +1,75 @@
+"""Settings of one evaluation run (typed; ``--set key=value`` addresses any field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.common.resources import default_cpus
+from pipelines.evaluate.tasks import get_task
+
+
+@dataclass
+class EvalJobConfig:
+    """Settings of one evaluation run.
+
+    Args:
+        task: a name of :data:`pipelines.evaluate.tasks.EVAL_TASKS` (``ade20k_panoptic``,
+            ``coco_panoptic``, ``lvis``, ``lvis_minival``, ``coco_instances``).
+        checkpoint: training checkpoint directory or model-weights file.
+        out: output directory.
+        data: data root (see ``docs/EVALUATION.md``); or give the explicit paths below.
+        gt_json, images, gt_dir: explicit ground-truth paths (override the layout).
+        config: preset for a weights file without stored config (``tiny|paper|baseline``).
+        overrides: ``key=value`` overrides of the checkpoint's job config (``model.text.templates=...``).
+        size: shorter side of the network input (default: the run's training size).
+        max_size: cap on the longer side (default: 4 x size).
+        limit: evaluate only the first N images.
+        topk: detections per image for instance tasks (default: the task's protocol, LVIS 300, COCO 100).
+        object_mask_threshold, overlap_threshold: panoptic inference thresholds.
+        overlays: number of overlay images to draw.
+        num_actors: predictor actors.
+        gpus_per_actor: GPUs per predictor actor; an actor holding a GPU predicts on CUDA.
+        cpus_per_actor: CPUs each predictor actor reserves (None: 4 with a GPU, else 0.5).
+        cpus_per_decode_task: CPUs each decode task reserves.
+        batch_size: images per predictor call.
+        pq_workers: processes of the PQ scorer (None: min(4, cpus)).
+        ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
+    """
+
+    task: str
+    checkpoint: str
+    out: str
+    data: str | None = None
+    gt_json: str | None = None
+    images: str | None = None
+    gt_dir: str | None = None
+    config: str | None = None
+    overrides: tuple[str, ...] = ()
+    size: int | None = None
+    max_size: int | None = None
+    limit: int | None = None
+    topk: int | None = None
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    overlays: int = 4
+    num_actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float | None = None
+    cpus_per_decode_task: float = 0.25
+    batch_size: int = 2
+    pq_workers: int | None = None
+    ray_num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        get_task(self.task)  # unknown names fail here, listing the known ones
+        for name in ("size", "max_size", "limit", "topk"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
+        if self.num_actors <= 0 or self.batch_size <= 0 or self.overlays < 0:
+            raise ValueError("num_actors and batch_size must be positive, overlays >= 0")
+
+    @property
+    def actor_cpus(self) -> float:
+        """CPUs each predictor actor reserves (the explicit setting, else the default for its GPUs)."""
+        return self.cpus_per_actor if self.cpus_per_actor is not None else default_cpus(self.gpus_per_actor)

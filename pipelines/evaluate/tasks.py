@@ -1,0 +1,116 @@
+"""The evaluation tasks, one table: name, data layout, reader, scorer, top-k.
+
+Adding a task is one :class:`EvalTask` entry plus its reader (ground truth -> :class:`EvalSet`)
+and scorer (files -> metrics). The name is the task's only spelling: on the command line
+(``--task``), in ``metrics.json``, in the report (:data:`vloss.eval.report.TASKS` uses the same
+keys) and in the data layout (the folder of the synthetic world and of ``docs/EVALUATION.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipelines.evaluate.data import EvalPaths, EvalSet, read_coco_instances_set, read_lvis_set, read_panoptic_set
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a task's files lie under a data root.
+
+    Args:
+        folders: folders under the data root to try, in order (``.`` is the root itself).
+        gt_json: annotation file, relative to the folder found.
+        images: image folder, relative to the folder found.
+        gt_dir: panoptic PNG folder, relative to the folder found (None for instance tasks).
+        images_beside: a folder beside the found one that holds the images when the found one
+            has no ``val2017`` (LVIS next to COCO, detectron2's ``datasets/`` layout).
+        world_key: the task's key in a synthetic world's ``world.json`` paths (None: not generated).
+    """
+
+    folders: tuple[str, ...]
+    gt_json: str
+    images: str
+    gt_dir: str | None = None
+    images_beside: str | None = None
+    world_key: str | None = None
+
+
+def _score_pq(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
+              max_dets: int | None) -> dict:
+    from vloss.eval.pq import pq_compute
+
+    return pq_compute(gt_json, paths.gt_dir, pred_json, pred_dir, workers=workers)
+
+
+def _score_lvis(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
+                max_dets: int | None) -> dict:
+    from vloss.eval.lvis_eval import lvis_mask_ap
+
+    return lvis_mask_ap(gt_json, pred_json, max_dets=max_dets)
+
+
+def _score_coco(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
+                max_dets: int | None) -> dict:
+    from vloss.eval.coco_eval import coco_mask_ap
+
+    return coco_mask_ap(gt_json, pred_json, max_dets=max_dets)
+
+
+Reader = Callable[[str, EvalPaths, "int | None"], EvalSet]
+Scorer = Callable[[Path, EvalPaths, Path, Path, "int | None", "int | None"], dict]
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One evaluation task.
+
+    Args:
+        name: the task's one spelling.
+        panoptic: predictions are COCO panoptic PNG + JSON (else a results JSON of RLE masks).
+        layout: where its files lie under a data root.
+        reader: ``reader(name, paths, limit) -> EvalSet`` (validates the ground truth, builds the
+            open vocabulary from the set's own categories).
+        scorer: ``scorer(gt_json, paths, pred_json, pred_dir, workers, max_dets) -> metrics``.
+        topk: detections kept per image and scored (instance tasks; the protocol's own number).
+    """
+
+    name: str
+    panoptic: bool
+    layout: Layout
+    reader: Reader
+    scorer: Scorer
+    topk: int | None = None
+
+
+_LVIS_FOLDERS = ("lvis", ".")
+# LVIS v1 val images come from COCO train2017 *and* val2017 (see coco_url): the image folder is
+# the one holding those split folders
+EVAL_TASKS: dict[str, EvalTask] = {t.name: t for t in (
+    EvalTask("ade20k_panoptic", True,
+             Layout(("ade20k_panoptic", "ADEChallengeData2016", "."), "ade20k_panoptic_val.json",
+                    "images/validation", "ade20k_panoptic_val", world_key="ade20k_panoptic"),
+             read_panoptic_set, _score_pq),
+    EvalTask("coco_panoptic", True,
+             Layout(("coco_panoptic", "coco", "."), "annotations/panoptic_val2017.json", "val2017",
+                    "annotations/panoptic_val2017", world_key="coco_panoptic"),
+             read_panoptic_set, _score_pq),
+    EvalTask("lvis", False,
+             Layout(_LVIS_FOLDERS, "lvis_v1_val.json", ".", images_beside="coco", world_key="lvis"),
+             read_lvis_set, _score_lvis, topk=300),
+    EvalTask("lvis_minival", False,
+             Layout(_LVIS_FOLDERS, "lvis_v1_minival.json", ".", images_beside="coco"),
+             read_lvis_set, _score_lvis, topk=300),
+    EvalTask("coco_instances", False,
+             Layout(("coco", "."), "annotations/instances_val2017.json", "val2017"),
+             read_coco_instances_set, _score_coco, topk=100),
+)}
+TASK_NAMES = tuple(EVAL_TASKS)
+
+
+def get_task(name: str) -> EvalTask:
+    """The task called ``name``; ``ValueError`` listing the known ones otherwise."""
+    if name not in EVAL_TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {TASK_NAMES}")
+    return EVAL_TASKS[name]

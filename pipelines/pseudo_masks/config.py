@@ -1,0 +1,62 @@
+"""Settings of one pseudo-mask run (typed; ``--set key=value`` addresses any field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pipelines.common.resources import default_cpus
+from vloss.teacher.config import TeacherConfig
+
+
+@dataclass
+class PseudoMaskJobConfig:
+    """Settings of one pseudo-mask run.
+
+    Args:
+        annotations: COCO detection JSON (local path or URI).
+        images: image root the JSON's ``file_name`` values are relative to (path or URI).
+        out: output directory (path or URI).
+        checkpoint: teacher state-dict file (path or URI); required for ``maskrcnn``.
+        teacher: backend / architecture / resize settings.
+        rows_per_shard: images per Parquet shard.
+        limit: only the first ``limit`` images (sorted by id) that have boxes.
+        strict: abort on the first image that cannot be read or decoded.
+        num_actors: teacher actors in the pool.
+        gpus_per_actor: GPUs per teacher actor (0 on CPU machines); an actor with a GPU runs
+            the teacher on CUDA.
+        cpus_per_actor: logical CPUs each teacher actor reserves (None: 4 with a GPU, else 0.5).
+        cpus_per_decode_task: logical CPUs each decode task reserves.
+        decode_tasks: decode tasks in flight at once (each worker is reused).
+        batch_size: images per teacher call.
+        ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
+    """
+
+    annotations: str
+    images: str
+    out: str
+    checkpoint: Optional[str] = None
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    rows_per_shard: int = 1000
+    limit: Optional[int] = None
+    strict: bool = False
+    num_actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: Optional[float] = None
+    cpus_per_decode_task: float = 0.25
+    decode_tasks: int = 2
+    batch_size: int = 4
+    ray_num_cpus: int = 2
+
+    def __post_init__(self) -> None:
+        if self.teacher.backend == "maskrcnn" and not self.checkpoint:
+            raise ValueError("--checkpoint is required for the maskrcnn backend")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be positive, got {self.limit}")
+        if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:
+            raise ValueError("num_actors, batch_size and rows_per_shard must be positive")
+
+    @property
+    def actor_cpus(self) -> float:
+        """CPUs each teacher actor reserves (the explicit setting, else the default for its GPUs)."""
+        return self.cpus_per_actor if self.cpus_per_actor is not None else default_cpus(self.gpus_per_actor)

@@ -1,0 +1,53 @@
+"""Collate functions: numpy batches of transformed rows -> the tensors and targets the losses consume.
+
+Pass :func:`collate_fns` to ``iter_torch_batches(collate_fn=...)`` (Ray wants callables that
+derive from its ``NumpyBatchCollateFn``, so those classes are made on first use, keeping this
+module importable without Ray).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from vloss.data.transforms import normalize_images, unpack_masks
+
+
+def dense_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Numpy batch of dense rows -> ``{"images": [B, 3, S, S], "targets": [...], "image_ids"}``."""
+    images = np.stack(list(batch["image"])) if batch["image"].dtype == object else batch["image"]
+    size = images.shape[1]
+    targets = []
+    for packed, n, lab in zip(batch["masks"], batch["num_masks"], batch["labels"]):
+        n = int(n)
+        targets.append({"labels": torch.from_numpy(np.frombuffer(lab, dtype=np.int32).astype(np.int64)),
+                        "masks": torch.from_numpy(unpack_masks(packed, n, size, size))})
+    return {"images": normalize_images(images), "targets": targets,
+            "image_ids": [int(i) for i in batch["image_id"]]}
+
+
+def caption_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Numpy batch of caption rows -> ``{"images": [B, 3, s, s], "captions": list[str]}``."""
+    images = np.stack(list(batch["image"])) if batch["image"].dtype == object else batch["image"]
+    return {"images": normalize_images(images), "captions": [str(c) for c in batch["caption"]],
+            "image_ids": [int(i) for i in batch["image_id"]]}
+
+
+@lru_cache(maxsize=1)
+def collate_fns() -> dict[str, Any]:
+    """Per task, the collate callable for ``iter_torch_batches`` (Ray's ``NumpyBatchCollateFn``)."""
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class DenseCollate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return dense_collate(batch)
+
+    class CaptionCollate(NumpyBatchCollateFn):
+        def __call__(self, batch):
+            return caption_collate(batch)
+
+    dense = DenseCollate()
+    return {"panoptic": dense, "detection": dense, "captions": CaptionCollate()}
