@@ -1,24 +1,86 @@
-"""Benchmark: images/s of the PQ scorer (vectorised, process pool) vs the loop reference.
+"""Benchmark: images/s of our PQ scorer vs the official COCO panoptic API, same files and cores.
 
 Generates N random COCO-panoptic ground-truth / prediction PNG pairs in a temporary
-folder (random shapes; prediction = perturbed ground truth), scores them with
-``vloss.eval.pq.pq_compute`` (parallel and single-process) and with the straightforward
-single-process ``vloss.eval.pq_reference.pq_compute_reference``, checks that all agree,
-and prints the speed ratio measured in this run.
+folder (random shapes, some crowd regions; prediction = perturbed ground truth). Then,
+interleaved over ``--repeats`` rounds, it times the public entry points from files to
+metrics:
 
-    .venv/bin/python bench/pq.py [--images 48] [--height 480] [--width 640] [--workers N]
+* ``panopticapi.evaluation.pq_compute`` of the official checkout given by ``--official``
+  (imported from that path at run time, never copied here), with its default
+  multiprocessing pool of one process per core;
+* ``vloss.eval.pq.pq_compute`` with each ``--workers`` count (threads).
+
+It checks that both give the same PQ / SQ / RQ (per class and per group; they use the
+same crowd rule, ``crowd_rule="official"``), and prints the best and median images/s of
+each and the ratio ours / official measured in this run. Without ``--official`` the
+official ratio is not measured and says so.
+
+    .venv/bin/python bench/pq.py [--official /tmp/panopticapi] [--images 96] [--height 480]
+                                 [--width 640] [--workers 1 2] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
+import io
+import multiprocessing
+import os
+import statistics
+import sys
 import tempfile
 import time
+import types
+from pathlib import Path
 
-from vloss.eval.pq import default_workers, pq_compute
-from vloss.eval.pq_reference import pq_compute_reference
-from vloss.eval.pq_synthetic import write_synthetic_dataset
+from vloss.eval.pq import pq_compute
+from vloss.eval.pq_synthetic import SYNTHETIC_CATEGORIES, write_synthetic_dataset
+
+TOLERANCE = 1e-12  # on PQ/SQ/RQ; sums over images are grouped differently (per core vs per image)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _load_official(path: Path, cores: int):
+    """``pq_compute`` of the panopticapi checkout at ``path``, using ``cores`` processes."""
+    if not (path / "panopticapi" / "evaluation.py").is_file():
+        raise SystemExit(f"--official {path}: no panopticapi/evaluation.py there")
+    sys.path.insert(0, str(path))
+    from panopticapi import evaluation
+
+    if multiprocessing.cpu_count() != cores:
+        # The API sizes its pool with multiprocessing.cpu_count(); give it the cores this
+        # process may use (e.g. under taskset), so that both scorers get the same cores.
+        evaluation.multiprocessing = types.SimpleNamespace(cpu_count=lambda: cores, Pool=multiprocessing.Pool)
+    return evaluation.pq_compute
+
+
+def _official_run(official, files: dict) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints progress and a table
+        return official(str(files["gt_json"]), str(files["pred_json"]), str(files["gt_dir"]), str(files["pred_dir"]))
+
+
+def _max_difference(ours: dict, official: dict) -> float:
+    """Largest |ours - official| over per-class and group PQ/SQ/RQ; SystemExit if classes differ."""
+    by_id = {c["id"]: c["name"] for c in SYNTHETIC_CATEGORIES}
+    worst = 0.0
+    for cid, theirs in official["per_class"].items():
+        mine = ours["per_class"].get(by_id[cid])
+        if mine is None:  # a class that never occurs: the API reports zeros
+            if any(theirs[k] != 0 for k in ("pq", "sq", "rq")):
+                raise SystemExit(f"class {cid} scored by the official API only: the benchmark is void")
+            continue
+        worst = max(worst, *(abs(mine[k] - float(theirs[k])) for k in ("pq", "sq", "rq")))
+    for group in ("All", "Things", "Stuff"):
+        if ours[group]["n"] != official[group]["n"]:
+            raise SystemExit(f"{group}: n = {ours[group]['n']} vs official {official[group]['n']}")
+        worst = max(worst, *(abs(ours[group][k] - float(official[group][k])) for k in ("pq", "sq", "rq")))
+    return worst
 
 
 def _timed(fn, *args, **kwargs):
@@ -27,36 +89,67 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def _same(a: dict, b: dict) -> bool:
-    return all(math.isclose(a[g][k], b[g][k], abs_tol=1e-9) for g in ("All", "Things", "Stuff")
-               for k in ("pq", "sq", "rq") if a[g][k] is not None) and a["per_class"].keys() == b["per_class"].keys()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--official", type=Path, default=None,
+                        help="a checkout of github.com/cocodataset/panopticapi to compare against")
+    parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best and median reported")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    cores = _cores()
+    official = _load_official(args.official, cores) if args.official else None
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        p = write_synthetic_dataset(tmp, args.images, args.height, args.width, seed=args.seed)
-        files = (p["gt_json"], p["gt_dir"], p["pred_json"], p["pred_dir"])
-        fast, t_fast = _timed(pq_compute, *files, workers=args.workers)
-        single, t_single = _timed(pq_compute, *files, workers=1)
-        ref, t_ref = _timed(pq_compute_reference, *files)
-    if not (_same(fast, ref) and _same(single, ref)):
-        raise SystemExit("scorers disagree: the benchmark is void")
+        files = write_synthetic_dataset(tmp, args.images, args.height, args.width, seed=args.seed)
+        ours = {}
+        for _ in range(args.repeats):
+            if official is not None:
+                theirs, t = _timed(_official_run, official, files)
+                times.setdefault("official", []).append(t)
+            for w in args.workers:
+                ours[w], t = _timed(pq_compute, files["gt_json"], files["gt_dir"], files["pred_json"],
+                                    files["pred_dir"], workers=w)
+                times.setdefault(f"ours-{w}", []).append(t)
+
+    results = list(ours.values())
+    if any(r != results[0] for r in results):
+        raise SystemExit("our scorer gives different results for different worker counts: the benchmark is void")
     n = args.images
-    print(f"{n} images of {args.width}x{args.height}, PQ(all) = {fast['All']['pq']:.4f} (all scorers agree)")
-    print(f"reference (pure-Python loops, 1 process): {n / t_ref:8.1f} images/s  ({t_ref:.2f} s)")
-    print(f"vectorised, 1 process                  : {n / t_single:8.1f} images/s  ({t_single:.2f} s)")
-    print(f"vectorised, {args.workers} worker processes      : {n / t_fast:8.1f} images/s  ({t_fast:.2f} s, "
-          f"incl. process start-up)")
-    print(f"ratio parallel / reference: {t_ref / t_fast:.1f}x   (vectorised 1-process / reference: "
-          f"{t_ref / t_single:.1f}x)")
+    print(f"{n} pairs of {args.width}x{args.height} PNGs, {cores} cores, {args.repeats} interleaved rounds; "
+          f"PQ(all) = {results[0]['All']['pq']:.6f}")
+    if official is not None:
+        diff = _max_difference(results[0], theirs)
+        if not diff <= TOLERANCE:
+            raise SystemExit(f"ours and the official API differ by {diff:.3g}: the benchmark is void")
+        print("per-class and group PQ/SQ/RQ agree with the official API: "
+              + ("bit-identical" if diff == 0 else f"max |difference| {diff:.2g}"))
+
+    def rate(key: str) -> tuple[float, float]:
+        return n / min(times[key]), n / statistics.median(times[key])
+
+    rows = ([("official pq_compute", "official", f"{cores} processes")] if official else []) + \
+        [(f"ours, {w} worker{'s' if w > 1 else ''}", f"ours-{w}", "threads" if w > 1 else "this thread")
+         for w in args.workers]
+    for label, key, how in rows:
+        best, med = rate(key)
+        print(f"{label:22s}: {best:7.1f} images/s best, {med:7.1f} median  ({how})")
+    if args.workers[0] != args.workers[-1]:
+        lo, hi = args.workers[0], args.workers[-1]
+        print(f"scaling ours {lo} -> {hi} workers: {rate(f'ours-{hi}')[0] / rate(f'ours-{lo}')[0]:.2f}x")
+    if official is None:
+        print("ratio to the official COCO panoptic API: not measured (pass --official PATH to a panopticapi "
+              "checkout)")
+        return
+    for w in args.workers:
+        best = rate(f"ours-{w}")[0] / rate("official")[0]
+        med = rate(f"ours-{w}")[1] / rate("official")[1]
+        print(f"ratio ours ({w} worker{'s' if w > 1 else ''}) / official ({cores} processes): "
+              f"{best:.2f}x best, {med:.2f}x median")
 
 
 if __name__ == "__main__":

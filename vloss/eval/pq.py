@@ -1,30 +1,35 @@
-"""PQ / SQ / RQ over COCO-panoptic-format files, images scored in parallel.
+"""PQ / SQ / RQ of many images: COCO-panoptic files or id maps already in memory.
 
 Input is the COCO panoptic layout: a JSON with ``annotations`` (``image_id``,
 ``file_name``, ``segments_info``) and ``categories`` (``id``, ``name``, ``isthing``), and
-a folder of RGB PNGs whose pixels encode segment ids (``id = R + 256 G + 256^2 B``).
-The per-image rules live in :mod:`vloss.eval.pq_stats`.
+a folder of RGB PNGs whose pixels encode segment ids (``id = R + 256 G + 256^2 B``); or,
+for callers that already hold predictions, [H, W] id arrays plus their ``segments_info``
+(:func:`pq_stats_many`). The per-image rules live in :mod:`vloss.eval.pq_stats`.
 
-Workers are started with the ``spawn`` method so the scorer is safe to call from
-processes that already run threads (Ray workers, torch).
+Images are scored by a pool of threads, each reading, decoding and scoring whole images:
+PNG decoding (Pillow) and the numpy passes over pixels release the GIL, and the Python
+work per image is a small fraction of it, so threads scale with cores without start-up
+cost, without pickling id maps, and are safe in processes that already run threads (Ray
+workers, torch). Results are merged in image order, so they do not depend on ``workers``.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vloss.data.errors import DataFormatError
-from vloss.data.masks import rgb2id
-from vloss.eval.pq_stats import PQStat, normalize_categories, pq_stats_single
+from vloss.eval.pq_stats import PQStat, check_crowd_rule, normalize_categories, score_image
+
+# One image's ids: [H, W] integer segment ids in memory, or the path of a panoptic PNG.
+IdMap = Union[np.ndarray, str, os.PathLike]
 
 
 def default_workers() -> int:
@@ -47,22 +52,70 @@ def load_json(path: str | Path) -> dict:
     return data
 
 
-def read_panoptic_png(path: str | Path, image_id: Any = None) -> np.ndarray:
-    """RGB-encoded panoptic PNG -> [H, W] int64 segment ids.
+def _rgbx_pixels(im: Image.Image) -> np.ndarray:
+    """[H * W] little-endian uint32 of a loaded RGB / RGBA image: ``R + 256 G + 256^2 B + 256^3 pad``.
+
+    Pillow stores such images as 4 bytes per pixel. Through the Arrow C data interface
+    (Pillow >= 11.2, pyarrow) numpy views that memory without copying and without holding
+    the GIL for a copy; images Pillow keeps in several blocks (over 16 MiB), or older
+    versions, take one packing copy (``tobytes``) instead.
+    """
+    if hasattr(im, "__arrow_c_array__"):
+        try:
+            import pyarrow as pa
+        except ImportError:
+            pa = None
+        if pa is not None:
+            try:
+                values = pa.array(im).flatten().to_numpy(zero_copy_only=True)  # [H * W * 4] uint8, a view
+            except (pa.ArrowException, ValueError, TypeError):
+                values = None  # e.g. "Image rows are not contiguous in memory"
+            if values is not None and values.dtype == np.uint8 and values.size == 4 * im.width * im.height:
+                return values.view("<u4")
+    raw = im.tobytes("raw", "RGBX" if im.mode == "RGB" else "RGBA")  # [H * W * 4] bytes
+    return np.frombuffer(raw, dtype="<u4")
+
+
+ID_MASK = 0xFFFFFF  # the id bits of a raw 32-bit PNG pixel (R, G, B; the top byte is pad or alpha)
+
+
+def read_png_pixels(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
+    """Decode a panoptic PNG to [H, W] uint32 raw pixels: ``id + 256^3 * (pad or alpha)``.
+
+    The segment id of a pixel is ``value & ID_MASK``. The array may be a read-only view
+    of the decoded image (:func:`_rgbx_pixels`); :func:`read_panoptic_png` masks it.
 
     Args:
-        path: the PNG file.
+        path: the PNG file (mode RGB or RGBA).
         image_id: used in error messages.
     """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "panoptic PNG not found", field="file_name", record=f"image_id={image_id}")
-    with Image.open(path) as im:
-        if im.mode not in ("RGB", "RGBA"):
-            raise DataFormatError(path, f"panoptic PNG must be RGB, got mode {im.mode}",
-                                  field="file_name", record=f"image_id={image_id}")
-        arr = np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
-    return rgb2id(arr)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA"):
+                raise DataFormatError(path, f"panoptic PNG must be RGB, got mode {im.mode}",
+                                      field="file_name", record=f"image_id={image_id}")
+            im.load()
+            width, height = im.size
+            return _rgbx_pixels(im).reshape(height, width)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataFormatError(path, f"not a readable PNG ({e})", field="file_name",
+                              record=f"image_id={image_id}") from None
+
+
+def read_panoptic_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
+    """RGB-encoded panoptic PNG -> [H, W] uint32 segment ids (``R + 256 G + 256^2 B``).
+
+    No [H, W, 3] array and no 64-bit arithmetic: the decoded pixels are read as one
+    uint32 each and the top byte is masked off.
+
+    Args:
+        path: the PNG file (mode RGB or RGBA; alpha is ignored).
+        image_id: used in error messages.
+    """
+    return np.bitwise_and(read_png_pixels(path, image_id), ID_MASK, dtype=np.uint32)
 
 
 @dataclass(frozen=True)
@@ -137,66 +190,126 @@ def load_panoptic_pairs(gt_json: str | Path, gt_dir: str | Path, pred_json: str 
     return pairs, cats
 
 
-# Worker state: set once per process by the pool initializer.
-_WORKER: dict = {}
+def _as_ids(ids: IdMap, image_id: Any) -> tuple[np.ndarray, str | None, int | None]:
+    """An id map as (array, PNG path or None, id mask or None), decoding it when it is a PNG path."""
+    if isinstance(ids, (str, os.PathLike)):
+        return read_png_pixels(ids, image_id), str(ids), ID_MASK
+    return np.asarray(ids), None, None
 
 
-def _init_worker(categories: dict, gt_json: str, pred_json: str) -> None:
-    _WORKER.update(categories=categories, gt_json=gt_json, pred_json=pred_json)
+def _scorer(cats: dict[int, dict], crowd_rule: str, gt_source: str, pred_source: str) -> Callable:
+    """The per-image job of the pool: ``(image_id, gt, gt_segments, pred, pred_segments) -> PQStat``."""
+    cat_index = np.asarray(sorted(cats), dtype=np.int64)  # [C]
+
+    def score(job: tuple) -> PQStat:
+        image_id, gt, gt_segments, pred, pred_segments = job
+        gt_ids, gt_png, gt_mask = _as_ids(gt, image_id)  # [H, W]
+        pred_ids, pred_png, pred_mask = _as_ids(pred, image_id)  # [H, W]
+        return score_image(gt_ids, gt_segments, pred_ids, pred_segments, cats, cat_index,
+                           crowd_rule=crowd_rule, image_id=image_id, gt_source=gt_source,
+                           pred_source=pred_source, gt_png=gt_png or gt_source, pred_png=pred_png or pred_source,
+                           gt_mask=gt_mask, pred_mask=pred_mask)
+    return score
+
+
+def _run_jobs(jobs: list[tuple], cats: dict[int, dict], score: Callable, workers: int | None) -> PQStat:
+    """Score ``jobs`` with ``workers`` threads (1: in this thread) and merge in job order."""
+    workers = default_workers() if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    total = PQStat.empty(cats)
+    workers = min(workers, max(1, len(jobs)))
+    if workers == 1:
+        for job in jobs:
+            total += score(job)
+        return total
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="pq")
+    try:
+        for stat in pool.map(score, jobs):
+            total += stat
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not score the rest
+    return total
+
+
+def pq_stats_many(gt_ids: Sequence[IdMap], gt_segments: Sequence[list], pred_ids: Sequence[IdMap],
+                  pred_segments: Sequence[list], categories: Mapping[int, Mapping] | Iterable[Mapping], *,
+                  image_ids: Sequence[Any] | None = None, workers: int | None = None,
+                  crowd_rule: str = "official", gt_source: str = "<ground truth>",
+                  pred_source: str = "<prediction>") -> PQStat:
+    """PQ sums of many images whose id maps are in memory (or, per entry, PNG paths).
+
+    :func:`vloss.eval.pq_stats.pq_stats_single` over lists, scored in parallel. Nothing is
+    written or re-read: pass each prediction's [H, W] segment ids as produced; an entry
+    may instead be the path of a panoptic PNG, read (and decoded) by the worker thread.
+    Stats of successive calls merge with ``+=``; ``stat.summary(categories)`` gives the
+    metrics dict of :func:`pq_compute`.
+
+    Args:
+        gt_ids: N ground-truth id maps, each [H_i, W_i] integer ids (0 = VOID) or a PNG path.
+        gt_segments: N ground-truth ``segments_info`` lists (``id``, ``category_id``, ``iscrowd``).
+        pred_ids: N predicted id maps, each [H_i, W_i] integer ids (0 = VOID) or a PNG path.
+        pred_segments: N predicted ``segments_info`` lists (``id``, ``category_id``).
+        categories: all categories (list of records or ``{id: record}``).
+        image_ids: N ids for error messages (default ``0..N-1``).
+        workers: threads (default ``min(4, cpus)``); 1 scores in the calling thread.
+        crowd_rule: ``"official"`` (COCO panoptic API) or ``"all"``; see :mod:`vloss.eval.pq_stats`.
+        gt_source, pred_source: names for error messages about in-memory entries.
+
+    Returns:
+        PQStat over all ``categories``.
+
+    Raises:
+        ValueError: lists of different lengths, ``workers < 1`` or an unknown ``crowd_rule``.
+        DataFormatError: malformed input (see :func:`~vloss.eval.pq_stats.pq_stats_single`).
+    """
+    n = len(gt_ids)
+    image_ids = list(range(n)) if image_ids is None else list(image_ids)
+    lengths = {len(gt_segments), len(pred_ids), len(pred_segments), len(image_ids)}
+    if lengths != {n}:
+        raise ValueError(f"gt_ids, gt_segments, pred_ids, pred_segments, image_ids differ in length: "
+                         f"{[n, len(gt_segments), len(pred_ids), len(pred_segments), len(image_ids)]}")
+    cats = normalize_categories(categories)
+    score = _scorer(cats, check_crowd_rule(crowd_rule), gt_source, pred_source)
+    jobs = list(zip(image_ids, gt_ids, gt_segments, pred_ids, pred_segments))
+    return _run_jobs(jobs, cats, score, workers)
 
 
 def score_pair(pair: PanopticPair, categories: Mapping[int, Mapping], gt_json: str = "<gt json>",
-               pred_json: str = "<pred json>") -> PQStat:
-    """Read one pair of PNGs and score it with :func:`pq_stats_single`.
+               pred_json: str = "<pred json>", *, crowd_rule: str = "official") -> PQStat:
+    """Read one pair of PNGs and score it with :func:`~vloss.eval.pq_stats.pq_stats_single`.
 
     Args:
         pair: the image's files and segments.
         categories: ``{id: record}``.
         gt_json, pred_json: JSON file names for error messages.
+        crowd_rule: ``"official"`` or ``"all"``.
     """
-    gt_ids = read_panoptic_png(pair.gt_png, pair.image_id)  # [H, W]
-    pred_ids = read_panoptic_png(pair.pred_png, pair.image_id)  # [H, W]
-    return pq_stats_single(gt_ids, pair.gt_segments, pred_ids, pair.pred_segments, categories,
-                           image_id=pair.image_id, gt_source=gt_json, pred_source=pred_json,
-                           gt_png=pair.gt_png, pred_png=pair.pred_png)
-
-
-def _score_in_worker(pair: PanopticPair) -> PQStat:
-    return score_pair(pair, _WORKER["categories"], _WORKER["gt_json"], _WORKER["pred_json"])
+    cats = normalize_categories(categories)
+    score = _scorer(cats, check_crowd_rule(crowd_rule), gt_json, pred_json)
+    return score((pair.image_id, pair.gt_png, pair.gt_segments, pair.pred_png, pair.pred_segments))
 
 
 def accumulate_pq(pairs: list[PanopticPair], categories: Mapping[int, Mapping], *,
-                  workers: int | None = None, gt_json: str = "<gt json>", pred_json: str = "<pred json>") -> PQStat:
-    """Score ``pairs`` (in a process pool when ``workers > 1``) and merge their stats.
+                  workers: int | None = None, gt_json: str = "<gt json>", pred_json: str = "<pred json>",
+                  crowd_rule: str = "official") -> PQStat:
+    """Score ``pairs`` (PNG files) with ``workers`` threads and merge their stats.
 
     Args:
         pairs: images to score.
         categories: ``{id: record}``.
-        workers: processes; ``None`` -> :func:`default_workers`; 1 scores in this process.
+        workers: threads; ``None`` -> :func:`default_workers`; 1 scores in this thread.
         gt_json, pred_json: JSON file names for error messages.
+        crowd_rule: ``"official"`` or ``"all"``.
     """
-    categories = normalize_categories(categories)
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    total = PQStat.empty(categories)
-    workers = min(workers, max(1, len(pairs)))
-    if workers == 1:
-        for pair in pairs:
-            total += score_pair(pair, categories, gt_json, pred_json)
-        return total
-    chunksize = max(1, len(pairs) // (workers * 4))
-    # concurrent.futures rather than multiprocessing.Pool: a worker that dies raises
-    # BrokenProcessPool here instead of being silently respawned forever.
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(categories, gt_json, pred_json)) as pool:
-        for stat in pool.map(_score_in_worker, pairs, chunksize=chunksize):
-            total += stat
-    return total
+    cats = normalize_categories(categories)
+    score = _scorer(cats, check_crowd_rule(crowd_rule), gt_json, pred_json)
+    jobs = [(p.image_id, p.gt_png, p.gt_segments, p.pred_png, p.pred_segments) for p in pairs]
+    return _run_jobs(jobs, cats, score, workers)
 
 
 def pq_compute(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, pred_dir: str | Path,
-               workers: int | None = None) -> dict:
+               workers: int | None = None, *, crowd_rule: str = "official") -> dict:
     """PQ of a prediction folder against COCO-panoptic ground truth.
 
     Args:
@@ -204,12 +317,15 @@ def pq_compute(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, p
         gt_dir: folder of ground-truth PNGs.
         pred_json: predicted panoptic JSON (``annotations`` for every ground-truth image).
         pred_dir: folder of predicted PNGs.
-        workers: processes (default ``min(4, cpus)``).
+        workers: threads (default ``min(4, cpus)``).
+        crowd_rule: ``"official"`` (default: the COCO panoptic API's crowd rule) or ``"all"``.
 
     Returns:
         ``{"All"|"Things"|"Stuff": {"pq","sq","rq","n"}, "per_class": {name: {"pq","sq",
         "rq","tp","fp","fn"}}}`` with values in [0, 1] (``None`` for an empty group).
     """
+    check_crowd_rule(crowd_rule)
     pairs, cats = load_panoptic_pairs(gt_json, gt_dir, pred_json, pred_dir)
-    stat = accumulate_pq(pairs, cats, workers=workers, gt_json=str(gt_json), pred_json=str(pred_json))
+    stat = accumulate_pq(pairs, cats, workers=workers, gt_json=str(gt_json), pred_json=str(pred_json),
+                         crowd_rule=crowd_rule)
     return stat.summary(cats)

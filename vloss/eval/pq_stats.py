@@ -10,14 +10,24 @@ Segmentation", CVPR 2019):
   overlap, so such a match is unique.
 * An unmatched ground-truth segment is a false negative unless it is a crowd region.
 * An unmatched prediction is a false positive unless more than half of its area lies on
-  VOID plus crowd regions of its own category.
+  VOID plus the crowd region of its own category.
 
-One deliberate difference from the reference API: when an image holds several crowd
-segments of one category, all of them absorb predictions (the API keeps only the last
-one it saw). COCO never has more than one crowd segment per category and image, so
-scores on COCO are identical.
+Which crowd segments form "the crowd region of a category" is ``crowd_rule``:
 
-Ground-truth areas are counted from the PNG, not read from the JSON ``area`` field.
+* ``"official"`` (default): the COCO panoptic API's rule. It records one crowd segment per
+  category, overwriting while it walks ``segments_info`` in order, so only the **last**
+  crowd segment of each category in ``segments_info`` absorbs predictions; predictions
+  lying on an earlier crowd segment of the same category are false positives.
+* ``"all"``: every crowd segment of the category absorbs predictions (this scorer's rule
+  before it followed the API). It differs from ``"official"`` only on images with two or
+  more crowd segments of one category.
+
+Areas: predicted areas are counted from the PNG, as the API does. Ground-truth areas are
+counted from the PNG too, whereas the API reads the JSON ``area`` field; the two agree
+whenever ``area`` is the segment's pixel count (as in COCO and files this project writes).
+
+IoU sums are accumulated per image in ascending (ground-truth id, predicted id) order, the
+order in which the API visits the pairs, so one image's sums are bit-identical to it.
 """
 
 from __future__ import annotations
@@ -28,9 +38,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from vloss.data.errors import DataFormatError
-from vloss.data.masks import OFFSET
+from vloss.eval.pq_overlap import overlap_histogram
 
 VOID = 0
+CROWD_RULES = ("official", "all")
 
 
 def normalize_categories(categories: Mapping[int, Mapping] | Iterable[Mapping]) -> dict[int, dict]:
@@ -132,10 +143,20 @@ class PQStat:
         return out
 
 
-def _segment_table(segments: list[Mapping], cats: Mapping[int, Mapping], source: str,
-                   image_id: Any, *, crowd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated ``segments_info`` -> sorted ids [S], category ids [S], crowd flags [S]."""
+def check_crowd_rule(crowd_rule: str) -> str:
+    """``crowd_rule`` if it is one of :data:`CROWD_RULES`, else ValueError."""
+    if crowd_rule not in CROWD_RULES:
+        raise ValueError(f"crowd_rule must be one of {CROWD_RULES}, got {crowd_rule!r}")
+    return crowd_rule
+
+
+def _segment_table(segments: list[Mapping], cats: Mapping[int, Mapping], source: str, image_id: Any,
+                   *, crowd: bool, crowd_rule: str = "official",
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``segments_info`` -> sorted ids [S], category ids [S], crowd flags [S],
+    absorbing-crowd flags [S] (the crowd segments that ``crowd_rule`` lets absorb predictions)."""
     ids, cat_ids, crowds = [], [], []
+    last_crowd: dict[int, int] = {}  # category id -> position of its last crowd segment
     seen: set[int] = set()
     for k, seg in enumerate(segments):
         where = f"image_id={image_id}, segments_info[{k}]"
@@ -152,18 +173,34 @@ def _segment_table(segments: list[Mapping], cats: Mapping[int, Mapping], source:
         cat = seg.get("category_id")
         if cat is None or int(cat) not in cats:
             raise DataFormatError(source, f"unknown category id {cat!r}", field="category_id", record=where)
+        is_crowd = bool(seg.get("iscrowd", 0)) if crowd else False
+        if is_crowd:
+            last_crowd[int(cat)] = k
         ids.append(sid)
         cat_ids.append(int(cat))
-        crowds.append(bool(seg.get("iscrowd", 0)) if crowd else False)
+        crowds.append(is_crowd)
+    crowd_arr = np.asarray(crowds, dtype=bool)
+    if crowd_rule == "all":
+        absorbs = crowd_arr.copy()
+    else:
+        absorbs = np.zeros(len(ids), dtype=bool)
+        absorbs[list(last_crowd.values())] = True
     order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
     return (np.asarray(ids, dtype=np.int64)[order], np.asarray(cat_ids, dtype=np.int64)[order],
-            np.asarray(crowds, dtype=bool)[order])
+            crowd_arr[order], absorbs[order])
 
 
 def _check_ids_match(png_ids: np.ndarray, seg_ids: np.ndarray, source: str, png_source: str,
                      image_id: Any) -> None:
-    """Every non-VOID id in the PNG is in the JSON and every JSON segment has pixels."""
+    """Every non-VOID id in the PNG is in the JSON and every JSON segment has pixels.
+
+    Args:
+        png_ids: [U] sorted distinct ids of the map (VOID included if present).
+        seg_ids: [S] sorted distinct ids of ``segments_info``.
+    """
     png_ids = png_ids[png_ids != VOID]
+    if png_ids.size == seg_ids.size and np.array_equal(png_ids, seg_ids):
+        return
     only_png = np.setdiff1d(png_ids, seg_ids)
     if only_png.size:
         raise DataFormatError(png_source, f"segment ids {only_png[:10].tolist()} are in the PNG but not "
@@ -178,10 +215,10 @@ def _check_ids_match(png_ids: np.ndarray, seg_ids: np.ndarray, source: str, png_
 
 def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np.ndarray,
                     pred_segments: list[Mapping], categories: Mapping[int, Mapping] | Iterable[Mapping],
-                    *, image_id: Any = None, gt_source: str = "<ground truth>",
+                    *, crowd_rule: str = "official", image_id: Any = None, gt_source: str = "<ground truth>",
                     pred_source: str = "<prediction>", gt_png: str | None = None,
                     pred_png: str | None = None) -> PQStat:
-    """PQ sums of one image, vectorised over pixels with one ``np.unique`` of pair keys.
+    """PQ sums of one image, from one pass over its pixels (:func:`overlap_histogram`).
 
     Args:
         gt_ids: [H, W] integer ground-truth segment ids (0 = VOID).
@@ -189,6 +226,8 @@ def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np
         pred_ids: [H, W] integer predicted segment ids (0 = VOID).
         pred_segments: predicted ``segments_info`` (``id``, ``category_id``).
         categories: all categories (list of records or ``{id: record}``).
+        crowd_rule: ``"official"`` (only the last crowd segment of a category in
+            ``gt_segments`` absorbs predictions, as the COCO panoptic API) or ``"all"``.
         image_id: used in error messages.
         gt_source, pred_source: JSON file names used in error messages.
         gt_png, pred_png: PNG file names used in error messages (default: the JSON names).
@@ -199,12 +238,32 @@ def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np
     Raises:
         DataFormatError: on a size mismatch, an id in a PNG missing from its JSON (or the
             reverse), a repeated or zero segment id, or an unknown category id.
+        ValueError: an unknown ``crowd_rule``.
     """
     cats = normalize_categories(categories)
-    stat = PQStat.empty(cats)
-    cat_index = np.asarray(stat.cat_ids, dtype=np.int64)  # [C] sorted
-    gt_png = gt_png or gt_source
-    pred_png = pred_png or pred_source
+    return score_image(gt_ids, gt_segments, pred_ids, pred_segments, cats,
+                       np.asarray(sorted(cats), dtype=np.int64), crowd_rule=check_crowd_rule(crowd_rule),
+                       image_id=image_id, gt_source=gt_source, pred_source=pred_source,
+                       gt_png=gt_png or gt_source, pred_png=pred_png or pred_source)
+
+
+def score_image(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np.ndarray,
+                pred_segments: list[Mapping], cats: Mapping[int, Mapping], cat_index: np.ndarray, *,
+                crowd_rule: str, image_id: Any, gt_source: str, pred_source: str, gt_png: str,
+                pred_png: str, gt_mask: int | None = None, pred_mask: int | None = None) -> PQStat:
+    """:func:`pq_stats_single` with its arguments already checked and normalised.
+
+    For callers that score many images against one category list (the parallel scorer).
+
+    Args:
+        gt_ids, gt_segments, pred_ids, pred_segments: as :func:`pq_stats_single`.
+        cats: ``{id: record}`` (from :func:`normalize_categories`).
+        cat_index: [C] int64, ``sorted(cats)``.
+        crowd_rule: one of :data:`CROWD_RULES`.
+        image_id, gt_source, pred_source, gt_png, pred_png: names for error messages.
+        gt_mask, pred_mask: id bits of raw PNG pixels (see :func:`overlap_histogram`).
+    """
+    n_cats = len(cat_index)
     gt_ids = np.asarray(gt_ids)
     pred_ids = np.asarray(pred_ids)
     if gt_ids.shape != pred_ids.shape or gt_ids.ndim != 2:
@@ -212,27 +271,27 @@ def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np
                               f"truth ({gt_png}) has {gt_ids.shape[::-1]}", field="file_name",
                               record=f"image_id={image_id}")
 
-    g_seg, g_cat, g_crowd = _segment_table(gt_segments, cats, gt_source, image_id, crowd=True)  # [G]
-    p_seg, p_cat, _ = _segment_table(pred_segments, cats, pred_source, image_id, crowd=False)  # [P]
+    g_seg, g_cat, g_crowd, g_absorb = _segment_table(gt_segments, cats, gt_source, image_id, crowd=True,
+                                                     crowd_rule=crowd_rule)  # [G]
+    p_seg, p_cat, _, _ = _segment_table(pred_segments, cats, pred_source, image_id, crowd=False)  # [P]
 
-    # Intersection of every (gt id, pred id) pair that shares a pixel.
-    keys = gt_ids.astype(np.int64).ravel() * OFFSET + pred_ids.astype(np.int64).ravel()  # [H*W]
-    pair_keys, inter = np.unique(keys, return_counts=True)  # [K], [K]
-    pg, pp = pair_keys // OFFSET, pair_keys % OFFSET  # [K] gt id, pred id
+    # Pixels shared by every (gt id, pred id) pair, pairs in ascending (gt id, pred id) order.
+    pg, pp, inter = overlap_histogram(gt_ids, pred_ids, gt_mask=gt_mask, pred_mask=pred_mask)  # [K] each
 
-    png_g, inv_g = np.unique(pg, return_inverse=True)
+    # The ids present in each map, with their areas; they must be the JSON's segments (plus VOID).
+    first_g = np.ones(pg.size, dtype=bool)  # pg ascends: the first pair of every gt id
+    first_g[1:] = pg[1:] != pg[:-1]
+    png_g = pg[first_g]
+    area_g = np.add.reduceat(inter, np.flatnonzero(first_g)) if pg.size else np.zeros(0, dtype=np.int64)
     png_p, inv_p = np.unique(pp, return_inverse=True)
+    area_p = np.bincount(inv_p, weights=inter, minlength=png_p.size)
     _check_ids_match(png_g, g_seg, gt_source, gt_png, image_id)
     _check_ids_match(png_p, p_seg, pred_source, pred_png, image_id)
-    area_g_png = np.bincount(inv_g, weights=inter)  # [len(png_g)]
-    area_p_png = np.bincount(inv_p, weights=inter)
-    g_area = area_g_png[np.searchsorted(png_g, g_seg)] if g_seg.size else np.zeros(0)  # [G]
-    p_area = p_void = np.zeros(0)
-    if p_seg.size:
-        p_area = area_p_png[np.searchsorted(png_p, p_seg)]  # [P]
-        p_void = np.zeros(p_seg.size)  # [P] pixels of each prediction on GT VOID
-        on_void = (pg == VOID) & (pp != VOID)
-        p_void[np.searchsorted(p_seg, pp[on_void])] = inter[on_void]
+    g_area = area_g[png_g != VOID]  # [G], aligned with g_seg
+    p_area = area_p[png_p != VOID]  # [P], aligned with p_seg
+    p_void = np.zeros(p_seg.size)  # [P] pixels of each prediction on GT VOID
+    on_void = (pg == VOID) & (pp != VOID)
+    p_void[np.searchsorted(p_seg, pp[on_void])] = inter[on_void]
 
     # Pairs of two real segments of the same category.
     real = (pg != VOID) & (pp != VOID)
@@ -245,9 +304,10 @@ def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np
     union = p_area[pi] + g_area[gi] - r_inter - p_void[pi]  # [R]
     iou = np.where(cand, r_inter / np.maximum(union, 1.0), 0.0)
     match = cand & (iou > 0.5)
+    # bincount adds the weights in array order: ascending (gt id, pred id), as the API does.
     c_match = np.searchsorted(cat_index, g_cat[gi[match]])
-    stat.tp += np.bincount(c_match, minlength=len(cat_index))
-    stat.iou += np.bincount(c_match, weights=iou[match], minlength=len(cat_index))
+    tp = np.bincount(c_match, minlength=n_cats)
+    iou_sum = np.bincount(c_match, weights=iou[match], minlength=n_cats)
 
     g_matched = np.zeros(g_seg.size, dtype=bool)
     g_matched[gi[match]] = True
@@ -255,12 +315,13 @@ def pq_stats_single(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np
     p_matched[pi[match]] = True
 
     fn_mask = ~g_matched & ~g_crowd
-    stat.fn += np.bincount(np.searchsorted(cat_index, g_cat[fn_mask]), minlength=len(cat_index))
+    fn = np.bincount(np.searchsorted(cat_index, g_cat[fn_mask]), minlength=n_cats)
 
-    # Predictions lying mostly on VOID or on crowd regions of their own class are not FPs.
+    # Predictions lying mostly on VOID or on the crowd region of their own class are not FPs.
     absorbed = p_void.copy()  # [P]
-    on_crowd = same & g_crowd[gi]
+    on_crowd = same & g_absorb[gi]
     np.add.at(absorbed, pi[on_crowd], r_inter[on_crowd])
     fp_mask = ~p_matched & (absorbed / np.maximum(p_area, 1.0) <= 0.5)
-    stat.fp += np.bincount(np.searchsorted(cat_index, p_cat[fp_mask]), minlength=len(cat_index))
-    return stat
+    fp = np.bincount(np.searchsorted(cat_index, p_cat[fp_mask]), minlength=n_cats)
+    return PQStat(tuple(cat_index.tolist()), tp=tp.astype(np.int64), fp=fp.astype(np.int64),
+                  fn=fn.astype(np.int64), iou=iou_sum)

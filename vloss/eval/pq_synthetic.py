@@ -4,6 +4,11 @@ Ground truth: random rectangles and ellipses painted over a VOID background, ran
 thing/stuff categories, some crowd regions. Prediction: the ground truth shifted, with
 segments split, relabelled, blanked to VOID and random extra blobs, so every PQ rule
 (VOID exclusion, crowd absorption, the 50% VOID rule, class mismatch) is exercised.
+Raising ``crowd_prob`` and narrowing ``categories`` gives images with several crowd
+segments of one category, where the crowd rules of :mod:`vloss.eval.pq_stats` differ.
+
+Ground-truth segments carry ``area`` (their pixel count), which the COCO panoptic API
+reads, so the written files can be scored by it as well.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def _new_id(rng: np.random.Generator, used: set[int]) -> int:
 
 
 def random_panoptic_pair(rng: np.random.Generator, height: int, width: int,
-                         categories: list[dict] = SYNTHETIC_CATEGORIES,
+                         categories: list[dict] = SYNTHETIC_CATEGORIES, *, crowd_prob: float = 0.2,
+                         max_segments: int = 8,
                          ) -> tuple[np.ndarray, list[dict], np.ndarray, list[dict]]:
     """One random (gt_ids, gt_segments, pred_ids, pred_segments) case.
 
@@ -55,25 +61,28 @@ def random_panoptic_pair(rng: np.random.Generator, height: int, width: int,
         rng: random generator.
         height, width: image size.
         categories: category records (``id``, ``isthing``).
+        crowd_prob: probability that a ground-truth segment of a thing category is a crowd.
+        max_segments: at most this many shapes are painted into the ground truth (at least 2).
 
     Returns:
-        gt_ids [H, W] int64, gt segments_info, pred_ids [H, W] int64, pred segments_info.
+        gt_ids [H, W] int64, gt segments_info (with ``area``), pred_ids [H, W] int64,
+        pred segments_info.
     """
     cat_ids = [c["id"] for c in categories]
     things = {c["id"] for c in categories if c.get("isthing")}
     used: set[int] = set()
     gt = np.zeros((height, width), dtype=np.int64)  # [H, W]
-    for _ in range(int(rng.integers(2, 9))):
+    for _ in range(int(rng.integers(2, max_segments + 1))):
         _paint(gt, rng, _new_id(rng, used))
     gt_segments = []
     gt_cat = {}
-    for sid in np.unique(gt):
+    for sid, area in zip(*np.unique(gt, return_counts=True)):
         if sid == 0:
             continue
         cat = int(rng.choice(cat_ids))
-        crowd = int(cat in things and rng.random() < 0.2)
+        crowd = int(cat in things and rng.random() < crowd_prob)
         gt_cat[int(sid)] = cat
-        gt_segments.append({"id": int(sid), "category_id": cat, "iscrowd": crowd})
+        gt_segments.append({"id": int(sid), "category_id": cat, "iscrowd": crowd, "area": int(area)})
 
     # Prediction: remap ids, shift, split, blank, add blobs, relabel.
     remap = {0: 0}
@@ -105,7 +114,8 @@ def random_panoptic_pair(rng: np.random.Generator, height: int, width: int,
 
 
 def write_synthetic_dataset(root: str | Path, num_images: int, height: int, width: int,
-                            seed: int = 0) -> dict[str, Path]:
+                            seed: int = 0, *, categories: list[dict] = SYNTHETIC_CATEGORIES,
+                            crowd_prob: float = 0.2, max_segments: int = 8) -> dict[str, Path]:
     """Write a COCO-panoptic ground truth and prediction of random pairs under ``root``.
 
     Args:
@@ -113,6 +123,7 @@ def write_synthetic_dataset(root: str | Path, num_images: int, height: int, widt
         num_images: number of image pairs.
         height, width: image size.
         seed: random seed.
+        categories, crowd_prob, max_segments: as :func:`random_panoptic_pair`.
 
     Returns:
         ``{"gt_json", "gt_dir", "pred_json", "pred_dir"}`` paths.
@@ -125,7 +136,8 @@ def write_synthetic_dataset(root: str | Path, num_images: int, height: int, widt
     rng = np.random.default_rng(seed)
     images, gt_anns, pred_anns = [], [], []
     for i in range(num_images):
-        gt, gs, pred, ps = random_panoptic_pair(rng, height, width)
+        gt, gs, pred, ps = random_panoptic_pair(rng, height, width, categories, crowd_prob=crowd_prob,
+                                                max_segments=max_segments)
         name = f"{i:06d}.png"
         Image.fromarray(id2rgb(gt)).save(paths["gt_dir"] / name)
         Image.fromarray(id2rgb(pred)).save(paths["pred_dir"] / name)
@@ -133,6 +145,6 @@ def write_synthetic_dataset(root: str | Path, num_images: int, height: int, widt
         gt_anns.append({"image_id": i, "file_name": name, "segments_info": gs})
         pred_anns.append({"image_id": i, "file_name": name, "segments_info": ps})
     paths["gt_json"].write_text(json.dumps({"images": images, "annotations": gt_anns,
-                                            "categories": SYNTHETIC_CATEGORIES}))
+                                            "categories": categories}))
     paths["pred_json"].write_text(json.dumps({"annotations": pred_anns}))
     return paths
