@@ -339,6 +339,23 @@ class StepSchedule:
         """[epochs + 1] global step at which each epoch starts; the last entry is total_steps."""
         return tuple(self._offsets)
 
+    @property
+    def stage_lengths(self) -> list[int]:
+        """Steps of each training stage: "pretrain" mode has two (detection pretraining, then the
+        panoptic fine-tune, each with its own LR schedule), every other mode one."""
+        if self.config.mode != "pretrain":
+            return [self.total_steps]
+        split = self._offsets[self.config.resolved_pretrain_epochs()]
+        return [split, self.total_steps - split]
+
+    @property
+    def stage_starts(self) -> list[int]:
+        """Global step at which each training stage begins (the first is 0)."""
+        starts = [0]
+        for length in self.stage_lengths[:-1]:
+            starts.append(starts[-1] + length)
+        return starts
+
     def steps_in_epoch(self, epoch: int) -> int:
         """Number of steps of `epoch`."""
         self._check_epoch(epoch)

@@ -1,9 +1,10 @@
 """Optimizer parameter groups and the learning-rate schedule (paper Sec. 4.2).
 
-AdamW with lr 2e-4, the CLIP text encoder at 2e-5, decayed x0.1 at epochs 8 and 11 of 12,
-with an optional linear warmup. The schedule is per optimizer step (iteration), so runs of
-any length get the same shape: `milestones_for` places the paper's epoch milestones at the
-same fraction of the run's total steps.
+AdamW with lr 2e-4, the CLIP text encoder at 2e-5, the image backbone at 0.1x (the paper's code
+base), decayed x0.1 at epochs 8 and 11 of 12, with an optional linear warmup. The schedule is per
+optimizer step (iteration), so runs of any length get the same shape: `milestones_for` places
+the paper's epoch milestones at the same fraction of the run's total steps. A run of several
+stages (pretraining, then fine-tuning) gets that shape in every stage.
 
 Weight decay is not applied to (the usual Mask2Former / CLIP practice):
 - biases and every other parameter with fewer than two dimensions (norm gains, scalars);
@@ -40,8 +41,13 @@ class OptimConfig:
     """AdamW and learning-rate schedule settings.
 
     Args:
-        base_lr: learning rate of everything but the text encoder (paper: 2e-4).
+        base_lr: learning rate of everything but the text encoder and the backbone (paper: 2e-4).
         text_lr: learning rate of the text encoder (paper: 2e-5).
+        backbone_lr_mult: the image backbone trains at ``base_lr * backbone_lr_mult``. The paper is
+            silent; its code base (MMDetection's Mask2Former configs, ``custom_keys={'backbone':
+            dict(lr_mult=0.1)}``) and Mask2Former itself (``SOLVER.BACKBONE_MULTIPLIER: 0.1``) use
+            0.1 for ImageNet-initialised backbones, so 0.1 is the default; 1.0 turns it off.
+        backbone_prefix: parameter-name prefix of the image backbone in the model.
         weight_decay: AdamW decoupled weight decay (not stated in the paper; Mask2Former: 0.05).
         betas: AdamW betas.
         text_prefix: parameter-name prefix of the text encoder in the model.
@@ -49,12 +55,14 @@ class OptimConfig:
         milestone_epochs: decay points in units of `reference_epochs` (paper: 8 and 11).
         reference_epochs: epochs the milestones refer to (paper: 12); a run of any length is
             mapped onto them by `milestones_for`.
-        warmup_iters: steps of linear warmup (0: none).
+        warmup_iters: steps of linear warmup at the start of every training stage (0: none).
         warmup_factor: lr multiplier at step 0 of the warmup (mmdet default 0.001).
     """
 
     base_lr: float = 2e-4
     text_lr: float = 2e-5
+    backbone_lr_mult: float = 0.1
+    backbone_prefix: str = "backbone."
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     text_prefix: str = "text."
@@ -77,8 +85,9 @@ def is_no_decay(name: str, param: nn.Parameter, owner: nn.Module) -> bool:
 
 
 def param_groups(model: nn.Module, base_lr: float, text_lr: float, weight_decay: float,
-                 text_prefix: str = "text.") -> list[dict[str, Any]]:
-    """Split trainable parameters into AdamW groups by (text encoder?, weight decay?).
+                 text_prefix: str = "text.", backbone_lr: float | None = None,
+                 backbone_prefix: str = "backbone.") -> list[dict[str, Any]]:
+    """Split trainable parameters into AdamW groups by (text encoder / backbone / rest, weight decay?).
 
     Args:
         model: the network; parameters whose full name starts with `text_prefix` belong to
@@ -87,18 +96,24 @@ def param_groups(model: nn.Module, base_lr: float, text_lr: float, weight_decay:
         text_lr: learning rate of text-encoder parameters.
         weight_decay: decay of the decayed groups (the others get 0.0).
         text_prefix: name prefix of the text encoder, e.g. "text." for `model.text`.
+        backbone_lr: learning rate of the parameters under `backbone_prefix` (None: base_lr,
+            and they stay in the "decay" / "no_decay" groups).
+        backbone_prefix: name prefix of the image backbone, e.g. "backbone.".
 
     Returns:
-        Up to four groups, in this order and without empty ones: "decay", "no_decay",
-        "text_decay", "text_no_decay". Each has keys params, lr, weight_decay, name and
-        param_names (the full names, for logging and tests). AdamW keeps the extra keys.
+        Up to six groups, in this order and without empty ones: "decay", "no_decay",
+        "backbone_decay", "backbone_no_decay" (only with `backbone_lr`), "text_decay",
+        "text_no_decay". Each has keys params, lr, weight_decay, name and param_names (the full
+        names, for logging and tests). AdamW keeps the extra keys.
     """
     if not any(n.startswith(text_prefix) for n, _ in model.named_parameters()):
         raise ValueError(f"param_groups: no parameter name starts with text_prefix "
                          f"{text_prefix!r}; model parameter roots are "
                          f"{sorted({n.split('.')[0] for n, _ in model.named_parameters()})}")
     groups: dict[str, dict[str, Any]] = {}
+    bb_lr = base_lr if backbone_lr is None else backbone_lr
     for key, lr, wd in (("decay", base_lr, weight_decay), ("no_decay", base_lr, 0.0),
+                        ("backbone_decay", bb_lr, weight_decay), ("backbone_no_decay", bb_lr, 0.0),
                         ("text_decay", text_lr, weight_decay), ("text_no_decay", text_lr, 0.0)):
         groups[key] = {"name": key, "lr": lr, "weight_decay": wd, "params": [], "param_names": []}
     seen: set[int] = set()
@@ -108,8 +123,13 @@ def param_groups(model: nn.Module, base_lr: float, text_lr: float, weight_decay:
                 continue
             seen.add(id(param))
             full = f"{module_name}.{leaf}" if module_name else leaf
-            key = ("text_" if full.startswith(text_prefix) else "") + \
-                ("no_decay" if is_no_decay(leaf, param, module) else "decay")
+            if full.startswith(text_prefix):
+                part = "text_"
+            elif backbone_lr is not None and full.startswith(backbone_prefix):
+                part = "backbone_"
+            else:
+                part = ""
+            key = part + ("no_decay" if is_no_decay(leaf, param, module) else "decay")
             groups[key]["params"].append(param)
             groups[key]["param_names"].append(full)
     return [g for g in groups.values() if g["params"]]
@@ -138,57 +158,85 @@ def milestones_for(total_steps: int, epochs: int = 12, at: Sequence[int] = (8, 1
 
 
 class MultiStepWarmup:
-    """lr multiplier for step t: warmup(t) * gamma ** (number of milestones <= t).
+    """lr multiplier for step t: warmup(t - s) * gamma ** (milestones in [s, t]), s = start of t's stage.
 
-    warmup(t) = warmup_factor + (1 - warmup_factor) * t / warmup_iters for t < warmup_iters,
+    A run is one stage, or several (Table 4 "w/ Pretrain": detection pretraining, then a fine-tune
+    with its own schedule): each stage restarts the warmup and counts only its own milestones.
+    warmup(u) = warmup_factor + (1 - warmup_factor) * u / warmup_iters for u < warmup_iters,
     else 1. A callable object (not a lambda), so `LambdaLR.state_dict()` saves its fields and a
     checkpoint loads with `torch.load(..., weights_only=True)`.
 
     Args:
-        milestones: steps at which the decay applies (sorted; duplicates decay twice).
+        milestones: steps at which a decay applies (sorted; duplicates decay twice).
         gamma: decay factor.
         warmup_iters: warmup length in steps (0: none).
         warmup_factor: multiplier at step 0 of the warmup, in (0, 1].
+        stage_starts: first step of each stage (sorted, starting at 0).
     """
 
     def __init__(self, milestones: Sequence[int], gamma: float = 0.1, warmup_iters: int = 0,
-                 warmup_factor: float = 0.001) -> None:
+                 warmup_factor: float = 0.001, stage_starts: Sequence[int] = (0,)) -> None:
         if list(milestones) != sorted(milestones):
             raise ValueError(f"MultiStepWarmup: milestones must be sorted, got {list(milestones)}")
         if warmup_iters < 0 or not 0 < warmup_factor <= 1:
             raise ValueError(f"MultiStepWarmup: need warmup_iters >= 0 and 0 < warmup_factor <= 1, "
                              f"got {warmup_iters}, {warmup_factor}")
+        if not stage_starts or stage_starts[0] != 0 or list(stage_starts) != sorted(stage_starts):
+            raise ValueError(f"MultiStepWarmup: stage_starts must be sorted and start at 0, got {list(stage_starts)}")
         self.milestones = [int(m) for m in milestones]
         self.gamma = float(gamma)
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)
+        self.stage_starts = [int(s) for s in stage_starts]
 
     def __call__(self, step: int) -> float:
-        factor = self.gamma ** bisect.bisect_right(self.milestones, step)
-        if step < self.warmup_iters:
-            alpha = step / self.warmup_iters
+        start = self.stage_starts[bisect.bisect_right(self.stage_starts, step) - 1]
+        decays = bisect.bisect_right(self.milestones, step) - bisect.bisect_left(self.milestones, start)
+        factor = self.gamma ** decays
+        if step - start < self.warmup_iters:
+            alpha = (step - start) / self.warmup_iters
             factor *= self.warmup_factor + (1.0 - self.warmup_factor) * alpha
         return factor
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over `param_groups(model, ...)` with the settings of `cfg`."""
-    groups = param_groups(model, cfg.base_lr, cfg.text_lr, cfg.weight_decay, cfg.text_prefix)
+    backbone_lr = None if cfg.backbone_lr_mult == 1.0 else cfg.base_lr * cfg.backbone_lr_mult
+    groups = param_groups(model, cfg.base_lr, cfg.text_lr, cfg.weight_decay, cfg.text_prefix,
+                          backbone_lr=backbone_lr, backbone_prefix=cfg.backbone_prefix)
     return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+def _stages(total_steps: int | Sequence[int], cfg: OptimConfig) -> tuple[list[int], list[int]]:
+    """(first step of every stage, every decay step) of a run of one or several stages."""
+    stages = [total_steps] if isinstance(total_steps, int) else list(total_steps)
+    starts, milestones, offset = [], [], 0
+    for length in stages:
+        starts.append(offset)
+        milestones += [offset + m for m in milestones_for(length, cfg.reference_epochs, cfg.milestone_epochs)]
+        offset += length
+    return starts, milestones
+
+
+def lr_milestones(total_steps: int | Sequence[int], cfg: OptimConfig) -> list[int]:
+    """The steps at which the learning rate decays (what :func:`build_lr_scheduler` uses)."""
+    return _stages(total_steps, cfg)[1]
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int | Sequence[int],
                        cfg: OptimConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR: multi-step decay at the scaled milestones plus optional warmup.
+    """Per-step LambdaLR: multi-step decay at the scaled milestones of every stage, plus optional warmup.
 
     Call `scheduler.step()` once after every `optimizer.step()`; step t (0-based) then runs
     at group_lr * MultiStepWarmup(t). Save `scheduler.state_dict()` beside the optimizer's.
 
     Args:
         optimizer: optimizer whose groups carry their own lr (text group at text_lr).
-        total_steps: optimizer steps of the whole run (e.g. `StepSchedule.total_steps`).
+        total_steps: optimizer steps of the whole run (e.g. `StepSchedule.total_steps`), or the
+            steps of each stage when the run has several (`StepSchedule.stage_lengths`): every
+            stage gets the milestones of `cfg` scaled to its own length.
         cfg: milestones, gamma and warmup settings.
     """
-    milestones = milestones_for(total_steps, cfg.reference_epochs, cfg.milestone_epochs)
-    factor = MultiStepWarmup(milestones, cfg.gamma, cfg.warmup_iters, cfg.warmup_factor)
+    starts, milestones = _stages(total_steps, cfg)
+    factor = MultiStepWarmup(milestones, cfg.gamma, cfg.warmup_iters, cfg.warmup_factor, starts)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)

@@ -11,6 +11,7 @@ from vloss.training.optim import (
     OptimConfig,
     build_lr_scheduler,
     build_optimizer,
+    lr_milestones,
     milestones_for,
     param_groups,
 )
@@ -192,3 +193,73 @@ def test_multistep_warmup_validates_arguments():
         MultiStepWarmup([3], warmup_iters=2, warmup_factor=0.0)
     f = MultiStepWarmup([2, 2], gamma=0.5)  # duplicate milestones decay twice
     assert [f(t) for t in range(4)] == [1.0, 1.0, 0.25, 0.25]
+
+
+# ---- the LR of every step, for every schedule mode (written schedule vs scheduler) --------------
+
+def _written_lr(step: int, stages: list[int], base: float, gamma: float = 0.1) -> float:
+    """The paper's rule written out: within each stage of L steps starting at S, the lr is
+    base * gamma ** k where k counts the stage's decay points S + floor(L * 8 / 12) and
+    S + floor(L * 11 / 12) at or before ``step``; every stage starts again at ``base``."""
+    start = 0
+    for length in stages:
+        if step < start + length:
+            k = sum(step >= start + (length * m) // 12 for m in (8, 11))
+            return base * gamma ** k
+        start += length
+    raise AssertionError("step beyond the run")
+
+
+@pytest.mark.parametrize("mode", ["stt", "mix", "pretrain", "panoptic"])
+def test_lr_at_every_step_follows_the_written_schedule(mode):
+    from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
+
+    epochs = 24 if mode == "pretrain" else 12
+    sched = StepSchedule(ScheduleConfig(mode=mode, epochs=epochs, num_workers=2, caption_ratio=0.5,
+                                        pretrain_epochs=12 if mode == "pretrain" else None,
+                                        panoptic=TaskData(40, 4), detection=TaskData(56, 4),
+                                        captions=TaskData(24, 4)))
+    stages = sched.stage_lengths
+    assert sum(stages) == sched.total_steps
+    if mode == "pretrain":
+        assert stages == [sched.epoch_offsets[12], sched.total_steps - sched.epoch_offsets[12]]
+    else:
+        assert stages == [sched.total_steps]
+    model = TinyModel()
+    cfg = OptimConfig(base_lr=2e-4, text_lr=2e-5, backbone_lr_mult=1.0)
+    opt = build_optimizer(model, cfg)
+    scheduler = build_lr_scheduler(opt, stages, cfg)
+    for t in range(sched.total_steps):
+        got = {g["name"]: g["lr"] for g in opt.param_groups}
+        assert got["decay"] == pytest.approx(_written_lr(t, stages, 2e-4), rel=1e-12), (mode, t)
+        assert got["text_decay"] == pytest.approx(_written_lr(t, stages, 2e-5), rel=1e-12), (mode, t)
+        opt.step()
+        scheduler.step()
+    if mode == "pretrain":
+        # the fine-tune has its own schedule: full lr at its start, decays at its epochs 8 and 11
+        assert [sched.position(m) for m in lr_milestones(stages, cfg)] == [(8, 0), (11, 0), (20, 0), (23, 0)]
+
+
+def test_backbone_trains_at_a_tenth_of_the_base_lr_by_default():
+    """OptimConfig's default backbone_lr_mult (0.1, the paper's code base) puts every backbone
+    parameter, and only those, in groups at base_lr / 10."""
+    from tests.vloss.model.conftest import tiny_cfg
+    from vloss.config import paper
+    from vloss.model import VLOSS
+
+    assert OptimConfig().backbone_lr_mult == 0.1 and paper().model.backbone.name.startswith("swin_tiny")
+    model = VLOSS(tiny_cfg().model)
+    opt = build_optimizer(model, OptimConfig(base_lr=2e-4, text_lr=2e-5))
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert [g["name"] for g in opt.param_groups] == ["decay", "no_decay", "backbone_decay", "backbone_no_decay",
+                                                     "text_decay", "text_no_decay"]
+    backbone = {n for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad}
+    in_groups = set(by_name["backbone_decay"]["param_names"]) | set(by_name["backbone_no_decay"]["param_names"])
+    assert in_groups == backbone and backbone
+    assert by_name["backbone_decay"]["lr"] == by_name["backbone_no_decay"]["lr"] == pytest.approx(2e-5, rel=1e-12)
+    assert by_name["decay"]["lr"] == 2e-4 and by_name["text_decay"]["lr"] == 2e-5
+    rest = by_name["decay"]["param_names"] + by_name["no_decay"]["param_names"]
+    assert not any(n.startswith("backbone.") for n in rest)
+    # 1.0 turns the multiplier off: the backbone joins the base groups
+    plain = build_optimizer(model, OptimConfig(base_lr=2e-4, text_lr=2e-5, backbone_lr_mult=1.0))
+    assert [g["name"] for g in plain.param_groups] == ["decay", "no_decay", "text_decay", "text_no_decay"]
