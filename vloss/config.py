@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from vloss.config_io import apply_overrides
+from vloss.data.class_names import NameCleaning
 from vloss.losses.config import LossConfig
 from vloss.training.optim import OptimConfig
 
@@ -116,7 +117,9 @@ class TextConfig:
         heads: attention heads.
         embed_dim: output (joint embedding) width Dt.
         quick_gelu: use QuickGELU as OpenAI's CLIP weights do.
-        templates: prompt templates for class embeddings; ``{}`` is the class name.
+        templates: prompt templates for class embeddings; ``{}`` is the class name. The one template
+            setting of a run: training, evaluation and prediction all use it (an ensemble when several).
+        names: how class names are cleaned before they are prompted (the same rule everywhere).
         weights: optional local CLIP (or text-only) state-dict file; loaded at build.
         trainable: whether the text tower receives gradients.
     """
@@ -129,6 +132,7 @@ class TextConfig:
     embed_dim: int = 512
     quick_gelu: bool = True
     templates: tuple[str, ...] = ("a photo of a {}.",)
+    names: NameCleaning = field(default_factory=NameCleaning)
     weights: Optional[str] = None
     trainable: bool = True
 
@@ -240,10 +244,12 @@ class TrainConfig:
     Args:
         schedule: "stt" (paper), "mix", "pretrain" or "panoptic" (Mask2Former+CLIP baseline).
         epochs: epochs of the whole run (paper: 12).
-        caption_ratio: caption steps per dense step (0 disables the image-text task).
+        caption_ratio: caption steps per dense step (0 disables the image-text task). The paper
+            gives no ratio; 0.5 (one image-text batch per two dense batches) is our choice.
         pretrain_epochs: detection epochs of the "pretrain" schedule (None: epochs // 2).
-        dense_batch_size: segmentation images per worker per step (paper: 32 in total).
-        caption_batch_size: image-text pairs per worker per step (paper: 512 in total).
+        dense_batch_size: segmentation images per step over all workers (paper: 32); each of W
+            workers takes dense_batch_size / W, which must divide exactly.
+        caption_batch_size: image-text pairs per step over all workers (paper: 512).
         panoptic_images, detection_images, caption_images: rows read per pass of each
             dataset (0 = all); for trial runs on a subset.
         amp: "auto" (bf16 autocast on GPU, off on CPU), "bf16", "fp16" (GPU, with a grad
@@ -252,15 +258,24 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (sub-epoch ends always checkpoint).
         log_every: steps between metric lines.
         max_steps: stop after this many steps of this run (trials); 0 = the whole schedule.
-        keep_checkpoints: checkpoints kept by Ray Train.
+        keep_checkpoints: the latest checkpoints Ray Train keeps (the best one is kept besides).
+        eval_every: validate (PQ on the panoptic val split) every this many epochs and at the
+            end; 0 turns validation off. Sec. 4.1 selects the best checkpoint on COCO val.
+        val_images: images of the val split scored per validation (0 = all).
+        val_batch_size: images per forward pass during validation (padded to the largest).
+        require_pretrained: refuse to start without ``model.backbone.weights`` and
+            ``model.text.weights`` (the paper's ImageNet Swin-T and CLIP text tower); set by the
+            ``paper`` and ``baseline`` presets, cleared by ``--from-scratch``.
+        reset_optimizer_between_stages: a multi-stage schedule ("pretrain") starts the
+            fine-tune with fresh AdamW moments, as a separate fine-tuning run would.
     """
 
     schedule: str = "stt"
     epochs: int = 12
     caption_ratio: float = 0.5
     pretrain_epochs: Optional[int] = None
-    dense_batch_size: int = 4
-    caption_batch_size: int = 64
+    dense_batch_size: int = 32
+    caption_batch_size: int = 512
     panoptic_images: int = 0
     detection_images: int = 0
     caption_images: int = 0
@@ -270,10 +285,34 @@ class TrainConfig:
     log_every: int = 20
     max_steps: int = 0
     keep_checkpoints: int = 3
+    eval_every: int = 1
+    val_images: int = 0
+    val_batch_size: int = 2
+    require_pretrained: bool = False
+    reset_optimizer_between_stages: bool = True
+
+    def tasks_used(self) -> tuple[str, ...]:
+        """The training tasks this run draws from (panoptic always; detection unless the schedule is
+        panoptic-only; captions when caption_ratio > 0)."""
+        return ("panoptic",) + (("detection",) if self.schedule != "panoptic" else ()) \
+            + (("captions",) if self.caption_ratio > 0 else ())
 
     def batch_size(self, task: str) -> int:
-        """Per-worker batch of ``task``: dense tasks share one size, captions have their own."""
+        """Global batch of ``task`` (all workers): dense tasks share one size, captions have their own."""
         return self.caption_batch_size if task == "captions" else self.dense_batch_size
+
+    def worker_batch_size(self, task: str, workers: int) -> int:
+        """Per-worker batch of ``task`` on ``workers`` workers.
+
+        Raises:
+            ValueError: the global batch does not divide across the workers (names both numbers).
+        """
+        total = self.batch_size(task)
+        key = "caption_batch_size" if task == "captions" else "dense_batch_size"
+        if workers < 1 or total % workers:
+            raise ValueError(f"train.{key}={total} (the global {task} batch) does not divide across {workers} "
+                             f"workers; choose a worker count that divides it or set train.{key}")
+        return total // workers
 
     def images_cap(self, task: str) -> int:
         """Rows read per pass of ``task``'s dataset (0 = all)."""
@@ -297,6 +336,13 @@ class DebugConfig:
 class TrainJobConfig(VLOSSConfig):
     """Network, loss, optimiser, input, schedule and debug settings of one training run."""
 
+    def check(self) -> None:
+        """Raise ValueError for combinations that cannot train (checked again after overrides)."""
+        if self.train.caption_ratio > 0 and not self.model.decoder.global_query:
+            raise ValueError("train.caption_ratio > 0 trains L_con on the global image query, but "
+                             "model.decoder.global_query is false; set train.caption_ratio=0 or "
+                             "model.decoder.global_query=true")
+
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -307,21 +353,29 @@ def job_preset(name: str) -> TrainJobConfig:
     """A whole run: ``paper`` / ``baseline`` (Sec. 4.2 settings) or ``tiny`` (CPU demo and tests)."""
     base = preset(name)
     cfg = TrainJobConfig(model=base.model, loss=base.loss, seed=base.seed)
+    if name in ("paper", "baseline"):
+        cfg.train.require_pretrained = True
     if name == "baseline":
+        # Mask2Former+CLIP (Table 1 row 2, Table 3 row 1): COCO panoptic only, no image-text task
+        # (it has no global image query for L_con)
         cfg.train.schedule = "panoptic"
+        cfg.train.caption_ratio = 0.0
     if name == "tiny":
         cfg.input = InputConfig(dense_size=128, caption_size=64, lsj_min_scale=0.5, lsj_max_scale=1.5)
         cfg.train.epochs = 4
-        cfg.train.dense_batch_size = 4
-        cfg.train.caption_batch_size = 8
+        cfg.train.dense_batch_size = 8
+        cfg.train.caption_batch_size = 16
         cfg.train.checkpoint_every = 50
         cfg.train.log_every = 5
         cfg.train.grad_clip = 1.0
         cfg.optim.base_lr = 1e-3
         cfg.optim.text_lr = 1e-4
+        cfg.optim.backbone_lr_mult = 1.0  # trained from scratch: no ImageNet features to protect
     return cfg
 
 
 def resolve(name: str, overrides: list[str] | None = None) -> TrainJobConfig:
-    """The run preset ``name`` with ``key=value`` overrides applied (type-checked)."""
-    return apply_overrides(job_preset(name), list(overrides or []))
+    """The run preset ``name`` with ``key=value`` overrides applied (type-checked, then checked as a whole)."""
+    cfg = apply_overrides(job_preset(name), list(overrides or []))
+    cfg.check()
+    return cfg

@@ -23,6 +23,7 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from vloss.config import TextConfig
+from vloss.data.class_names import clean_names
 
 
 class TextEncoder(nn.Module):
@@ -149,14 +150,17 @@ class TextEncoder(nn.Module):
     def class_embeddings(self, names: Sequence[str], templates: Optional[Sequence[str]] = None) -> torch.Tensor:
         """L2-normalised class embeddings e_cls from prompt templates.
 
-        Each name is put in every template, each text embedded and normalised, averaged over
-        templates and normalised again. While the tower is being trained (``self.training`` and
+        The names are first cleaned as ``cfg.names`` says (:func:`vloss.data.class_names.clean_names`:
+        "sky-other-merged" -> "sky", "fire_engine" -> "fire engine", ...), so every caller (training,
+        evaluation, prediction) prompts with the same text for the same vocabulary. Each name is put
+        in every template, each text embedded and normalised, averaged over templates and normalised
+        again. While the tower is being trained (``self.training`` and
         trainable parameters) the result is recomputed with gradients on every call; otherwise it
         is computed without gradients and cached per ``(names, templates)`` until the tower's
         weights change.
 
         Args:
-            names: C class names.
+            names: C class names, as the dataset or the user spells them.
             templates: prompt templates with ``{}`` for the name; default ``cfg.templates``.
 
         Returns:
@@ -164,6 +168,7 @@ class TextEncoder(nn.Module):
         """
         if not names:
             raise ValueError("class_embeddings needs at least one class name")
+        names = clean_names(names, self.cfg.names)
         templates = tuple(templates) if templates is not None else tuple(self.cfg.templates)
         if self._needs_grad():
             return self._embed_vocabulary(names, templates)

@@ -152,3 +152,25 @@ def test_trimmed_padding_equals_full_context() -> None:
         tokens, mask = text.encode_text_tokens(captions)
     torch.testing.assert_close(tokens[mask], full[mask], atol=1e-5, rtol=1e-5)
     assert not tokens[~mask].any()
+
+
+def test_class_names_are_cleaned_before_prompting_and_the_rule_is_a_switch() -> None:
+    """"sky-other-merged" is prompted as "sky" (and "fire_engine" as "fire engine"), by the one
+    class_embeddings every caller uses; names.enabled=false prompts the raw names."""
+    torch.manual_seed(0)
+    model = VLOSS(tiny_cfg().model).eval()
+    raw = ["sky-other-merged", "fire_engine", "Monitor/TV"]
+    clean = model.class_embeddings(raw)
+    assert torch.allclose(clean, model.class_embeddings(["sky", "fire engine", "monitor"]))
+    torch.manual_seed(0)
+    off = VLOSS(tiny_cfg("model.text.names.enabled=false").model).eval()
+    assert torch.allclose(off.class_embeddings(["sky", "fire engine", "monitor"]), clean)  # same weights
+    assert not torch.allclose(off.class_embeddings(raw), clean)
+
+
+def test_the_one_template_setting_is_the_default_everywhere() -> None:
+    torch.manual_seed(0)
+    model = VLOSS(tiny_cfg("model.text.templates=a {} in the scene.,itap of a {}.").model).eval()
+    assert torch.allclose(model.class_embeddings(["dog"]),
+                          model.class_embeddings(["dog"], ("a {} in the scene.", "itap of a {}.")))
+    assert not torch.allclose(model.class_embeddings(["dog"]), model.class_embeddings(["dog"], ("a photo of a {}.",)))
