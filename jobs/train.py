@@ -1,19 +1,26 @@
 """Train VLOSS with Ray Train.
 
-On a cluster::
+On a cluster (the paper's recipe; refuses to start without the pretrained weights)::
 
-    ray job submit --working-dir . -- python -m jobs.train --config paper --data DATA_ROOT \\
+    ray job submit --working-dir . -- python -m jobs.train --recipe t1_vloss --data DATA_ROOT \\
         --pseudo-masks s3://bucket/o365_pseudo --workers 8 --gpus-per-worker 1 \\
+        --set model.backbone.weights=/weights/swin_tiny_patch4_window7_224.safetensors \\
+        --set model.text.weights=/weights/open_clip_vit_b32_openai.bin \\
         --storage-path s3://bucket/vloss-runs --out runs/vloss
 
-On one machine (embedded local Ray, synthetic world, ``tiny`` preset)::
+Plan it first, without data or GPUs (writes RUN/plan.json, starts nothing)::
+
+    python -m jobs.train --recipe t1_vloss --workers 8 --sizes paper --dry-run --from-scratch --img-per-s 40
+
+On one machine (embedded local Ray, synthetic world, ``tiny`` network)::
 
     python -m jobs.train --out runs/trial --set train.max_steps=6
 
 Every field of the recipe (:class:`vloss.config.TrainJobConfig`) is reachable with ``--set``
 (``train.schedule=mix``, ``train.epochs=6``, ``optim.base_lr=1e-4``, ``model.decoder.num_layers=6``),
 and so is the cluster section (``cluster.max_failures=3``, ``cluster.cpus_per_worker=8``,
-``cluster.rows_per_shard=512``). The resolved config goes to ``OUT/config.json``.
+``cluster.rows_per_shard=512``). ``--list-recipes`` prints the paper's table rows; the resolved
+config goes to ``OUT/config.json``.
 """
 
 from __future__ import annotations
@@ -23,55 +30,118 @@ import os
 import sys
 
 from pipelines.common.cli import add_set_argument, split_overrides
-from pipelines.common.ray_env import ensure_ray
 from pipelines.common.resources import default_cpus
 from pipelines.train.config import ClusterConfig
-from pipelines.train.job import prepare_shards, run_training
 from vloss.config import TrainJobConfig, resolve
 from vloss.config_io import apply_overrides
+from vloss.recipes import RECIPES, build_recipe, recipe_table
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainJobConfig, ClusterConfig]:
-    """Flags, the resolved recipe and the cluster section."""
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainJobConfig | None, ClusterConfig]:
+    """Flags, the resolved recipe (None with --list-recipes) and the cluster section."""
     p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default=None, choices=list(RECIPES), metavar="NAME",
+                   help="a row of the paper's tables (see --list-recipes)")
+    p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     p.add_argument("--config", default=None, choices=["paper", "baseline", "tiny"],
-                   help="preset (default: tiny without --data, paper with it)")
+                   help="network preset (default: the recipe's; tiny without --data; paper with it)")
     p.add_argument("--data", default=None, help="data root in the layouts of docs/DATA_LAYOUT.md "
                                                 "(default: generate the synthetic world)")
     p.add_argument("--shards", default=None, help="existing training-shard root (skips data preparation)")
     p.add_argument("--pseudo-masks", default=None, help="output dir of python -m jobs.pseudo_masks for the boxes")
-    p.add_argument("--out", default="runs/vloss", help="run directory (config, metrics, results)")
+    p.add_argument("--box-masks", action="store_true",
+                   help="train detection on filled boxes instead of pseudo masks (the weak baseline of Sec. 3.2)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train without the pretrained Swin-T / CLIP text weights the paper starts from")
+    p.add_argument("--out", default="runs/vloss", help="run directory (config, plan, metrics, results)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="a worker holding a GPU trains on CUDA")
     p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
     p.add_argument("--resume", default=None, help="checkpoint directory to resume from")
+    p.add_argument("--dry-run", action="store_true", help="resolve everything, write OUT/plan.json, train nothing")
+    p.add_argument("--sizes", default=None, choices=["paper"],
+                   help="with --dry-run: plan for the paper's dataset sizes (no data needed)")
+    p.add_argument("--img-per-s", type=float, default=None,
+                   help="with --dry-run: measured dense images/s of the cluster, for a wall-time estimate")
     add_set_argument(p, "train.schedule=mix")
     a = p.parse_args(argv)
-    preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
     routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
+    cluster = ClusterConfig(workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+                            cpus_per_worker=default_cpus(a.gpus_per_worker), storage_path=a.storage_path)
+    if a.list_recipes:
+        return a, None, cluster
     try:
-        job = resolve(preset, recipe_overrides)
-        cluster = ClusterConfig(workers=a.workers, gpus_per_worker=a.gpus_per_worker,
-                                cpus_per_worker=default_cpus(a.gpus_per_worker), storage_path=a.storage_path)
+        if a.recipe:
+            job = build_recipe(a.recipe, a.config, recipe_overrides)
+            preset = a.config or RECIPES[a.recipe].network
+        else:
+            preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
+            job = resolve(preset, recipe_overrides)
         apply_overrides(cluster, routed["cluster"], default_section=None)
+        job.train.worker_batch_size("panoptic", cluster.workers)  # global batches must divide: fail now
+        if job.train.caption_ratio > 0:
+            job.train.worker_batch_size("captions", cluster.workers)
     except ValueError as exc:
         p.error(str(exc))
+    if a.from_scratch:
+        job.train.require_pretrained = False  # recorded in the resolved config
     if job.train.max_steps and preset == "tiny" and a.data is None and a.shards is None:
         # a short trial on the synthetic world: two steps per dense sub-epoch, so that a
         # handful of steps visits detection, captions and panoptic
-        trial_rows = 2 * job.train.dense_batch_size * cluster.workers
+        trial_rows = 2 * job.train.dense_batch_size
         job.train.detection_images = job.train.detection_images or trial_rows
         job.train.panoptic_images = job.train.panoptic_images or trial_rows
     return a, job, cluster
 
 
+def dry_run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig, weights: list[dict], out: str) -> int:
+    """Resolve sizes, batches, steps and milestones; write OUT/plan.json; train nothing."""
+    from pipelines.train.job import synthetic_world
+    from pipelines.train.plan import dataset_sizes, format_plan, make_plan, write_plan
+
+    if a.sizes:
+        sizes, source = dataset_sizes(job, sizes=a.sizes), f"--sizes {a.sizes}"
+    elif a.shards:
+        sizes, source = dataset_sizes(job, shard_root=a.shards), a.shards
+    else:
+        root = a.data or synthetic_world(out, job.seed)
+        sizes, source = dataset_sizes(job, data_root=root, pseudo_masks=a.pseudo_masks), root
+    plan = make_plan(job, cluster, sizes, weights, a.img_per_s, source)
+    path = write_plan(plan, out)
+    print(format_plan(plan))
+    print(f"[plan] written to {path}; nothing was trained")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a, job, cluster = parse_args(argv)
+    if job is None:
+        print(recipe_table())
+        return 0
+    from pipelines.train.plan import check_weights
+
+    try:
+        weights = check_weights(job, a.from_scratch)  # before any data or Ray work
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"python -m jobs.train: error: {exc}", file=sys.stderr)
+        return 2
     out = os.path.abspath(a.out)
+    if a.dry_run:
+        return dry_run(a, job, cluster, weights, out)
+    from pipelines.common.ray_env import ensure_ray
+    from pipelines.train.job import prepare_shards, run_training
+
     ensure_ray()
-    shard_root = a.shards or prepare_shards(a.data, out if a.data is None else os.path.join(out, "data"),
-                                            a.pseudo_masks, cluster.rows_per_shard, job.seed)
+    if a.shards:
+        shard_root = a.shards
+    elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given
+        shard_root = prepare_shards(None, out, a.pseudo_masks, cluster.rows_per_shard, job.seed,
+                                    box_masks=True if a.box_masks or a.pseudo_masks is None else None,
+                                    tasks=job.train.tasks_used())
+    else:
+        shard_root = prepare_shards(a.data, os.path.join(out, "data"), a.pseudo_masks, cluster.rows_per_shard,
+                                    job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used())
     result = run_training(job, shard_root, out, cluster, resume_from=a.resume)
     print(f"[train] run directory: {out}")
     print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")

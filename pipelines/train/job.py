@@ -10,21 +10,37 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from typing import Any
 
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.storage import locate
 from pipelines.train.config import ClusterConfig
 from pipelines.train.datasets import task_dataset
-from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
-from pipelines.train.shards import MANIFEST_NAME, count_rows, read_vocabulary
+from pipelines.train.plan import dataset_sizes, schedule_config
+from pipelines.train.schedule import ScheduleConfig, StepSchedule
+from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
+from pipelines.train.trainer import BEST_FILE
+from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
 from vloss.config import TrainJobConfig
 from vloss.config_io import to_dict
 
 
+def synthetic_world(work_dir: str, seed: int = 0) -> str:
+    """The synthetic world under ``work_dir/world``, generated on first use; returns its root."""
+    from vloss.data.synthetic import generate_world
+
+    root = os.path.join(work_dir, "world")
+    if not os.path.exists(os.path.join(root, "world.json")):
+        print(f"[train] no --data given: generating the synthetic world in {root}", flush=True)
+        generate_world(root, seed)
+    return root
+
+
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
-                   rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None) -> str:
+                   rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None,
+                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions")) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
 
     Args:
@@ -36,20 +52,22 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
         seed: seed of a generated world.
         box_masks: train detection on filled boxes; None means "when no pseudo-mask output
             exists" (the behaviour of the synthetic-world trial).
+        tasks: the tasks the run trains (``TrainConfig.tasks_used()``); sources of other tasks are
+            not read (a COCO-only recipe needs no pseudo masks).
     """
-    from pipelines.train.sources import TrainingSources, build_training_shards
+    from pipelines.train.sources import TrainingSources
 
     if data_root is None:
-        data_root = os.path.join(work_dir, "world")
-        if not os.path.exists(os.path.join(data_root, "world.json")):
-            from vloss.data.synthetic import generate_world
-
-            print(f"[train] no --data given: generating the synthetic world in {data_root}", flush=True)
-            generate_world(data_root, seed)
+        data_root = synthetic_world(work_dir, seed)
     shard_root = os.path.join(work_dir, "shards")
     if locate(shard_root).child(MANIFEST_NAME).exists():
         return shard_root
     sources = TrainingSources.from_layout(data_root)
+    if "captions" not in tasks:
+        sources.captions = []
+    if "detection" not in tasks:
+        sources.detection_json = sources.detection_images = None
+        return _build(sources, shard_root, rows_per_shard)
     explicit = pseudo_masks is not None
     if not explicit:
         pseudo_masks = os.path.join(work_dir, "pseudo_masks")
@@ -59,12 +77,20 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     if not box_masks and not has_pseudo:
         raise FileNotFoundError(f"no pseudo-mask output at {pseudo_masks} (no {PSEUDO_MASK_MANIFEST}); make it with "
                                 f"python -m jobs.pseudo_masks --annotations {sources.detection_json} --images "
-                                f"{sources.detection_images} --checkpoint TEACHER.pth --out {pseudo_masks}")
+                                f"{sources.detection_images} --checkpoint TEACHER.pth --out {pseudo_masks} "
+                                f"and pass --pseudo-masks {pseudo_masks}, or train detection on filled boxes "
+                                f"(the weak baseline of Sec. 3.2) with --box-masks")
     if box_masks:
         print("[train] detection masks: the filled boxes (weakly-supervised baseline, no pseudo masks)", flush=True)
     else:
         sources.pseudo_masks = pseudo_masks
     sources.box_masks = box_masks
+    return _build(sources, shard_root, rows_per_shard)
+
+
+def _build(sources, shard_root: str, rows_per_shard: int) -> str:
+    from pipelines.train.sources import build_training_shards
+
     manifest = build_training_shards(sources, shard_root, rows_per_shard=rows_per_shard)
     print("[train] training shards:", json.dumps({t: v["images"] for t, v in manifest["tasks"].items()}),
           flush=True)
@@ -73,17 +99,25 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
 
 def build_schedule_config(job: TrainJobConfig, shard_root: str, workers: int) -> ScheduleConfig:
     """Schedule sizes from the shard row counts (capped by the ``train.*_images`` trial limits)."""
-    t = job.train
+    return schedule_config(job, dataset_sizes(job, shard_root=shard_root), workers)
 
-    def data(task: str) -> TaskData:
-        n, cap = count_rows(shard_root, task), t.images_cap(task)
-        return TaskData(min(n, cap) if cap else n, t.batch_size(task))
 
-    return ScheduleConfig(
-        mode=t.schedule, epochs=t.epochs, num_workers=workers, seed=job.seed, caption_ratio=t.caption_ratio,
-        pretrain_epochs=t.pretrain_epochs, panoptic=data("panoptic"),
-        detection=data("detection") if t.schedule != "panoptic" else None,
-        captions=data("captions") if t.caption_ratio > 0 else None)
+def val_split(job: TrainJobConfig, shard_root: str) -> ValSplit | None:
+    """The panoptic val split recorded in the shard manifest (None when validation is off).
+
+    Raises:
+        FileNotFoundError: validation is on (``train.eval_every > 0``) but the split is missing.
+    """
+    if job.train.eval_every <= 0:
+        return None
+    sources = json.loads(locate(shard_root).child(MANIFEST_NAME).read_bytes()).get("sources", {})
+    if not sources.get("val_json"):
+        raise FileNotFoundError(f"{shard_root}: the shards record no panoptic val split "
+                                f"(coco_panoptic/annotations/panoptic_val2017.json under the data root); "
+                                f"set train.eval_every=0 to train without validation")
+    split = ValSplit(sources["val_json"], sources["val_images"], sources["val_png_dir"])
+    split.check()
+    return split
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
@@ -104,6 +138,7 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
+    val = val_split(job, shard_root)
     tasks = sched_cfg.tasks_used()
     datasets = {t: task_dataset(shard_root, t, job.input, job.train.images_cap(t), cluster.transform_cpus)
                 for t in tasks}
@@ -120,7 +155,8 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
-                           "run_dir": run_dir, "resume_from": resume_from},
+                           "run_dir": run_dir, "resume_from": resume_from,
+                           "val": asdict(val) if val else None},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
@@ -131,7 +167,14 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
                              failure_config=FailureConfig(max_failures=cluster.max_failures)),
     )
     result = trainer.fit()
+    best_file = os.path.join(run_dir, BEST_FILE)
+    best = None
+    if os.path.isfile(best_file):
+        with open(best_file) as f:
+            best = json.load(f)
     summary = {"checkpoint": result.checkpoint.path if result.checkpoint else None,
+               "best_checkpoint": best["path"] if best else None,
+               "best": best,
                "metrics": {k: v for k, v in (result.metrics or {}).items()
                            if isinstance(v, (int, float, str))},
                "total_steps": schedule.total_steps}

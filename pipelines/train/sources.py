@@ -46,6 +46,7 @@ class TrainingSources:
         box_masks: train detection on the filled (clipped) boxes instead of pseudo masks: the
             weakly-supervised baseline of Sec. 3.2, never chosen silently.
         captions: caption sources (COCO captions JSON + image dir), merged into one task.
+        val_json, val_images, val_png_dir: the panoptic val split, scored during training.
     """
 
     panoptic_json: str | None = None
@@ -56,11 +57,23 @@ class TrainingSources:
     pseudo_masks: str | None = None
     box_masks: bool = False
     captions: list[CaptionSource] = field(default_factory=list)
+    val_json: str | None = None
+    val_images: str | None = None
+    val_png_dir: str | None = None
 
     @classmethod
     def from_layout(cls, root: str, pseudo_masks: str | None = None) -> "TrainingSources":
-        """Sources under a data root laid out as ``docs/DATA_LAYOUT.md``."""
+        """Sources under a data root laid out as ``docs/DATA_LAYOUT.md``.
+
+        COCO Captions is the paper's image-text source and is required; the extra image-text
+        source (``image_text/``) is used when its annotation file exists, and left out otherwise.
+        """
         j = lambda *p: os.path.join(root, *p)  # noqa: E731
+        captions = [CaptionSource(j("coco_panoptic", "annotations", "captions_train2017.json"),
+                                  j("coco_panoptic", "train2017"), "coco_captions")]
+        extra = CaptionSource(j("image_text", "annotations", "captions.json"), j("image_text", "images"), "image_text")
+        if locate(extra.json).exists():
+            captions.append(extra)
         return cls(
             panoptic_json=j("coco_panoptic", "annotations", "panoptic_train2017.json"),
             panoptic_images=j("coco_panoptic", "train2017"),
@@ -68,10 +81,10 @@ class TrainingSources:
             detection_json=j("objects365", "annotations", "train.json"),
             detection_images=j("objects365", "images", "train"),
             pseudo_masks=pseudo_masks,
-            captions=[CaptionSource(j("coco_panoptic", "annotations", "captions_train2017.json"),
-                                    j("coco_panoptic", "train2017"), "coco_captions"),
-                      CaptionSource(j("image_text", "annotations", "captions.json"),
-                                    j("image_text", "images"), "image_text")],
+            captions=captions,
+            val_json=j("coco_panoptic", "annotations", "panoptic_val2017.json"),
+            val_images=j("coco_panoptic", "val2017"),
+            val_png_dir=j("coco_panoptic", "annotations", "panoptic_val2017"),
         )
 
 
