@@ -14,12 +14,18 @@ Mask2Former's (``MaskFormer.panoptic_inference / instance_inference / semantic_i
   masks are ``logit > 0``; the score is the class probability times the mean mask probability
   inside the binary mask.
 * semantic: ``sum_q softmax(cls)[q, c] * sigmoid(mask)[q]`` per class.
+
+:func:`forward_padded` runs the network on a batch of already-resized images (zero-padded to a
+multiple of the model's size divisor, as in training); the evaluation job, the in-training
+validation and the predictor share it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +61,34 @@ def resize_mask_logits(mask_logits: torch.Tensor, size: tuple[int, int], *,
         x = x[..., : valid_size[0], : valid_size[1]]  # [B, Q, Hv, Wv]
     x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)  # [B, Q, H, W]
     return x[0] if squeeze else x
+
+
+@torch.no_grad()
+def forward_padded(model: torch.nn.Module, images: Sequence[np.ndarray], class_embeds: torch.Tensor,
+                   device: torch.device | str = "cpu") -> tuple[dict[str, Any], tuple[int, int]]:
+    """Run the network on resized images, zero-padded to a common size divisible by its size divisor.
+
+    Args:
+        model: a :class:`vloss.model.VLOSS` (in eval mode).
+        images: B resized ``[h_b, w_b, 3]`` uint8 RGB images.
+        class_embeds: ``[C, Dt]`` class embeddings of the vocabulary.
+        device: where the network runs.
+
+    Returns:
+        (the network's output for the batch: ``pred_logits [B, Q, C+1]``, ``pred_masks
+        [B, Q, Hp/4, Wp/4]``, ...; the padded input size ``(Hp, Wp)``). Crop image b's masks to
+        its ``(h_b, w_b)`` with :func:`resize_mask_logits` (``padded_size``/``valid_size``).
+    """
+    from vloss.data.transforms import normalize_images
+
+    div = model.size_divisor
+    hp = int(math.ceil(max(im.shape[0] for im in images) / div) * div)
+    wp = int(math.ceil(max(im.shape[1] for im in images) / div) * div)
+    padded = np.zeros((len(images), hp, wp, 3), dtype=np.uint8)  # [B, Hp, Wp, 3], zero padding as in training
+    for k, im in enumerate(images):
+        padded[k, : im.shape[0], : im.shape[1]] = im
+    x = normalize_images(padded).to(device)  # [B, 3, Hp, Wp]
+    return model(x, class_embeds), (hp, wp)
 
 
 def _check(cls_logits: torch.Tensor, mask_logits: torch.Tensor,

@@ -11,14 +11,7 @@ from PIL import Image
 
 from pipelines.common.images import decode_rgb_image
 from pipelines.common.storage import locate
-
-
-def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
-    """(h, w) with the shorter side ``size`` and the longer side at most ``max_size``."""
-    scale = size / min(height, width)
-    if max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+from vloss.data.transforms import resized_shape
 
 
 def decode_eval_images(batch: dict[str, np.ndarray], size: int, max_size: int) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from typing import Any
 
@@ -23,8 +22,7 @@ from pipelines.evaluate.model import build_eval_model
 from vloss.config import ModelConfig
 from vloss.config_io import from_dict
 from vloss.data.masks import encode_rle, id2rgb, mask_to_bbox
-from vloss.data.transforms import normalize_images
-from vloss.inference import instance_inference, panoptic_inference, resize_mask_logits
+from vloss.inference import forward_padded, instance_inference, panoptic_inference, resize_mask_logits
 
 
 def encode_png(seg_ids: np.ndarray) -> bytes:
@@ -74,18 +72,11 @@ class EvalPredictor:
     @torch.no_grad()
     def _predict(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
         """Run the network on resized images; post-process each at its original ``sizes``."""
-        div = self.model.size_divisor
-        hp = int(math.ceil(max(im.shape[0] for im in images) / div) * div)
-        wp = int(math.ceil(max(im.shape[1] for im in images) / div) * div)
-        padded = np.zeros((len(images), hp, wp, 3), dtype=np.uint8)  # [B, Hp, Wp, 3], zero padding as in training
-        for k, im in enumerate(images):
-            padded[k, : im.shape[0], : im.shape[1]] = im
-        x = normalize_images(padded).to(self.device)  # [B, 3, Hp, Wp]
-        out = self.model(x, self.class_embeds)
+        out, padded = forward_padded(self.model, images, self.class_embeds, self.device)
         results = []
         for k, im in enumerate(images):
             cls_logits = out["pred_logits"][k]  # [Q, C+1]
-            masks = resize_mask_logits(out["pred_masks"][k], sizes[k], padded_size=(hp, wp),
+            masks = resize_mask_logits(out["pred_masks"][k], sizes[k], padded_size=padded,
                                        valid_size=im.shape[:2])  # [Q, H, W]
             results.append(self._panoptic(cls_logits, masks) if self.panoptic else self._instances(cls_logits, masks))
         return results

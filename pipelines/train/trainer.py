@@ -15,10 +15,17 @@ the model, optimizer, LR scheduler, grad scaler, schedule position and the resol
 the format of :mod:`pipelines.common.checkpoint`. On start the trainer restores from the
 runtime's checkpoint (a restart after a failure) or from an explicit checkpoint path, and skips
 the batches the schedule says were already consumed.
+
+Validation (Sec. 4.1): every ``train.eval_every`` epochs and at the end of the run, rank 0 scores
+PQ on the panoptic val split (:mod:`pipelines.train.validation`); the values join that step's
+metrics (``val/pq``, ...), and a checkpoint that beats the best so far is copied to
+``RUN_DIR/best_checkpoint`` (kept besides Ray Train's latest ``keep_checkpoints``) with
+``RUN_DIR/best.json`` describing it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +40,7 @@ from pipelines.common.checkpoint import load_training_checkpoint, save_training_
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.schedule import StepSchedule
 from pipelines.train.streams import TaskStreams
+from pipelines.train.validation import PanopticValidator, ValSplit
 from vloss.config import TrainJobConfig
 from vloss.losses import ContrastiveLoss, SetCriterion, weighted_total
 from vloss.model import VLOSS
@@ -40,6 +48,8 @@ from vloss.training.optim import build_lr_scheduler, build_optimizer
 from vloss.training.step import TaskForward, autocast_context, compute_losses
 
 LOSS_KEYS = ("loss_cls", "loss_bce", "loss_dice", "loss_con")
+BEST_DIR = "best_checkpoint"
+BEST_FILE = "best.json"
 
 
 @dataclass
@@ -77,13 +87,17 @@ class Trainer:
         run_dir: where rank 0 writes metrics (None: nowhere).
         resume_from: an explicit checkpoint directory to start from (used when the runtime has
             none to restore).
+        val: the panoptic val split (None: no validation, whatever ``train.eval_every`` says).
     """
 
     def __init__(self, job: TrainJobConfig, schedule: StepSchedule, vocabularies: dict[str, list[str]],
-                 runtime: WorkerRuntime, run_dir: str | None = None, resume_from: str | None = None) -> None:
+                 runtime: WorkerRuntime, run_dir: str | None = None, resume_from: str | None = None,
+                 val: ValSplit | None = None) -> None:
         self.job, self.schedule, self.vocabularies = job, schedule, vocabularies
         self.rt, self.run_dir, self.resume_from = runtime, run_dir, resume_from
+        self.val = val
         self.optimizer_steps = 0
+        self.best: dict[str, Any] | None = None
         self.setup()
 
     # ---- set-up and restore ------------------------------------------------------------
@@ -95,7 +109,8 @@ class Trainer:
         step_module = TaskForward(self.model, self.vocabularies, job.model.text.templates, job.loss.contrastive)
         self.forward = rt.wrap_model(step_module)
         self.optimizer = build_optimizer(self.model, job.optim)
-        self.scheduler = build_lr_scheduler(self.optimizer, self.schedule.total_steps, job.optim)
+        # one LR schedule per training stage ("pretrain": pretraining, then its own fine-tune schedule)
+        self.scheduler = build_lr_scheduler(self.optimizer, self.schedule.stage_lengths, job.optim)
         self.autocast, use_scaler = autocast_context(job.train.amp, rt.device)
         self.scaler = torch.amp.GradScaler(rt.device.type) if use_scaler else None
         self.criterion = SetCriterion(job.loss)
@@ -103,8 +118,13 @@ class Trainer:
         if rt.world_size == 1:
             self.contrastive.gather = False
         tasks = self.schedule.config.tasks_used()
-        self.streams = TaskStreams(rt.datasets, {t: job.train.batch_size(t) for t in tasks}, rt.device)
+        self.streams = TaskStreams(rt.datasets, {t: job.train.worker_batch_size(t, rt.world_size) for t in tasks},
+                                   rt.device)
         self.writer = MetricsWriter(self.run_dir if rt.rank == 0 else None)
+        self.validator = None
+        if rt.rank == 0 and self.val is not None and job.train.eval_every > 0:
+            self.validator = PanopticValidator(self.val, job.input.dense_size, limit=job.train.val_images,
+                                               batch_size=job.train.val_batch_size)
 
     def restore(self) -> None:
         """Load the runtime's checkpoint (restart) or ``resume_from``, if either exists."""
@@ -120,6 +140,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
         self.optimizer_steps = int(state["optimizer_steps"])
+        best = os.path.join(self.run_dir or "", BEST_FILE)
+        if self.rt.rank == 0 and self.run_dir and os.path.isfile(best):
+            with open(best) as f:
+                self.best = json.load(f)
 
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, epoch: int, step: int, task: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
@@ -187,6 +211,30 @@ class Trainer:
               f"{metrics['task']:9s} {parts} lr={metrics['lr']:.3g} {metrics['images_per_s']:.1f} img/s "
               f"data-wait {100 * metrics['data_wait_frac']:.0f}%", flush=True)
 
+    def validate(self) -> dict[str, float]:
+        """Rank 0: PQ of the current weights on the val split, as ``val/*`` metrics."""
+        result = self.validator(self.model, self.rt.device)
+        return {f"val/{k}": v for k, v in result.items() if k != "images"}
+
+    def _keep_if_best(self, staging: str, metrics: dict) -> None:
+        """Copy the staged checkpoint to ``RUN_DIR/best_checkpoint`` when its val PQ is the best so far."""
+        pq = metrics.get("val/pq")
+        if pq is None or not self.run_dir or (self.best is not None and pq <= self.best["val/pq"]):
+            return
+        tmp = os.path.join(self.run_dir, f".{BEST_DIR}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(staging, tmp)
+        dest = os.path.join(self.run_dir, BEST_DIR)
+        old = dest + ".old"
+        if os.path.exists(dest):
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+        self.best = {"val/pq": pq, "step": metrics["step"], "epoch": metrics["epoch"], "path": dest,
+                     **{k: v for k, v in metrics.items() if k.startswith("val/")}}
+        with open(os.path.join(self.run_dir, BEST_FILE), "w") as f:
+            json.dump(self.best, f, indent=1)
+
     def log_and_checkpoint(self, metrics: dict, checkpoint: bool, epoch: int, sub_epoch: str | None) -> None:
         """Write the metrics (rank 0), report them on every rank, with a checkpoint when asked."""
         if self.rt.rank == 0:
@@ -196,6 +244,7 @@ class Trainer:
         if checkpoint and self.rt.rank == 0:
             staging = tempfile.mkdtemp(prefix="vloss-ckpt-")
             self.save_checkpoint(staging, metrics["step"], epoch, sub_epoch)
+            self._keep_if_best(staging, metrics)
         try:
             self.rt.report({**{k: v for k, v in metrics.items() if not isinstance(v, str)}, "task": metrics["task"]},
                            staging)
@@ -219,9 +268,12 @@ class Trainer:
         schedule, train = self.schedule, self.job.train
         t_window, images_window, steps_this_run = time.perf_counter(), 0, 0
         sums: dict[str, dict[str, float]] = {}
+        stage_starts = set(schedule.stage_starts[1:])
         for epoch, step, task in schedule.iter_from(*schedule.next_position):
             g = schedule.global_step(epoch, step)
             self._maybe_fail(g)
+            if g in stage_starts and train.reset_optimizer_between_stages:
+                self.optimizer.state.clear()  # the fine-tune starts with fresh AdamW moments
             losses, total, n_images = self.train_step(epoch, step, task)
             steps_this_run += 1
             images_window += n_images * self.rt.world_size
@@ -234,9 +286,14 @@ class Trainer:
 
             last = (g + 1 == schedule.total_steps) or bool(train.max_steps and steps_this_run >= train.max_steps)
             sub_end = schedule.sub_epoch_end(epoch, step)
-            do_ckpt = bool(last or sub_end is not None or (g + 1) % train.checkpoint_every == 0)
+            epoch_end = step + 1 == schedule.steps_in_epoch(epoch)
+            do_val = bool(train.eval_every > 0 and self.val is not None
+                          and (last or (epoch_end and (epoch + 1) % train.eval_every == 0)))
+            do_ckpt = bool(last or do_val or sub_end is not None or (g + 1) % train.checkpoint_every == 0)
             if do_ckpt or (g + 1) % train.log_every == 0:
                 metrics = self._metrics(g + 1, epoch, task, sums, images_window, time.perf_counter() - t_window)
+                if do_val and self.rt.rank == 0:
+                    metrics.update(self.validate())
                 sums, images_window, self.streams.wait_s = {}, 0, 0.0
                 self.log_and_checkpoint(metrics, do_ckpt, epoch, sub_end.name if sub_end else None)
                 t_window = time.perf_counter()

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import torch
+
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
 from pipelines.train.trainer import Trainer, WorkerRuntime
+from pipelines.train.validation import ValSplit
 from vloss.config import TrainJobConfig
 from vloss.config_io import from_dict
 
@@ -43,15 +46,29 @@ def _ray_runtime(tasks: tuple[str, ...]) -> WorkerRuntime:
                          wrap_model=wrap, report=report, restored_checkpoint=restored)
 
 
+def local_runtime(datasets: dict[str, Any], device: str = "cpu") -> WorkerRuntime:
+    """A one-process runtime: no DDP, no Ray Train; ``datasets`` are Ray datasets (or anything with
+    ``iter_torch_batches``). For debugging a recipe and for tests that run a few steps of many recipes."""
+
+    @contextlib.contextmanager
+    def nothing() -> Iterator[None]:
+        yield None
+
+    dev = torch.device(device)
+    return WorkerRuntime(rank=0, world_size=1, device=dev, datasets=datasets, wrap_model=lambda m: m.to(dev),
+                         report=lambda metrics, checkpoint_dir: None, restored_checkpoint=nothing)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point.
 
     Args:
         loop_config: ``job`` (TrainJobConfig dict), ``schedule`` (ScheduleConfig dict),
-            ``vocabularies`` ({task: names}), ``run_dir``, ``resume_from``.
+            ``vocabularies`` ({task: names}), ``run_dir``, ``resume_from``, ``val`` (ValSplit fields or None).
     """
     job = from_dict(loop_config["job"], TrainJobConfig)
     schedule = StepSchedule(ScheduleConfig.from_dict(loop_config["schedule"]))
     runtime = _ray_runtime(schedule.config.tasks_used())
+    val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
     Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("run_dir"),
-            resume_from=loop_config.get("resume_from")).fit()
+            resume_from=loop_config.get("resume_from"), val=val).fit()

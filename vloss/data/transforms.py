@@ -116,6 +116,20 @@ def pick_caption(captions, rng: np.random.Generator) -> str:
     return str(captions[int(rng.integers(0, len(captions)))])
 
 
+def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    """(h, w) with the shorter side ``size`` and the longer side at most ``max_size`` (inference resize)."""
+    scale = size / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def resize_for_inference(image: np.ndarray, size: int, max_size: int) -> np.ndarray:
+    """Resize an ``[H, W, 3]`` uint8 image to :func:`resized_shape` (bilinear, as evaluation does)."""
+    rh, rw = resized_shape(image.shape[0], image.shape[1], size, max_size)
+    return np.asarray(Image.fromarray(image).resize((rw, rh), resample=Image.BILINEAR))
+
+
 def normalize_images(images: np.ndarray):
     """[B, H, W, 3] uint8 -> [B, 3, H, W] float32 tensor normalised with ImageNet statistics."""
     import torch

@@ -1,9 +1,10 @@
 """Ray Train runs of VLOSS on the synthetic world: order, checkpoints, resume, failure, learning.
 
 One configuration is used throughout: ``tiny`` at 64 px, 2 CPU workers, 16 images per dense
-pass and 4 per worker per step, so an STT epoch is D D C | P P C (6 steps) and 4 epochs are
-24 steps. The schedule (an independent pure function, tested on its own) says which task
-each step must draw; the runs' metric lines must follow it exactly.
+pass and a global batch of 8 (4 per worker per step), so an STT epoch is D D C | P P C (6 steps)
+and 4 epochs are 24 steps; the panoptic val split is scored at every epoch end. The schedule (an
+independent pure function, tested on its own) says which task each step must draw; the runs'
+metric lines must follow it exactly.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from vloss.config import resolve
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4
-OVERRIDES = ["input.dense_size=64", "input.caption_size=32", "train.dense_batch_size=4",
-             "train.caption_batch_size=4", "train.panoptic_images=16", "train.detection_images=16",
+OVERRIDES = ["input.dense_size=64", "input.caption_size=32", "train.dense_batch_size=8",
+             "train.caption_batch_size=8", "train.panoptic_images=16", "train.detection_images=16",
              "train.caption_images=16", f"train.epochs={EPOCHS}", "train.log_every=1",
              "train.checkpoint_every=4", "loss.num_points=256", "model.decoder.num_queries=12",
-             "optim.base_lr=0.002", "optim.text_lr=0.0002", "optim.milestone_epochs=(10, 11)"]
+             "optim.base_lr=0.002", "optim.text_lr=0.0002", "optim.milestone_epochs=(10, 11)",
+             "train.val_batch_size=1"]
 
 
 def _job(*extra):
@@ -184,3 +186,33 @@ def test_worker_crash_recovers_with_the_same_number_of_steps(train_shards, tmp_p
     assert restart - 1 in checkpointed and restart <= 8
     assert steps[resets[0]:] == list(range(restart, 6 * EPOCHS + 1))
     assert steps[:resets[0]] == list(range(1, steps[resets[0] - 1] + 1))
+
+
+def test_validation_every_epoch_keeps_the_best_checkpoint(stopped_then_resumed, synthetic_world, tmp_path):
+    """Rank 0 scores PQ on the panoptic val split at every epoch end and at the end of a run; the best
+    checkpoint is kept beside the latest ones, named in result.json, and re-scoring it with the
+    evaluation job (its own code path: Ray Data predictor, prediction files, pq_compute) gives the
+    same PQ."""
+    from pipelines.evaluate.config import EvalJobConfig
+    from pipelines.evaluate.job import run_evaluation
+
+    root, first, second = stopped_then_resumed
+    first_rows, second_rows = _metrics(root / "first"), _metrics(root / "second")
+    # epoch ends are steps 6, 12, 18, 24; the first run also validates where it stops (step 9)
+    assert [r["step"] for r in first_rows if "val/pq" in r] == [6, 9]
+    assert [r["step"] for r in second_rows if "val/pq" in r] == [12, 18, 24]
+    for r in first_rows + second_rows:
+        if "val/pq" in r:
+            assert 0.0 <= r["val/pq"] <= 1.0 and 0.0 <= r["val/pq_th"] <= 1.0 and 0.0 <= r["val/pq_st"] <= 1.0
+    result = json.loads((root / "second" / "result.json").read_text())
+    best = result["best"]
+    scored = [r for r in second_rows if "val/pq" in r]
+    top = max(r["val/pq"] for r in scored)
+    assert best["val/pq"] == top and best["step"] == next(r["step"] for r in scored if r["val/pq"] == top)
+    assert result["best_checkpoint"] == best["path"] == str(root / "second" / "best_checkpoint")
+    assert result["checkpoint"] != result["best_checkpoint"]
+    _, meta = load_training_checkpoint(best["path"])
+    assert meta["global_step"] == best["step"]
+    out = run_evaluation(EvalJobConfig(task="coco_panoptic", checkpoint=best["path"], out=str(tmp_path / "ev"),
+                                       data=str(synthetic_world), batch_size=1, overlays=0, pq_workers=1))
+    assert out["metrics"]["All"]["pq"] == pytest.approx(best["val/pq"], abs=1e-9)
