@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     p.add_argument("--backend", choices=BACKENDS, default="maskrcnn")
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="an actor holding a GPU runs on CUDA")
+    p.add_argument("--sample", type=int, default=None,
+                   help="a seeded random subset of N images with boxes (the paper samples ~0.66M of Objects365)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample")
     add_set_argument(p, "teacher.arch=maskrcnn_resnet50_fpn_v2")
     p.add_argument("--export-coco", help="also write a COCO JSON with RLE segmentations here")
     p.add_argument("--eval-truth", help="COCO JSON with true masks: report mean mask IoU")
@@ -45,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     try:
         config = PseudoMaskJobConfig(annotations=a.annotations, images=a.images, out=a.out, checkpoint=a.checkpoint,
                                      teacher=TeacherConfig(backend=a.backend), num_actors=a.num_actors,
-                                     gpus_per_actor=a.gpus_per_actor)
+                                     gpus_per_actor=a.gpus_per_actor, sample=a.sample, sample_seed=a.seed)
         apply_overrides(config, a.overrides, default_section=None)
     except ValueError as exc:
         p.error(str(exc))

@@ -27,7 +27,9 @@ recorded (reason) in their shard's footer and ``_errors.jsonl`` and counted; wit
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
@@ -41,7 +43,7 @@ from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
 from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
 from pipelines.pseudo_masks.stage import PseudoMaskStage
-from vloss.teacher.boxes import DetectionInput, parse_detection_input
+from vloss.teacher.boxes import DetectionInput, ImageBoxes, parse_detection_input
 
 if TYPE_CHECKING:
     import ray
@@ -122,6 +124,23 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
     return footers
 
 
+def sample_images(images: list[ImageBoxes], n: int | None, seed: int) -> list[ImageBoxes]:
+    """A seeded random subset of ``n`` images, kept in image-id order (all of them when ``n`` is None).
+
+    The draw uses ``random.Random(seed).sample`` over the id-sorted list, which Python reproduces
+    for an int seed across processes and versions, so the same input and seed give the same images.
+
+    Raises:
+        ValueError: ``n`` exceeds the images available.
+    """
+    if n is None:
+        return images
+    if n > len(images):
+        raise ValueError(f"sample={n} but only {len(images)} images have boxes")
+    chosen = sorted(random.Random(seed).sample(range(len(images)), n))
+    return [images[i] for i in chosen]
+
+
 def load_detection_input(annotations: str) -> DetectionInput:
     """Read (local or URI) and validate a detection JSON; raises ``DataFormatError``."""
     loc = locate(annotations)
@@ -138,7 +157,9 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
     """
     t0 = time.time()
     det = load_detection_input(config.annotations)
-    images = det.images[:config.limit] if config.limit else det.images
+    images = sample_images(det.images, config.sample, config.sample_seed)
+    sampled_ids = [im.image_id for im in images] if config.sample else None
+    images = images[:config.limit] if config.limit else images
     ckpt_sha = None
     if config.teacher.backend != "box":
         ckpt_loc = locate(config.checkpoint)
@@ -180,6 +201,9 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
         "inputs": {"annotations": config.annotations, "images": config.images, "checkpoint": config.checkpoint,
                    "checkpoint_sha256": ckpt_sha, "limit": config.limit, "rows_per_shard": config.rows_per_shard,
                    "strict": config.strict},
+        "sample": None if sampled_ids is None else {
+            "images": len(sampled_ids), "seed": config.sample_seed, "of": len(det.images),
+            "image_ids_sha256": hashlib.sha256(json.dumps(sampled_ids).encode()).hexdigest()},
         "teacher": asdict(config.teacher),
         "backend": config.teacher.backend,
         "counts": {
@@ -192,6 +216,7 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
             "clipped_boxes_in_json": det.num_clipped,
             "images_written": sum(f["num_rows"] for f in footers.values()),
             "masks_written": sum(f["num_masks"] for f in footers.values()),
+            "empty_masks": sum(f.get("num_empty_masks", 0) for f in footers.values()),
             "failed_images": len(failed),
             "skipped_boxes": sum(f["num_boxes"] for f in footers.values())
             - sum(f["num_masks"] for f in footers.values()),
@@ -216,7 +241,8 @@ def manifest_summary(manifest: dict) -> str:
     """A few human-readable lines about a finished run."""
     c = manifest["counts"]
     lines = [f"backend={manifest['backend']}  images={c['images']}  boxes={c['boxes']}  "
-             f"clipped={c['clipped_boxes']}  masks={c['masks_written']}  failed_images={c['failed_images']}",
+             f"clipped={c['clipped_boxes']}  masks={c['masks_written']} (empty: {c['empty_masks']})  "
+             f"failed_images={c['failed_images']}",
              f"shards={c['shards']} (written {c['shards_written']}, kept {c['shards_kept']})  "
              f"seconds={manifest['seconds']}"]
     lines += [f"  error: image {e['image_id']} ({e['file_name']}): {e['reason']}" for e in manifest["errors"][:10]]

@@ -104,6 +104,7 @@ class ShardResult:
             "failed": sorted(self.failed, key=lambda f: f["image_id"]),
             "num_rows": len(self.rows),
             "num_masks": sum(len(r["instances"]) for r in self.rows),
+            "num_empty_masks": sum(1 for r in self.rows for i in r["instances"] if i["area"] == 0),
             "num_boxes": self.spec.num_boxes,
             "num_clipped": sum(int(b.clipped) for im in self.spec.images for b in im.instances),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -241,3 +242,43 @@ def test_maskrcnn_job_equals_the_plain_predictor(ray_session, synthetic_source, 
             assert inst["segmentation"]["counts"] == expected["counts"].decode()
             assert inst["score"] == pytest.approx(float(direct.scores[k]), rel=1e-6)
             assert 0.0 < inst["score"] <= 1.0 and inst["teacher_label"] >= 1
+
+
+def test_seeded_sample_of_the_detection_images_is_recorded(ray_session, synthetic_source, tmp_path):
+    """--sample N --seed S: the same N images for the same seed (a different set for another seed),
+    in image-id order, recorded in the manifest."""
+    from pipelines.pseudo_masks.job import load_detection_input, sample_images
+
+    det = load_detection_input(str(synthetic_source.annotations))
+    a, b = sample_images(det.images, 4, 7), sample_images(det.images, 4, 7)
+    c = sample_images(det.images, 4, 8)
+    ids = [im.image_id for im in a]
+    assert ids == [im.image_id for im in b] and ids == sorted(ids) and len(set(ids)) == 4
+    assert ids != [im.image_id for im in c]
+    with pytest.raises(ValueError, match="sample=99"):
+        sample_images(det.images, 99, 0)
+    manifest = run_pseudo_masks(_box_config(synthetic_source.annotations, synthetic_source.images, tmp_path / "o",
+                                            sample=4, sample_seed=7, rows_per_shard=2))
+    written = [r["image_id"] for r in iter_records(tmp_path / "o", decode_masks=False)]
+    assert written == ids and manifest["counts"]["images"] == 4
+    s = manifest["sample"]
+    assert (s["images"], s["seed"], s["of"]) == (4, 7, len(det.images))
+    assert s["image_ids_sha256"] == hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+def test_empty_pseudo_masks_are_counted_and_reported(ray_session, synthetic_source, tiny_checkpoint, tmp_path):
+    """A teacher that leaves masks empty (a random-init Mask R-CNN at a 0.99 threshold) keeps every box
+    in the output, and the manifest and summary count the empty ones, as many as the shards hold."""
+    from pipelines.pseudo_masks.job import manifest_summary
+
+    teacher = TeacherConfig(backend="maskrcnn", arch=TINY_ARCH, min_size=TINY_MIN_SIZE, max_size=TINY_MAX_SIZE,
+                            mask_threshold=0.99)
+    cfg = PseudoMaskJobConfig(annotations=str(synthetic_source.annotations), images=str(synthetic_source.images),
+                              out=str(tmp_path / "out"), checkpoint=str(tiny_checkpoint), teacher=teacher,
+                              limit=3, rows_per_shard=2, batch_size=1)
+    manifest = run_pseudo_masks(cfg)
+    empty = sum(1 for r in iter_records(tmp_path / "out", decode_masks=False) for i in r["instances"]
+                if i["area"] == 0)
+    assert empty > 0 and manifest["counts"]["empty_masks"] == empty
+    assert manifest["counts"]["masks_written"] == manifest["counts"]["boxes"]
+    assert f"(empty: {empty})" in manifest_summary(manifest)
