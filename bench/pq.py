@@ -8,15 +8,19 @@ metrics:
 * ``panopticapi.evaluation.pq_compute`` of the official checkout given by ``--official``
   (imported from that path at run time, never copied here), with its default
   multiprocessing pool of one process per core;
-* ``vloss.eval.pq.pq_compute`` with each ``--workers`` count (threads).
+* ``vloss.eval.pq.pq_compute`` with each ``--workers`` count, in threads and, with
+  ``--executors thread process``, in spawned processes too (start-up included).
 
 It checks that both give the same PQ / SQ / RQ (per class and per group; they use the
 same crowd rule, ``crowd_rule="official"``), and prints the best and median images/s of
 each and the ratio ours / official measured in this run. Without ``--official`` the
-official ratio is not measured and says so.
+official ratio is not measured and says so (``$PANOPTICAPI`` is the default for
+``--official``, as in ``tests/vloss/eval/test_pq_crowd.py``). ``--breakdown`` also prints where our
+scorer's time goes per image (CPU time of one thread, best of the rounds).
 
     .venv/bin/python bench/pq.py [--official /tmp/panopticapi] [--images 96] [--height 480]
-                                 [--width 640] [--workers 1 2] [--repeats 3]
+                                 [--width 640] [--workers 1 2] [--executors thread process]
+                                 [--repeats 3] [--breakdown]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import multiprocessing
 import os
 import statistics
@@ -33,7 +38,12 @@ import time
 import types
 from pathlib import Path
 
-from vloss.eval.pq import pq_compute
+import numpy as np
+
+from vloss.eval.pq import load_panoptic_pairs, pq_compute
+from vloss.eval.pq_overlap import overlap_histogram
+from vloss.eval.pq_png import ID_MASK, read_png_pixels
+from vloss.eval.pq_stats import score_overlaps
 from vloss.eval.pq_synthetic import SYNTHETIC_CATEGORIES, write_synthetic_dataset
 
 TOLERANCE = 1e-12  # on PQ/SQ/RQ; sums over images are grouped differently (per core vs per image)
@@ -83,6 +93,31 @@ def _max_difference(ours: dict, official: dict) -> float:
     return worst
 
 
+def _breakdown(files: dict, repeats: int) -> dict[str, float]:
+    """Milliseconds of CPU per image in each stage of our scorer (one thread, best of ``repeats``)."""
+    pairs, cats = load_panoptic_pairs(files["gt_json"], files["gt_dir"], files["pred_json"], files["pred_dir"])
+    cat_index = np.asarray(sorted(cats), dtype=np.int64)
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        spent = dict.fromkeys(("PNG decode + uint32 view (2 PNGs)", "joint histogram (row runs)",
+                               "matching + counting per segment"), 0.0)
+        for pair in pairs:
+            t0 = time.thread_time()
+            gt, pred = read_png_pixels(pair.gt_png), read_png_pixels(pair.pred_png)
+            t1 = time.thread_time()
+            pairs_hist = overlap_histogram(gt, pred, gt_mask=ID_MASK, pred_mask=ID_MASK)
+            t2 = time.thread_time()
+            score_overlaps(*pairs_hist, pair.gt_segments, pair.pred_segments, cats, cat_index,
+                           crowd_rule="official", image_id=pair.image_id, gt_source="gt", pred_source="pred",
+                           gt_png=pair.gt_png, pred_png=pair.pred_png)
+            t3 = time.thread_time()
+            for key, t in zip(spent, (t1 - t0, t2 - t1, t3 - t2)):
+                spent[key] += t
+        for key, t in spent.items():
+            best[key] = min(best.get(key, math.inf), 1000 * t / len(pairs))
+    return best
+
+
 def _timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -91,19 +126,24 @@ def _timed(fn, *args, **kwargs):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--official", type=Path, default=None,
-                        help="a checkout of github.com/cocodataset/panopticapi to compare against")
+    parser.add_argument("--official", type=Path, default=os.environ.get("PANOPTICAPI") or None,
+                        help="a checkout of github.com/cocodataset/panopticapi to compare against "
+                             "(default: $PANOPTICAPI)")
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--executors", nargs="+", choices=("thread", "process"), default=["thread"],
+                        help="how ours runs more than one worker")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; best and median reported")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--breakdown", action="store_true", help="also time the stages of our scorer")
     args = parser.parse_args()
 
     cores = _cores()
     official = _load_official(args.official, cores) if args.official else None
     times: dict[str, list[float]] = {}
+    runs = [(f"ours-{w}-{e}", w, e) for w in args.workers for e in (args.executors if w > 1 else ["thread"])]
     with tempfile.TemporaryDirectory() as tmp:
         files = write_synthetic_dataset(tmp, args.images, args.height, args.width, seed=args.seed)
         ours = {}
@@ -111,10 +151,11 @@ def main() -> None:
             if official is not None:
                 theirs, t = _timed(_official_run, official, files)
                 times.setdefault("official", []).append(t)
-            for w in args.workers:
-                ours[w], t = _timed(pq_compute, files["gt_json"], files["gt_dir"], files["pred_json"],
-                                    files["pred_dir"], workers=w)
-                times.setdefault(f"ours-{w}", []).append(t)
+            for key, w, executor in runs:
+                ours[key], t = _timed(pq_compute, files["gt_json"], files["gt_dir"], files["pred_json"],
+                                      files["pred_dir"], workers=w, executor=executor)
+                times.setdefault(key, []).append(t)
+        stages = _breakdown(files, args.repeats) if args.breakdown else {}
 
     results = list(ours.values())
     if any(r != results[0] for r in results):
@@ -132,24 +173,28 @@ def main() -> None:
     def rate(key: str) -> tuple[float, float]:
         return n / min(times[key]), n / statistics.median(times[key])
 
-    rows = ([("official pq_compute", "official", f"{cores} processes")] if official else []) + \
-        [(f"ours, {w} worker{'s' if w > 1 else ''}", f"ours-{w}", "threads" if w > 1 else "this thread")
-         for w in args.workers]
+    labels = {"thread": "threads", "process": "processes"}
+    rows = ([("official pq_compute", "official", f"{cores} processes (fork)")] if official else []) + \
+        [(f"ours, {w} worker{'s' if w > 1 else ''}", key, labels[e] if w > 1 else "this thread")
+         for key, w, e in runs]
     for label, key, how in rows:
         best, med = rate(key)
         print(f"{label:22s}: {best:7.1f} images/s best, {med:7.1f} median  ({how})")
-    if args.workers[0] != args.workers[-1]:
-        lo, hi = args.workers[0], args.workers[-1]
-        print(f"scaling ours {lo} -> {hi} workers: {rate(f'ours-{hi}')[0] / rate(f'ours-{lo}')[0]:.2f}x")
+    one = runs[0][0]
+    for key, w, e in runs:
+        if w != args.workers[0]:
+            print(f"scaling ours {args.workers[0]} -> {w} {labels[e]}: {rate(key)[0] / rate(one)[0]:.2f}x best, "
+                  f"{rate(key)[1] / rate(one)[1]:.2f}x median")
+    if stages:
+        print("where our time goes, ms of CPU per image (1 thread, best of the rounds): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + f"; total {sum(stages.values()):.2f}")
     if official is None:
         print("ratio to the official COCO panoptic API: not measured (pass --official PATH to a panopticapi "
               "checkout)")
         return
-    for w in args.workers:
-        best = rate(f"ours-{w}")[0] / rate("official")[0]
-        med = rate(f"ours-{w}")[1] / rate("official")[1]
-        print(f"ratio ours ({w} worker{'s' if w > 1 else ''}) / official ({cores} processes): "
-              f"{best:.2f}x best, {med:.2f}x median")
+    for label, key, how in rows[1:]:
+        print(f"ratio {label} ({how}) / official ({cores} processes): {rate(key)[0] / rate('official')[0]:.2f}x "
+              f"best, {rate(key)[1] / rate('official')[1]:.2f}x median")
 
 
 if __name__ == "__main__":

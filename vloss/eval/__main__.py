@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     pq.add_argument("--gt-dir", required=True, type=Path)
     pq.add_argument("--pred-json", required=True, type=Path)
     pq.add_argument("--pred-dir", required=True, type=Path)
-    pq.add_argument("--workers", type=int, default=None, help="threads (default min(4, cpus))")
+    pq.add_argument("--workers", type=int, default=None, help="threads or processes (default min(4, cpus))")
+    pq.add_argument("--executor", choices=("thread", "process"), default="thread",
+                    help="score images in threads (default) or in spawned processes (for many cores)")
     pq.add_argument("--crowd-rule", choices=("official", "all"), default="official",
                     help="crowd regions that absorb predictions: the last crowd segment of each class in "
                          "segments_info, as the COCO panoptic API (official, default), or every one (all)")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.command == "pq":
         from vloss.eval.pq import pq_compute
         return pq_compute(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers,
-                          crowd_rule=args.crowd_rule)
+                          crowd_rule=args.crowd_rule, executor=args.executor)
     if args.command == "lvis":
         from vloss.eval.lvis_eval import lvis_mask_ap
         return lvis_mask_ap(args.gt_json, args.results, max_dets=args.max_dets)

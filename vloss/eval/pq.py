@@ -6,30 +6,37 @@ a folder of RGB PNGs whose pixels encode segment ids (``id = R + 256 G + 256^2 B
 for callers that already hold predictions, [H, W] id arrays plus their ``segments_info``
 (:func:`pq_stats_many`). The per-image rules live in :mod:`vloss.eval.pq_stats`.
 
-Images are scored by a pool of threads, each reading, decoding and scoring whole images:
-PNG decoding (Pillow) and the numpy passes over pixels release the GIL, and the Python
-work per image is a small fraction of it, so threads scale with cores without start-up
-cost, without pickling id maps, and are safe in processes that already run threads (Ray
-workers, torch). Results are merged in image order, so they do not depend on ``workers``.
+Images are scored by a pool of workers, each reading, decoding and scoring whole images;
+the caller only hands out (image id, files or arrays, segments_info) and adds up per-class
+sums. ``executor="thread"`` (default): PNG decoding (Pillow) and the numpy passes over
+pixels release the GIL and the Python work per image is a small share of it, so threads
+scale with cores without start-up cost or pickling, and are safe in processes that already
+run threads (Ray workers, torch). ``executor="process"``: ``spawn``-started processes, for
+many cores, where that Python share would cap threads; each costs an interpreter start
+(numpy, Pillow imports) and in-memory arrays are pickled to it. Results are merged in image
+order, so they depend neither on ``workers`` nor on ``executor``.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from vloss.data.errors import DataFormatError
+from vloss.eval.pq_png import ID_MASK, read_png_pixels
+from vloss.eval.pq_png import read_panoptic_png as read_panoptic_png  # re-exported
 from vloss.eval.pq_stats import PQStat, check_crowd_rule, normalize_categories, score_image
 
 # One image's ids: [H, W] integer segment ids in memory, or the path of a panoptic PNG.
 IdMap = Union[np.ndarray, str, os.PathLike]
+EXECUTORS = ("thread", "process")
 
 
 def default_workers() -> int:
@@ -50,72 +57,6 @@ def load_json(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise DataFormatError(path, "expected a JSON object at the top level")
     return data
-
-
-def _rgbx_pixels(im: Image.Image) -> np.ndarray:
-    """[H * W] little-endian uint32 of a loaded RGB / RGBA image: ``R + 256 G + 256^2 B + 256^3 pad``.
-
-    Pillow stores such images as 4 bytes per pixel. Through the Arrow C data interface
-    (Pillow >= 11.2, pyarrow) numpy views that memory without copying and without holding
-    the GIL for a copy; images Pillow keeps in several blocks (over 16 MiB), or older
-    versions, take one packing copy (``tobytes``) instead.
-    """
-    if hasattr(im, "__arrow_c_array__"):
-        try:
-            import pyarrow as pa
-        except ImportError:
-            pa = None
-        if pa is not None:
-            try:
-                values = pa.array(im).flatten().to_numpy(zero_copy_only=True)  # [H * W * 4] uint8, a view
-            except (pa.ArrowException, ValueError, TypeError):
-                values = None  # e.g. "Image rows are not contiguous in memory"
-            if values is not None and values.dtype == np.uint8 and values.size == 4 * im.width * im.height:
-                return values.view("<u4")
-    raw = im.tobytes("raw", "RGBX" if im.mode == "RGB" else "RGBA")  # [H * W * 4] bytes
-    return np.frombuffer(raw, dtype="<u4")
-
-
-ID_MASK = 0xFFFFFF  # the id bits of a raw 32-bit PNG pixel (R, G, B; the top byte is pad or alpha)
-
-
-def read_png_pixels(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
-    """Decode a panoptic PNG to [H, W] uint32 raw pixels: ``id + 256^3 * (pad or alpha)``.
-
-    The segment id of a pixel is ``value & ID_MASK``. The array may be a read-only view
-    of the decoded image (:func:`_rgbx_pixels`); :func:`read_panoptic_png` masks it.
-
-    Args:
-        path: the PNG file (mode RGB or RGBA).
-        image_id: used in error messages.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "panoptic PNG not found", field="file_name", record=f"image_id={image_id}")
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("RGB", "RGBA"):
-                raise DataFormatError(path, f"panoptic PNG must be RGB, got mode {im.mode}",
-                                      field="file_name", record=f"image_id={image_id}")
-            im.load()
-            width, height = im.size
-            return _rgbx_pixels(im).reshape(height, width)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataFormatError(path, f"not a readable PNG ({e})", field="file_name",
-                              record=f"image_id={image_id}") from None
-
-
-def read_panoptic_png(path: str | os.PathLike, image_id: Any = None) -> np.ndarray:
-    """RGB-encoded panoptic PNG -> [H, W] uint32 segment ids (``R + 256 G + 256^2 B``).
-
-    No [H, W, 3] array and no 64-bit arithmetic: the decoded pixels are read as one
-    uint32 each and the top byte is masked off.
-
-    Args:
-        path: the PNG file (mode RGB or RGBA; alpha is ignored).
-        image_id: used in error messages.
-    """
-    return np.bitwise_and(read_png_pixels(path, image_id), ID_MASK, dtype=np.uint32)
 
 
 @dataclass(frozen=True)
@@ -212,20 +153,44 @@ def _scorer(cats: dict[int, dict], crowd_rule: str, gt_source: str, pred_source:
     return score
 
 
-def _run_jobs(jobs: list[tuple], cats: dict[int, dict], score: Callable, workers: int | None) -> PQStat:
-    """Score ``jobs`` with ``workers`` threads (1: in this thread) and merge in job order."""
+# The scorer of a worker process, set by its initializer.
+_PROCESS_SCORER: dict = {}
+
+
+def _init_process(cats: dict[int, dict], crowd_rule: str, gt_source: str, pred_source: str) -> None:
+    _PROCESS_SCORER["score"] = _scorer(cats, crowd_rule, gt_source, pred_source)
+
+
+def _score_in_process(job: tuple) -> PQStat:
+    return _PROCESS_SCORER["score"](job)
+
+
+def _run_jobs(jobs: list[tuple], cats: dict[int, dict], crowd_rule: str, gt_source: str, pred_source: str,
+              workers: int | None, executor: str) -> PQStat:
+    """Score ``jobs`` with ``workers`` threads or processes (1: in this thread); merge in job order."""
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     total = PQStat.empty(cats)
     workers = min(workers, max(1, len(jobs)))
     if workers == 1:
+        score = _scorer(cats, crowd_rule, gt_source, pred_source)
         for job in jobs:
             total += score(job)
         return total
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="pq")
+    if executor == "thread":
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="pq")
+        stats = pool.map(_scorer(cats, crowd_rule, gt_source, pred_source), jobs)
+    else:
+        # concurrent.futures rather than multiprocessing.Pool: a worker that dies raises
+        # BrokenProcessPool here instead of being silently respawned forever.
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
+                                   initargs=(cats, crowd_rule, gt_source, pred_source))
+        stats = pool.map(_score_in_process, jobs, chunksize=max(1, len(jobs) // (workers * 4)))
     try:
-        for stat in pool.map(score, jobs):
+        for stat in stats:
             total += stat
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, do not score the rest
@@ -235,7 +200,7 @@ def _run_jobs(jobs: list[tuple], cats: dict[int, dict], score: Callable, workers
 def pq_stats_many(gt_ids: Sequence[IdMap], gt_segments: Sequence[list], pred_ids: Sequence[IdMap],
                   pred_segments: Sequence[list], categories: Mapping[int, Mapping] | Iterable[Mapping], *,
                   image_ids: Sequence[Any] | None = None, workers: int | None = None,
-                  crowd_rule: str = "official", gt_source: str = "<ground truth>",
+                  executor: str = "thread", crowd_rule: str = "official", gt_source: str = "<ground truth>",
                   pred_source: str = "<prediction>") -> PQStat:
     """PQ sums of many images whose id maps are in memory (or, per entry, PNG paths).
 
@@ -252,7 +217,8 @@ def pq_stats_many(gt_ids: Sequence[IdMap], gt_segments: Sequence[list], pred_ids
         pred_segments: N predicted ``segments_info`` lists (``id``, ``category_id``).
         categories: all categories (list of records or ``{id: record}``).
         image_ids: N ids for error messages (default ``0..N-1``).
-        workers: threads (default ``min(4, cpus)``); 1 scores in the calling thread.
+        workers: threads or processes (default ``min(4, cpus)``); 1 scores in the calling thread.
+        executor: ``"thread"`` or ``"process"`` (see the module docstring).
         crowd_rule: ``"official"`` (COCO panoptic API) or ``"all"``; see :mod:`vloss.eval.pq_stats`.
         gt_source, pred_source: names for error messages about in-memory entries.
 
@@ -260,7 +226,8 @@ def pq_stats_many(gt_ids: Sequence[IdMap], gt_segments: Sequence[list], pred_ids
         PQStat over all ``categories``.
 
     Raises:
-        ValueError: lists of different lengths, ``workers < 1`` or an unknown ``crowd_rule``.
+        ValueError: lists of different lengths, ``workers < 1``, an unknown ``executor`` or
+            ``crowd_rule``.
         DataFormatError: malformed input (see :func:`~vloss.eval.pq_stats.pq_stats_single`).
     """
     n = len(gt_ids)
@@ -270,9 +237,8 @@ def pq_stats_many(gt_ids: Sequence[IdMap], gt_segments: Sequence[list], pred_ids
         raise ValueError(f"gt_ids, gt_segments, pred_ids, pred_segments, image_ids differ in length: "
                          f"{[n, len(gt_segments), len(pred_ids), len(pred_segments), len(image_ids)]}")
     cats = normalize_categories(categories)
-    score = _scorer(cats, check_crowd_rule(crowd_rule), gt_source, pred_source)
     jobs = list(zip(image_ids, gt_ids, gt_segments, pred_ids, pred_segments))
-    return _run_jobs(jobs, cats, score, workers)
+    return _run_jobs(jobs, cats, check_crowd_rule(crowd_rule), gt_source, pred_source, workers, executor)
 
 
 def score_pair(pair: PanopticPair, categories: Mapping[int, Mapping], gt_json: str = "<gt json>",
@@ -292,24 +258,24 @@ def score_pair(pair: PanopticPair, categories: Mapping[int, Mapping], gt_json: s
 
 def accumulate_pq(pairs: list[PanopticPair], categories: Mapping[int, Mapping], *,
                   workers: int | None = None, gt_json: str = "<gt json>", pred_json: str = "<pred json>",
-                  crowd_rule: str = "official") -> PQStat:
-    """Score ``pairs`` (PNG files) with ``workers`` threads and merge their stats.
+                  crowd_rule: str = "official", executor: str = "thread") -> PQStat:
+    """Score ``pairs`` (PNG files) with ``workers`` threads or processes and merge their stats.
 
     Args:
         pairs: images to score.
         categories: ``{id: record}``.
-        workers: threads; ``None`` -> :func:`default_workers`; 1 scores in this thread.
+        workers: threads or processes; ``None`` -> :func:`default_workers`; 1 scores in this thread.
         gt_json, pred_json: JSON file names for error messages.
         crowd_rule: ``"official"`` or ``"all"``.
+        executor: ``"thread"`` or ``"process"``.
     """
     cats = normalize_categories(categories)
-    score = _scorer(cats, check_crowd_rule(crowd_rule), gt_json, pred_json)
     jobs = [(p.image_id, p.gt_png, p.gt_segments, p.pred_png, p.pred_segments) for p in pairs]
-    return _run_jobs(jobs, cats, score, workers)
+    return _run_jobs(jobs, cats, check_crowd_rule(crowd_rule), gt_json, pred_json, workers, executor)
 
 
 def pq_compute(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, pred_dir: str | Path,
-               workers: int | None = None, *, crowd_rule: str = "official") -> dict:
+               workers: int | None = None, *, crowd_rule: str = "official", executor: str = "thread") -> dict:
     """PQ of a prediction folder against COCO-panoptic ground truth.
 
     Args:
@@ -317,8 +283,9 @@ def pq_compute(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, p
         gt_dir: folder of ground-truth PNGs.
         pred_json: predicted panoptic JSON (``annotations`` for every ground-truth image).
         pred_dir: folder of predicted PNGs.
-        workers: threads (default ``min(4, cpus)``).
+        workers: threads or processes (default ``min(4, cpus)``).
         crowd_rule: ``"official"`` (default: the COCO panoptic API's crowd rule) or ``"all"``.
+        executor: ``"thread"`` (default) or ``"process"`` (see the module docstring).
 
     Returns:
         ``{"All"|"Things"|"Stuff": {"pq","sq","rq","n"}, "per_class": {name: {"pq","sq",
@@ -327,5 +294,5 @@ def pq_compute(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, p
     check_crowd_rule(crowd_rule)
     pairs, cats = load_panoptic_pairs(gt_json, gt_dir, pred_json, pred_dir)
     stat = accumulate_pq(pairs, cats, workers=workers, gt_json=str(gt_json), pred_json=str(pred_json),
-                         crowd_rule=crowd_rule)
+                         crowd_rule=crowd_rule, executor=executor)
     return stat.summary(cats)

@@ -32,7 +32,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from vloss.eval.pq import PanopticPair, load_panoptic_pairs, read_panoptic_png
+from vloss.eval.pq import PanopticPair, load_panoptic_pairs
+from vloss.eval.pq_png import read_panoptic_png
 from vloss.eval.pq_stats import PQStat, check_crowd_rule, normalize_categories
 
 VOID = 0

@@ -263,20 +263,38 @@ def score_image(gt_ids: np.ndarray, gt_segments: list[Mapping], pred_ids: np.nda
         image_id, gt_source, pred_source, gt_png, pred_png: names for error messages.
         gt_mask, pred_mask: id bits of raw PNG pixels (see :func:`overlap_histogram`).
     """
-    n_cats = len(cat_index)
     gt_ids = np.asarray(gt_ids)
     pred_ids = np.asarray(pred_ids)
     if gt_ids.shape != pred_ids.shape or gt_ids.ndim != 2:
         raise DataFormatError(pred_png, f"prediction has size {pred_ids.shape[::-1]} (W, H) but the ground "
                               f"truth ({gt_png}) has {gt_ids.shape[::-1]}", field="file_name",
                               record=f"image_id={image_id}")
+    # Pixels shared by every (gt id, pred id) pair, pairs in ascending (gt id, pred id) order.
+    pg, pp, inter = overlap_histogram(gt_ids, pred_ids, gt_mask=gt_mask, pred_mask=pred_mask)  # [K] each
+    return score_overlaps(pg, pp, inter, gt_segments, pred_segments, cats, cat_index, crowd_rule=crowd_rule,
+                          image_id=image_id, gt_source=gt_source, pred_source=pred_source, gt_png=gt_png,
+                          pred_png=pred_png)
 
+
+def score_overlaps(pg: np.ndarray, pp: np.ndarray, inter: np.ndarray, gt_segments: list[Mapping],
+                   pred_segments: list[Mapping], cats: Mapping[int, Mapping], cat_index: np.ndarray, *,
+                   crowd_rule: str, image_id: Any, gt_source: str, pred_source: str, gt_png: str,
+                   pred_png: str) -> PQStat:
+    """PQ sums of one image from its joint histogram: matching, FN, FP (work per segment, not per pixel).
+
+    Args:
+        pg, pp, inter: [K] gt ids, pred ids and shared pixels of every overlapping pair, in
+            ascending (gt id, pred id) order (:func:`overlap_histogram`).
+        gt_segments, pred_segments: ``segments_info`` of the ground truth and the prediction.
+        cats: ``{id: record}`` (from :func:`normalize_categories`).
+        cat_index: [C] int64, ``sorted(cats)``.
+        crowd_rule: one of :data:`CROWD_RULES`.
+        image_id, gt_source, pred_source, gt_png, pred_png: names for error messages.
+    """
+    n_cats = len(cat_index)
     g_seg, g_cat, g_crowd, g_absorb = _segment_table(gt_segments, cats, gt_source, image_id, crowd=True,
                                                      crowd_rule=crowd_rule)  # [G]
     p_seg, p_cat, _, _ = _segment_table(pred_segments, cats, pred_source, image_id, crowd=False)  # [P]
-
-    # Pixels shared by every (gt id, pred id) pair, pairs in ascending (gt id, pred id) order.
-    pg, pp, inter = overlap_histogram(gt_ids, pred_ids, gt_mask=gt_mask, pred_mask=pred_mask)  # [K] each
 
     # The ids present in each map, with their areas; they must be the JSON's segments (plus VOID).
     first_g = np.ones(pg.size, dtype=bool)  # pg ascends: the first pair of every gt id

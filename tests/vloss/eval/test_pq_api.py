@@ -8,7 +8,8 @@ from PIL import Image
 
 from vloss.data.errors import DataFormatError
 from vloss.data.masks import id2rgb
-from vloss.eval.pq import load_panoptic_pairs, pq_compute, pq_stats_many, read_panoptic_png
+from vloss.eval.pq import load_panoptic_pairs, pq_compute, pq_stats_many
+from vloss.eval.pq_png import read_panoptic_png
 from vloss.eval.pq_stats import PQStat, pq_stats_single
 from vloss.eval.pq_synthetic import SYNTHETIC_CATEGORIES, random_panoptic_pair, write_synthetic_dataset
 
@@ -96,3 +97,16 @@ def test_many_reports_malformed_entries():
         pq_stats_many([gt, gt], [gs, gs], [pred, pred], [ps, bad], SYNTHETIC_CATEGORIES, image_ids=["a", "b"],
                       workers=2, pred_source="<model output>")
     assert str(e.value).startswith("<model output> [image_id=b, segment_id=") and "999" in str(e.value)
+
+
+def test_process_executor_equals_threads_and_passes_errors_back(tmp_path):
+    p = write_synthetic_dataset(tmp_path, num_images=8, height=20, width=24, seed=12)
+    files = (p["gt_json"], p["gt_dir"], p["pred_json"], p["pred_dir"])
+    assert pq_compute(*files, workers=2, executor="process") == pq_compute(*files, workers=2)
+    with pytest.raises(ValueError, match="executor"):
+        pq_compute(*files, workers=2, executor="fiber")
+    # an error raised in a worker process arrives intact (path, record, field)
+    Image.fromarray(id2rgb(np.zeros((20, 25), dtype=np.int64))).save(p["pred_dir"] / "000005.png")
+    with pytest.raises(DataFormatError) as e:
+        pq_compute(*files, workers=2, executor="process")
+    assert "000005.png" in str(e.value) and e.value.record == "image_id=5" and e.value.field == "file_name"

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from vloss.eval.__main__ import main
-from vloss.eval.pq import load_panoptic_pairs, pq_compute, read_panoptic_png
+from vloss.eval.pq import load_panoptic_pairs, pq_compute
+from vloss.eval.pq_png import read_panoptic_png
 from vloss.eval.pq_reference import pq_compute_reference, pq_stats_reference
 from vloss.eval.pq_stats import PQStat, pq_stats_single
 from vloss.eval.pq_synthetic import random_panoptic_pair, write_synthetic_dataset
