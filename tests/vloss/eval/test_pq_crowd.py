@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,8 +159,6 @@ def _official_api():
     """``panopticapi.evaluation`` from a local checkout, or skip (tests never use the network)."""
     for root in filter(None, [os.environ.get("PANOPTICAPI"), "/tmp/panopticapi"]):
         if (Path(root) / "panopticapi" / "evaluation.py").is_file():
-            import sys
-
             if root not in sys.path:
                 sys.path.insert(0, root)
             return pytest.importorskip("panopticapi.evaluation")
