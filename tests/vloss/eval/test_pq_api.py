@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,3 +112,20 @@ def test_process_executor_equals_threads_and_passes_errors_back(tmp_path):
     with pytest.raises(DataFormatError) as e:
         pq_compute(*files, workers=2, executor="process")
     assert "000005.png" in str(e.value) and e.value.record == "image_id=5" and e.value.field == "file_name"
+
+
+def test_ground_truth_areas_come_from_the_pixels_not_the_json_area_field(tmp_path):
+    # The COCO panoptic API reads ground-truth areas from "area"; this scorer counts pixels
+    # (the two agree whenever "area" is the pixel count, as in COCO and synthetic files).
+    p = write_synthetic_dataset(tmp_path, num_images=5, height=20, width=24, seed=13)
+    files = (p["gt_json"], p["gt_dir"], p["pred_json"], p["pred_dir"])
+    before = pq_compute(*files, workers=1)
+    gt = json.loads(p["gt_json"].read_text())
+    pairs, _ = load_panoptic_pairs(*files)
+    for ann, pair in zip(gt["annotations"], pairs):
+        counts = dict(zip(*np.unique(ids_by_pil(pair.gt_png), return_counts=True)))
+        assert all(s["area"] == counts[s["id"]] for s in ann["segments_info"])  # written as pixel counts
+        for s in ann["segments_info"]:
+            s["area"] = 3 * s["area"] + 1
+    p["gt_json"].write_text(json.dumps(gt))
+    assert pq_compute(*files, workers=1) == before
