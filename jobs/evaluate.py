@@ -27,7 +27,7 @@ import dataclasses
 import os
 import sys
 
-from pipelines.common.cli import add_set_argument, split_overrides
+from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.job import run_evaluation, summary_lines
 from pipelines.evaluate.tasks import TASK_NAMES
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="an actor holding a GPU predicts on CUDA")
     add_set_argument(p, "size=640")
+    add_verbose_argument(p)
     a = p.parse_args(argv)
     routed, own = split_overrides(a.overrides, RECIPE_SECTIONS)
     recipe = [f"{section}.{item}" for section, items in routed.items() for item in items]
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
         apply_overrides(cfg, own, default_section=None)
     except ValueError as exc:
         p.error(str(exc))
+    setup_output(cfg.out, a.verbose)
     return cfg
 
 

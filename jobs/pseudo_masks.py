@@ -17,8 +17,9 @@ import argparse
 import json
 import sys
 
-from pipelines.common.cli import add_set_argument
+from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output
 from pipelines.common.pseudo_mask_format import export_coco
+from pipelines.common.ray_env import log_locations
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.job import manifest_summary, run_pseudo_masks
 from pipelines.pseudo_masks.quality import evaluate_output, format_quality
@@ -44,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     p.add_argument("--export-coco", help="also write a COCO JSON with RLE segmentations here")
     p.add_argument("--eval-truth", help="COCO JSON with true masks: report mean mask IoU")
     p.add_argument("--num-overlays", type=int, default=4, help="overlays drawn with --eval-truth")
+    add_verbose_argument(p)
     a = p.parse_args(argv)
     try:
         config = PseudoMaskJobConfig(annotations=a.annotations, images=a.images, out=a.out, checkpoint=a.checkpoint,
@@ -57,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
 
 def main(argv: list[str] | None = None) -> int:
     config, a = parse_args(argv)
+    setup_output(config.out, a.verbose, name="_logs")
     manifest = run_pseudo_masks(config)
     print(manifest_summary(manifest))
     if a.export_coco:
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_output(config.out, a.eval_truth, config.images, a.num_overlays)
         print(format_quality(result))
         print(json.dumps({"mean_iou": result["mean_iou"], "count": result["count"]}))
+    print(f"[pseudo-masks] {log_locations()}")
     return 0
 
 

@@ -29,7 +29,7 @@ import argparse
 import os
 import sys
 
-from pipelines.common.cli import add_set_argument, split_overrides
+from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
 from pipelines.common.resources import default_cpus
 from pipelines.train.config import ClusterConfig
 from vloss.config import TrainJobConfig, resolve
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--img-per-s", type=float, default=None,
                    help="with --dry-run: measured dense images/s of the cluster, for a wall-time estimate")
     add_set_argument(p, "train.schedule=mix")
+    add_verbose_argument(p)
     a = p.parse_args(argv)
     routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
     cluster = ClusterConfig(workers=a.workers, gpus_per_worker=a.gpus_per_worker,
@@ -129,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     out = os.path.abspath(a.out)
     if a.dry_run:
         return dry_run(a, job, cluster, weights, out)
-    from pipelines.common.ray_env import ensure_ray
+    from pipelines.common.ray_env import ensure_ray, log_locations
     from pipelines.train.job import prepare_shards, run_training
 
+    setup_output(out, a.verbose)
     ensure_ray()
     if a.shards:
         shard_root = a.shards
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_training(job, shard_root, out, cluster, resume_from=a.resume)
     print(f"[train] run directory: {out}")
     print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    print(f"[train] {log_locations()}")
     return 0
 
 

@@ -29,6 +29,27 @@ def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
                         help=f"override any config field, type-checked, e.g. {example} (repeatable)")
 
 
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--verbose``: Ray's progress bars, logs and worker output back on the console."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own progress bars, logs and worker output (default: written to log files)")
+
+
+def local_log_dir(out: str, name: str = "logs") -> str | None:
+    """``OUT/name`` when ``out`` is a local path (or file:// URI), else None (logs stay in Ray's folder)."""
+    import pyarrow.fs as pafs
+
+    loc = locate(out)
+    return loc.child(name).path if isinstance(loc.fs, pafs.LocalFileSystem) else None
+
+
+def setup_output(out: str, verbose: bool, name: str = "logs") -> None:
+    """Configure where Ray's output goes for a job writing to ``out`` (see :mod:`pipelines.common.ray_env`)."""
+    from pipelines.common.ray_env import configure_output
+
+    configure_output(verbose, local_log_dir(out, name))
+
+
 def split_overrides(overrides: Iterable[str], sections: Iterable[str]) -> tuple[dict[str, list[str]], list[str]]:
     """Route ``key=value`` overrides by their first key.
 

@@ -35,6 +35,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
 
 from pipelines.common.cli import write_resolved_config
+from pipelines.common.progress import ProgressLine
 from pipelines.common.pseudo_mask_format import CONFIG_NAME, ERRORS_NAME, MANIFEST_NAME
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.shards import SHARD_RE, shard_locations, shard_name
@@ -100,7 +101,9 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
                             compute=ray.data.ActorPoolStrategy(size=config.num_actors),
                             batch_size=config.batch_size, num_cpus=config.actor_cpus,
                             num_gpus=config.gpus_per_actor)
+        line = ProgressLine("pseudo-masks", len(items), unit="img")
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            line.update(len(batch["image_id"]), postfix=f"{len(footers)}/{len(specs)} shards")
             for k in range(len(batch["image_id"])):
                 row = {name: col[k] for name, col in batch.items()}
                 shard = pending[int(row["shard"])]
@@ -117,6 +120,7 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
                     if on_commit is not None:
                         on_commit(shard.spec.name, len(shard.spec.images))
                     del pending[shard.spec.index]
+        line.close(postfix=f"{len(footers)}/{len(specs)} shards")
     finally:
         ctx.execution_options.preserve_order = previous_order
     if pending:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict
 from typing import Any
 
+from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.storage import locate
 from pipelines.train.config import ClusterConfig
@@ -20,7 +22,7 @@ from pipelines.train.datasets import task_dataset
 from pipelines.train.plan import dataset_sizes, schedule_config
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
 from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
-from pipelines.train.trainer import BEST_FILE
+from pipelines.train.trainer import BEST_FILE, metrics_line
 from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
 from vloss.config import TrainJobConfig
@@ -102,6 +104,54 @@ def build_schedule_config(job: TrainJobConfig, shard_root: str, workers: int) ->
     return schedule_config(job, dataset_sizes(job, shard_root=shard_root), workers)
 
 
+class TrainingProgress:
+    """Driver thread: draws the training progress line from rank 0's rows and prints each metrics line.
+
+    Args:
+        sink: the progress actor the rank-0 worker puts its logged rows into.
+        total_steps: steps of the whole run (the bar's length).
+        poll_s: seconds between polls.
+    """
+
+    def __init__(self, sink: Any, total_steps: int, poll_s: float = 1.0) -> None:
+        self.sink, self.total, self.poll_s = sink, total_steps, poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vloss-train-progress", daemon=True)
+        self.line: ProgressLine | None = None
+
+    def __enter__(self) -> TrainingProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.line is not None:
+            self.line.close()
+
+    def _drain(self) -> None:
+        import ray
+
+        for row in ray.get(self.sink.drain.remote()):
+            if self.line is None:
+                self.line = ProgressLine("train", self.total, unit="step")
+            postfix = " ".join(f"{k.split('/')[0]} {v:.3g}" for k, v in row.items()
+                               if isinstance(v, float) and k.endswith("/total"))
+            self.line.set(row["step"], postfix)
+            self.line.message(metrics_line(row, self.total))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self._drain()
+            except Exception:  # the run is ending or Ray is shutting down: the result says how it went
+                break
+        try:
+            self._drain()
+        except Exception:
+            pass
+
+
 def val_split(job: TrainJobConfig, shard_root: str) -> ValSplit | None:
     """The panoptic val split recorded in the shard manifest (None when validation is off).
 
@@ -152,11 +202,12 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
           f"epoch 0 = {schedule.counts(0)}", flush=True)
     # checkpoints live in the run directory unless shared storage (s3://, NFS) is given
     storage = cluster.storage_path or run_dir
+    sink = progress_sink()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
                            "run_dir": run_dir, "resume_from": resume_from,
-                           "val": asdict(val) if val else None},
+                           "val": asdict(val) if val else None, "progress": sink},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
@@ -166,7 +217,8 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
                              checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cluster.max_failures)),
     )
-    result = trainer.fit()
+    with TrainingProgress(sink, schedule.total_steps):
+        result = trainer.fit()
     best_file = os.path.join(run_dir, BEST_FILE)
     best = None
     if os.path.isfile(best_file):

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.common.progress import ProgressLine
 from pipelines.common.shards import shard_name, shard_names
 from pipelines.common.storage import Location, locate, write_json_atomic
 
@@ -225,7 +226,11 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, task:
     results = []
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        results = ds.map(_write_one_shard, num_cpus=0.5).take_all()
+        line = ProgressLine(f"shards:{task}", len(items), unit="shard")
+        for row in ds.map(_write_one_shard, num_cpus=0.5).iter_rows():
+            results.append(row)
+            line.update(1)
+        line.close()
     return {"images": len(ordered), "instances": int(sum(len(im.instances) for im in ordered)),
             "shards": (len(ordered) + rows_per_shard - 1) // rows_per_shard, "skipped_existing": skipped,
             "written": len(results)}

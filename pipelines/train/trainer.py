@@ -65,6 +65,7 @@ class WorkerRuntime:
         report: ``report(metrics, checkpoint_dir or None)``, called on every rank at every log step.
         restored_checkpoint: a context manager giving the directory of the checkpoint to restore
             after a restart (None when there is none).
+        progress: where rank 0 sends each logged metrics row for the driver to draw (None: print it).
     """
 
     rank: int
@@ -74,6 +75,7 @@ class WorkerRuntime:
     wrap_model: Callable[[nn.Module], nn.Module]
     report: Callable[[dict[str, Any], str | None], None]
     restored_checkpoint: Callable[[], ContextManager[str | None]]
+    progress: Callable[[dict[str, Any]], None] | None = None
 
 
 class Trainer:
@@ -204,12 +206,6 @@ class Trainer:
                     metrics[f"{t}/{k}"] = v / a["n"]
         return metrics
 
-    def _print(self, metrics: dict) -> None:
-        parts = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                         if isinstance(v, float) and "/" in k and k.endswith("total"))
-        print(f"[train] step {metrics['step']}/{self.schedule.total_steps} epoch {metrics['epoch']} "
-              f"{metrics['task']:9s} {parts} lr={metrics['lr']:.3g} {metrics['images_per_s']:.1f} img/s "
-              f"data-wait {100 * metrics['data_wait_frac']:.0f}%", flush=True)
 
     def validate(self) -> dict[str, float]:
         """Rank 0: PQ of the current weights on the val split, as ``val/*`` metrics."""
@@ -239,7 +235,10 @@ class Trainer:
         """Write the metrics (rank 0), report them on every rank, with a checkpoint when asked."""
         if self.rt.rank == 0:
             self.writer.write(metrics)
-            self._print(metrics)
+            if self.rt.progress is not None:
+                self.rt.progress({**metrics, "total_steps": self.schedule.total_steps})
+            else:
+                print(metrics_line(metrics, self.schedule.total_steps), flush=True)
         staging = None
         if checkpoint and self.rt.rank == 0:
             staging = tempfile.mkdtemp(prefix="vloss-ckpt-")
@@ -299,6 +298,19 @@ class Trainer:
                 t_window = time.perf_counter()
             if last:
                 break
+
+
+def metrics_line(metrics: dict[str, Any], total_steps: int) -> str:
+    """One console line for a logged step: losses per task, lr, throughput, validation."""
+    parts = " ".join(f"{k.split('/')[0]}={v:.4g}" for k, v in metrics.items()
+                     if isinstance(v, float) and "/" in k and k.endswith("total"))
+    line = (f"[train] step {metrics['step']}/{total_steps} epoch {metrics['epoch']} {metrics['task']:9s} {parts} "
+            f"lr={metrics['lr']:.3g} {metrics['images_per_s']:.1f} img/s "
+            f"data-wait {100 * metrics['data_wait_frac']:.0f}%")
+    if "val/pq" in metrics:
+        line += (f"  val PQ {100 * metrics['val/pq']:.1f} (th {100 * metrics['val/pq_th']:.1f}, "
+                 f"st {100 * metrics['val/pq_st']:.1f})")
+    return line
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from vloss.config import TrainJobConfig
 from vloss.config_io import from_dict
 
 
-def _ray_runtime(tasks: tuple[str, ...]) -> WorkerRuntime:
-    """The trainer's runtime on a Ray Train worker."""
+def _ray_runtime(tasks: tuple[str, ...], sink: Any = None) -> WorkerRuntime:
+    """The trainer's runtime on a Ray Train worker (``sink``: the driver's progress actor)."""
     import ray.train
     import ray.train.torch
 
@@ -42,8 +42,9 @@ def _ray_runtime(tasks: tuple[str, ...]) -> WorkerRuntime:
             yield directory
 
     datasets = {t: ray.train.get_dataset_shard(t) for t in tasks}  # same order on every rank
+    progress = (lambda row: sink.put.remote(row)) if sink is not None else None
     return WorkerRuntime(rank=ctx.get_world_rank(), world_size=world, device=device, datasets=datasets,
-                         wrap_model=wrap, report=report, restored_checkpoint=restored)
+                         wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress)
 
 
 def local_runtime(datasets: dict[str, Any], device: str = "cpu") -> WorkerRuntime:
@@ -64,11 +65,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     Args:
         loop_config: ``job`` (TrainJobConfig dict), ``schedule`` (ScheduleConfig dict),
-            ``vocabularies`` ({task: names}), ``run_dir``, ``resume_from``, ``val`` (ValSplit fields or None).
+            ``vocabularies`` ({task: names}), ``run_dir``, ``resume_from``, ``val`` (ValSplit fields or None),
+            ``progress`` (the driver's progress actor, or None).
     """
     job = from_dict(loop_config["job"], TrainJobConfig)
     schedule = StepSchedule(ScheduleConfig.from_dict(loop_config["schedule"]))
-    runtime = _ray_runtime(schedule.config.tasks_used())
+    runtime = _ray_runtime(schedule.config.tasks_used(), loop_config.get("progress"))
     val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
     Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("run_dir"),
             resume_from=loop_config.get("resume_from"), val=val).fit()
