@@ -90,6 +90,11 @@ class EvalSet:
         return dict(zip(self.category_ids, self.names))
 
 
+def is_synthetic_world(paths: EvalPaths) -> bool:
+    """Whether the ground truth belongs to a generated synthetic world (a ``world.json`` above it)."""
+    return any((parent / "world.json").is_file() for parent in list(Path(paths.gt_json).resolve().parents)[:4])
+
+
 def vocabulary_sha256(names: list[str], templates: tuple[str, ...] | list[str]) -> str:
     """Digest of an embedded vocabulary (names and prompt templates), recorded by the predictor."""
     text = json.dumps({"names": list(names), "templates": list(templates)}, ensure_ascii=False)

@@ -40,9 +40,17 @@ from PIL import Image
 
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.images import decode_rgb
-from pipelines.common.ray_env import ensure_ray
+from pipelines.common.progress import ProgressLine
+from pipelines.common.ray_env import ensure_ray, log_locations
 from pipelines.evaluate.config import EvalJobConfig
-from pipelines.evaluate.data import EvalSet, load_eval_set, resolve_eval_paths, vocabulary_sha256, write_gt_subset
+from pipelines.evaluate.data import (
+    EvalSet,
+    is_synthetic_world,
+    load_eval_set,
+    resolve_eval_paths,
+    vocabulary_sha256,
+    write_gt_subset,
+)
 from pipelines.evaluate.decode import decode_eval_images
 from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
@@ -96,7 +104,9 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
         results_file = None if eval_set.panoptic else stack.enter_context(open(results_path, "w"))
         if results_file is not None:
             results_file.write("[")
+        line = ProgressLine("evaluate", len(items), unit="img")
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            line.update(len(batch["index"]), postfix=f"{len(got.failed)} failed" if got.failed else "")
             for k in range(len(batch["index"])):
                 idx = int(batch["index"][k])
                 im = eval_set.images[idx]
@@ -118,6 +128,7 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
                     got.num_detections += 1
         if results_file is not None:
             results_file.write("]\n")
+        line.close()
     return got
 
 
@@ -256,12 +267,14 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
 
     config = {"evaluation": asdict(cfg), "checkpoint": ckpt.config}
     visual = _visual_label(ckpt.model_config)
-    report = write_report(out, task.name, metrics, config, ckpt.path, ckpt.params, overlays, visual_enc=visual)
+    synthetic = is_synthetic_world(paths)
+    report = write_report(out, task.name, metrics, config, ckpt.path, ckpt.params, overlays, visual_enc=visual,
+                          synthetic=synthetic)
     with open(report, "a") as f:
         f.write("\n" + _run_section(manifest))
     manifest["seconds"] = round(time.time() - t0, 3)
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    table = render_table(task.name, metrics, params=ckpt.params, visual_enc=visual)
+    table = render_table(task.name, metrics, params=ckpt.params, visual_enc=visual, with_published=not synthetic)
     return {"metrics": metrics, "report": report, "manifest": manifest, "table": table, "out": out,
             "overlays": overlays}
 
@@ -275,7 +288,8 @@ def summary_lines(result: dict[str, Any]) -> str:
                                               and m["panoptic"] else ""),
              "", result["table"], "",
              f"[evaluate] metrics: {result['out'] / 'metrics.json'}",
-             f"[evaluate] report:  {result['report']}"]
+             f"[evaluate] report:  {result['report']}",
+             f"[evaluate] {log_locations()}"]
     lines += [f"[evaluate] failed image {f['image_id']!r}: {f['reason']}" for f in m["failed"][:10]]
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lvis import LVIS, LVISResults
 
@@ -45,7 +45,8 @@ def load_lvis_gt(gt_json: str | Path | LVIS) -> LVIS:
     return gt
 
 
-def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_dets: int = 300) -> dict[str, Any]:
+def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_dets: int = 300,
+                 cat_ids: Sequence[int] | None = None) -> dict[str, Any]:
     """Mask AP of instance results on an LVIS split.
 
     Args:
@@ -55,6 +56,8 @@ def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_det
         max_dets: per-image cap (LVIS protocol: 300). Results beyond it are the lowest
             scoring ones and are dropped *and counted* (``"results"`` in the output);
             a negative value keeps all.
+        cat_ids: average over these categories only (lvis-api's ``params.cat_ids``), e.g. the
+            classes no training annotation names; None: all categories.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}`` in [0, 1]
@@ -68,8 +71,8 @@ def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_det
     gt = load_lvis_gt(gt_json)
     anns, source = load_results(results)
     images = {img["id"]: img for img in gt.dataset["images"]}
-    cat_ids = {c["id"] for c in gt.dataset["categories"]}
-    kept, check = check_mask_results(anns, source, images, cat_ids, max_dets)
+    cat_ids_all = {c["id"] for c in gt.dataset["categories"]}
+    kept, check = check_mask_results(anns, source, images, cat_ids_all, max_dets)
     if check.dropped_over_max_dets:
         logging.getLogger(__name__).warning(
             "%s: kept the top %d results per image; dropped %d results from %d images",
@@ -80,6 +83,12 @@ def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_det
         ev = LVISEvalCompat(gt, dt, iou_type="segm")
         if cap >= 0:
             ev.params.max_dets = cap
+        if cat_ids is not None:
+            unknown = sorted(set(cat_ids) - cat_ids_all)
+            if unknown or not cat_ids:
+                raise ValueError(f"cat_ids must be a non-empty subset of the ground truth's categories; "
+                                 f"unknown: {unknown[:10]}")
+            ev.params.cat_ids = sorted(int(c) for c in cat_ids)
         ev.run()
     out: dict[str, Any] = {k: none_if_undefined(ev.results[k]) for k in LVIS_KEYS}
     out["results"] = check.as_dict()

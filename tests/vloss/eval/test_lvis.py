@@ -223,3 +223,29 @@ def test_cli_prints_lvis_metrics(tmp_path, shared_data):
     assert printed == json.loads(out.read_text()) == lvis_mask_ap(gt, rfile)
     assert set(LVIS_KEYS) <= set(printed)
     assert all(printed[k] is None or 0.0 <= printed[k] <= 1.0 for k in LVIS_KEYS)
+
+
+def test_ap_over_a_category_subset_equals_cocoeval_on_those_categories(shared_data, tmp_path):
+    """``cat_ids`` (the seen / unseen split of the demo): AP averaged over a subset equals COCOeval's
+    precision averaged over the same categories."""
+    data = _coco_style_lvis(shared_data)
+    path = tmp_path / "lvis_style.json"
+    path.write_text(json.dumps(data))
+    results = perturbed_results(data, seed=3)
+    present = sorted({a["category_id"] for a in data["annotations"]})
+    subset = present[::2]
+    ours = lvis_mask_ap(path, copy.deepcopy(results), max_dets=300, cat_ids=subset)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+        dt = coco.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in results])
+        ev = COCOeval(coco, dt, iouType="segm")
+        ev.params.maxDets = [1, 10, 300]
+        ev.evaluate()
+        ev.accumulate()
+    idx = [i for i, cid in enumerate(ev.params.catIds) if cid in subset]
+    p = ev.eval["precision"][:, :, idx, 0, 2]
+    assert ours["AP"] == pytest.approx(p[p > -1].mean(), abs=1e-12)
+    whole = lvis_mask_ap(path, copy.deepcopy(results), max_dets=300)
+    assert ours["AP"] != pytest.approx(whole["AP"], abs=1e-6)
+    with pytest.raises(ValueError, match="subset"):
+        lvis_mask_ap(path, copy.deepcopy(results), cat_ids=[999999])

@@ -122,3 +122,16 @@ def test_instance_overlay(sample):
     plain = np.asarray(draw_instance_overlay(image, masks, [1] * 4, None, names, draw_names=False))
     assert not np.any(np.any(plain != image, axis=2) & ~masks.any(0))
     assert len({color_for_id(i) for i in range(1, 50)}) == 49
+
+
+def test_synthetic_world_report_keeps_published_rows_apart(tmp_path):
+    from vloss.eval.report import write_report
+
+    metrics = {"All": {"pq": 0.41}, "Things": {"pq": 0.30}, "Stuff": {"pq": 0.62}}
+    md = write_report(tmp_path, "ade20k_panoptic", metrics, {}, None, 4_960_000, [], synthetic=True).read_text()
+    assert md.splitlines()[0].startswith("# VLOSS evaluation on the synthetic world")
+    results, published = md.split("### Published, real data, not comparable")
+    assert "VLOSS (this run)" in results and "(published)" not in results and "41.000" in results
+    assert "15.371" in published and "VLOSS (this run)" not in published
+    real = write_report(tmp_path / "real", "ade20k_panoptic", metrics, {}, None, 4_960_000, []).read_text()
+    assert "not comparable" not in real and "15.371" in real
