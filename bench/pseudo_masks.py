@@ -21,7 +21,6 @@ work the fixed start-up dominates small runs; use --images for longer ones.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import resource
 import subprocess
@@ -33,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.job import load_detection_input, run_pseudo_masks
+from vloss.data.images import read_image
 from vloss.data.masks import encode_rle
 from vloss.teacher import TeacherArchConfig, TeacherConfig, build_maskrcnn, build_teacher
 
@@ -96,8 +95,7 @@ def plain_loop(det, images_root: Path, teacher: TeacherConfig, checkpoint: Path,
     n = 0
     for start in range(0, len(det.images), batch_size):
         chunk = det.images[start:start + batch_size]
-        arrays = [np.asarray(Image.open(io.BytesIO((images_root / im.file_name).read_bytes())).convert("RGB"))
-                  for im in chunk]
+        arrays = [read_image(images_root / im.file_name) for im in chunk]
         boxes = [np.array([b.xyxy for b in im.instances]) for im in chunk]
         for out in model.predict(arrays, boxes):
             n += sum(len(encode_rle(m)["counts"]) > 0 for m in out.masks)

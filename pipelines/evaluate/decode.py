@@ -7,11 +7,10 @@ pay for importing torch (``tests/pipelines/test_layout.py`` proves it stays so).
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from pipelines.common.images import decode_rgb_image
+from pipelines.common.images import decode_rgb
 from pipelines.common.storage import locate
-from vloss.data.transforms import resized_shape
+from vloss.data.transforms import resize_for_inference
 
 
 def decode_eval_images(batch: dict[str, np.ndarray], size: int, max_size: int) -> dict[str, np.ndarray]:
@@ -29,11 +28,12 @@ def decode_eval_images(batch: dict[str, np.ndarray], size: int, max_size: int) -
     pixels, rhs, rws, errors = [], [], [], []
     for path, h, w in zip(batch["path"], batch["height"], batch["width"]):
         try:
-            rgb = decode_rgb_image(locate(str(path)).read_bytes())
-            if (rgb.height, rgb.width) != (int(h), int(w)):
-                raise ValueError(f"image is {rgb.width}x{rgb.height} but the annotation file says {int(w)}x{int(h)}")
-            rh, rw = resized_shape(int(h), int(w), size, max_size)
-            arr = np.asarray(rgb.resize((rw, rh), resample=Image.BILINEAR))  # [rh, rw, 3] uint8
+            rgb = decode_rgb(locate(str(path)).read_bytes())  # [H, W, 3] uint8
+            if rgb.shape[:2] != (int(h), int(w)):
+                raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but the annotation file says "
+                                 f"{int(w)}x{int(h)}")
+            arr = resize_for_inference(rgb, size, max_size)  # [rh, rw, 3] uint8
+            rh, rw = arr.shape[:2]
             pixels.append(arr.tobytes())
             rhs.append(rh)
             rws.append(rw)

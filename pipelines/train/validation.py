@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from vloss.data.coco_panoptic import check_panoptic_png, read_coco_panoptic
+from vloss.data.images import read_image
 from vloss.data.transforms import resize_for_inference
 from vloss.eval.pq_stats import PQStat, pq_stats_single
 from vloss.inference import forward_padded, panoptic_inference, resize_mask_logits
@@ -102,12 +103,9 @@ class PanopticValidator:
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     def _score_batch(self, model, records, class_embeds, device) -> PQStat:
-        from PIL import Image
-
         resized, sizes, gts = [], [], []
         for im in records:
-            with Image.open(im.image_path) as f:
-                image = np.asarray(f.convert("RGB"))  # [H, W, 3]
+            image = read_image(im.image_path)  # [H, W, 3]
             gts.append(check_panoptic_png(im))  # [H, W] segment ids, checked against the JSON
             sizes.append(image.shape[:2])
             resized.append(resize_for_inference(image, self.size, self.max_size))

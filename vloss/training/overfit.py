@@ -36,6 +36,7 @@ from vloss.config import VLOSSConfig, tiny
 from vloss.config_io import apply_overrides
 from vloss.data.coco_panoptic import PanopticDataset, check_panoptic_png, read_coco_panoptic
 from vloss.data.errors import DataFormatError
+from vloss.data.images import read_image
 from vloss.data.transforms import normalize_images
 from vloss.eval.pq_stats import PQStat, pq_stats_single
 from vloss.inference import panoptic_inference, resize_mask_logits
@@ -150,8 +151,7 @@ def load_panoptic_batch(dataset: PanopticDataset, num_images: int, size: int) ->
     for im in dataset.images[:num_images]:
         ids = check_panoptic_png(im)  # [H, W] int64, checked against segments_info
         try:
-            with Image.open(im.image_path) as f:
-                image = np.asarray(f.convert("RGB"))  # [H, W, 3] uint8
+            image = read_image(im.image_path)  # [H, W, 3] uint8
         except OSError as e:
             raise DataFormatError(im.image_path, f"cannot read image: {e}", field="file_name",
                                   record=f"image id {im.id}") from e
