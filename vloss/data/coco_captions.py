@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Iterator
 
 from vloss.data.errors import DataFormatError
-from vloss.data.records import ID, get_field, get_list, image_size, load_json_object, read_image_header, unknown_image
+from vloss.data.records import (
+    ID,
+    check_relative_name,
+    get_field,
+    get_list,
+    image_size,
+    load_json_object,
+    read_image_header,
+    unknown_image,
+)
 
 _WORD = re.compile(r"[a-z]+")
 
@@ -103,7 +112,7 @@ def read_coco_captions(json_path: str | Path, image_dir: str | Path) -> CaptionD
     seen: set = set()
     for k, img in enumerate(get_list(data, "images", path)):
         image_id, where = read_image_header(img, k, path, seen)
-        file_name = get_field(img, "file_name", (str,), path, where)
+        file_name = check_relative_name(get_field(img, "file_name", (str,), path, where), path, where)
         h, w = image_size(img, path, where, optional=True)
         images[image_id] = CaptionImage(image_id, file_name, image_dir / file_name, h, w)
     ann_ids: set = set()

@@ -21,6 +21,7 @@ from vloss.data.records import (
     NUMBER,
     Category,
     check_bbox,
+    check_relative_name,
     get_field,
     get_list,
     image_size,
@@ -163,7 +164,7 @@ def read_coco_detection(json_path: str | Path, image_dir: str | Path) -> Detecti
     seen: set = set()
     for k, img in enumerate(get_list(data, "images", path)):
         image_id, where = read_image_header(img, k, path, seen)
-        file_name = get_field(img, "file_name", (str,), path, where)
+        file_name = check_relative_name(get_field(img, "file_name", (str,), path, where), path, where)
         h, w = image_size(img, path, where)
         images[image_id] = DetectionImage(image_id, file_name, image_dir / file_name, h, w)
 

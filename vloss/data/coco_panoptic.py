@@ -24,6 +24,7 @@ from vloss.data.records import (
     NUMBER,
     Category,
     check_bbox,
+    check_relative_name,
     get_field,
     get_list,
     image_size,
@@ -212,7 +213,7 @@ def read_coco_panoptic(json_path: str | Path, image_dir: str | Path, png_dir: st
     seen: set = set()
     for k, img in enumerate(get_list(data, "images", path)):
         image_id, where = read_image_header(img, k, path, seen)
-        file_name = get_field(img, "file_name", (str,), path, where)
+        file_name = check_relative_name(get_field(img, "file_name", (str,), path, where), path, where)
         h, w = image_size(img, path, where)
         headers[image_id] = (file_name, h, w)
 
@@ -225,7 +226,7 @@ def read_coco_panoptic(json_path: str | Path, image_dir: str | Path, png_dir: st
         if image_id in images:
             raise DataFormatError(path, "second annotation entry for this image", field="image_id",
                                   record=where)
-        png_name = get_field(ann, "file_name", (str,), path, where)
+        png_name = check_relative_name(get_field(ann, "file_name", (str,), path, where), path, where)
         file_name, h, w = headers[image_id]
         record = PanopticImage(image_id, file_name, image_dir / file_name, png_dir / png_name, h, w)
         seg_ids: set = set()

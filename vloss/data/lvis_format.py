@@ -29,6 +29,7 @@ from vloss.data.records import (
     INT,
     NUMBER,
     check_bbox,
+    check_relative_name,
     get_field,
     get_list,
     image_size,
@@ -180,12 +181,13 @@ def resolve_lvis_image_path(file_name: str | None, coco_url: str | None, image_d
     """
     image_dir = Path(image_dir)
     if file_name:
-        return image_dir / file_name
+        return image_dir / check_relative_name(file_name, json_path or "<lvis>", record)
     parts = PurePosixPath(coco_url or "").parts
     if len(parts) < 2:
         raise DataFormatError(json_path or "<lvis>", "needs 'file_name' or a 'coco_url' ending in "
                               "<split>/<file>.jpg", field="coco_url", record=record)
     split, name = parts[-2], parts[-1]
+    check_relative_name(f"{split}/{name}", json_path or "<lvis>", record, field="coco_url")
     if image_dir.name == split:
         return image_dir / name
     return image_dir / split / name

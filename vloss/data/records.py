@@ -172,3 +172,29 @@ def image_size(img: dict, path: Path, where: str, *, optional: bool = False) -> 
         if v is not None and v <= 0:
             raise DataFormatError(path, f"must be positive, got {v}", field=key, record=where)
     return h, w
+
+
+def check_relative_name(name: str, path: Path | str, record: str | None = None, field: str = "file_name") -> str:
+    """A file name from an annotation file, checked to stay under the folder it is relative to.
+
+    Annotation files name images relative to a root the user gives (``--images``); a name that is
+    absolute or climbs out with ``..`` would read (or, for outputs, write) outside that root.
+
+    Args:
+        name: the name as in the file.
+        path: the annotation file, for the error message.
+        record: e.g. ``"image id 42"``.
+        field: the field the name came from.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        DataFormatError: an empty, absolute (``/x``, ``C:\\x``, ``s3://...``) or ``..``-climbing name.
+    """
+    parts = name.replace("\\", "/").split("/")
+    absolute = name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "://" in name
+    if not name.strip() or absolute or ".." in parts:
+        raise DataFormatError(path, f"{name!r} is not a path inside the image folder (absolute or with '..')",
+                              field=field, record=record)
+    return name

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vloss.data.errors import DataFormatError
+from vloss.data.records import check_relative_name
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def parse_detection_input(data: Any, source: str) -> DetectionInput:
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             raise DataFormatError(source, f"expected a non-empty string, got {name!r}", field="file_name", record=rec)
+        check_relative_name(name, source, rec)
         images[iid] = ImageBoxes(iid, name, _int_field(source, img, "height", rec, positive=True),
                                  _int_field(source, img, "width", rec, positive=True))
 

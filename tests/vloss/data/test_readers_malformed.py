@@ -292,3 +292,27 @@ def test_detection_fast_path_accepts_exactly_what_the_reference_accepts(tmp_path
             assert "malformed annotation" not in str(e), str(e)   # the slow path names the field
         outcomes[expected] += 1
     assert outcomes[True] > 10 and outcomes[False] > 10
+
+
+@pytest.mark.parametrize("name", ["../outside.jpg", "/etc/passwd", "a/../../b.jpg", "s3://bucket/x.jpg",
+                                  "C:\\\\x.jpg"])
+def test_file_names_outside_the_image_folder_are_rejected(tmp_path, name):
+    """An annotation file may only name images under the folder the user gives (--images)."""
+    from vloss.data.coco_captions import read_coco_captions
+    from vloss.data.coco_detection import read_coco_detection
+    from vloss.teacher.boxes import parse_detection_input
+
+    det = {"images": [{"id": 1, "file_name": name, "height": 10, "width": 10}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "area": 16,
+                            "iscrowd": 0}],
+           "categories": [{"id": 1, "name": "thing"}]}
+    path = tmp_path / "det.json"
+    path.write_text(json.dumps(det))
+    with pytest.raises(DataFormatError, match=r"det\.json \[image id 1\] field 'file_name'.*not a path inside"):
+        read_coco_detection(path, tmp_path)
+    with pytest.raises(DataFormatError, match="not a path inside"):
+        parse_detection_input(det, str(path))
+    caps = {"images": [{"id": 1, "file_name": name}], "annotations": [{"id": 1, "image_id": 1, "caption": "a"}]}
+    path.write_text(json.dumps(caps))
+    with pytest.raises(DataFormatError, match="not a path inside"):
+        read_coco_captions(path, tmp_path)
