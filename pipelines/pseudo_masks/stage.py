@@ -56,11 +56,10 @@ class PseudoMaskStage:
                 errors[i] = err
                 continue
             insts = []
-            for k in range(len(meta["id"])):
-                mask = out.masks[k]                                   # [H, W] bool
+            for k in range(len(meta["id"])):  # one full-size mask at a time: memory stays O(H x W)
                 insts.append({"id": meta["id"][k], "category_id": meta["category_id"][k],
-                              "bbox": meta["bbox"][k], "counts": encode_rle(mask)["counts"],
-                              "area": int(mask.sum()), "score": float(out.scores[k]),
+                              "bbox": meta["bbox"][k], "counts": encode_rle(out.mask(k))["counts"],
+                              "area": out.area(k), "score": float(out.scores[k]),
                               "clipped": meta["clipped"][k], "teacher_label": int(out.labels[k])})
             instances_json[i] = json.dumps(insts)
         return {"image_id": batch["image_id"], "shard": batch["shard"], "file_name": batch["file_name"],

@@ -17,15 +17,53 @@ import numpy as np
 class TeacherOutput:
     """Masks for the given boxes of one image, in the order the boxes were given.
 
+    Each mask is held as the crop of its pixel extent (``bounds``), not at full resolution: the
+    memory of an image's output grows with the boxes' areas, not with boxes x height x width (one
+    8000 x 6000 image with 60 boxes would otherwise hold 2.9 GB of bool masks). :meth:`mask`
+    materialises one full-size mask at a time.
+
     Args:
-        masks: ``[N, H, W]`` bool, at the image's original resolution.
+        crops: per box ``[r1 - r0, c1 - c0]`` bool, the mask inside its bounds.
+        bounds: ``[N, 4]`` int64 ``(r0, r1, c0, c1)`` half-open pixel extents, inside the image.
         scores: ``[N]`` float32 mask score (backend-specific, see the backend).
         labels: ``[N]`` int64 teacher class channel used for each mask (0 where none).
+        height, width: the image's size.
     """
 
-    masks: np.ndarray   # [N, H, W] bool
+    crops: list[np.ndarray]
+    bounds: np.ndarray  # [N, 4] int64
     scores: np.ndarray  # [N] float32
     labels: np.ndarray  # [N] int64
+    height: int
+    width: int
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def mask(self, k: int) -> np.ndarray:
+        """Box ``k``'s mask at full resolution, ``[H, W]`` bool."""
+        r0, r1, c0, c1 = (int(v) for v in self.bounds[k])
+        out = np.zeros((self.height, self.width), dtype=bool)
+        out[r0:r1, c0:c1] = self.crops[k]
+        return out
+
+    def area(self, k: int) -> int:
+        """Pixels in box ``k``'s mask."""
+        return int(self.crops[k].sum())
+
+    @property
+    def masks(self) -> np.ndarray:
+        """All masks at full resolution, ``[N, H, W]`` bool (small images and tests; use :meth:`mask`)."""
+        out = np.zeros((len(self.crops), self.height, self.width), dtype=bool)
+        for k in range(len(self.crops)):
+            r0, r1, c0, c1 = (int(v) for v in self.bounds[k])
+            out[k, r0:r1, c0:c1] = self.crops[k]
+        return out
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> "TeacherOutput":
+        """No boxes."""
+        return cls([], np.zeros((0, 4), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), height, width)
 
 
 def box_pixel_bounds(xyxy, height: int, width: int) -> tuple[int, int, int, int]:
@@ -52,22 +90,6 @@ def box_extent_mask(xyxy, height: int, width: int) -> np.ndarray:
     return out
 
 
-def crop_to_boxes(masks: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
-    """Zero every mask outside its box's pixel extent (in place) and return it.
-
-    Args:
-        masks: ``[N, H, W]`` bool.
-        boxes_xyxy: ``[N, 4]`` boxes in pixels.
-    """
-    n, h, w = masks.shape
-    for i in range(n):
-        r0, r1, c0, c1 = box_pixel_bounds(boxes_xyxy[i], h, w)
-        inside = masks[i, r0:r1, c0:c1].copy()
-        masks[i] = False
-        masks[i, r0:r1, c0:c1] = inside
-    return masks
-
-
 class BoxFillPredictor:
     """The weakly-supervised baseline: each mask is its clipped box, filled.
 
@@ -85,9 +107,8 @@ class BoxFillPredictor:
         for image, bxs in zip(images, boxes):
             h, w = image.shape[:2]
             bxs = np.asarray(bxs, dtype=np.float64).reshape(-1, 4)
-            masks = np.zeros((len(bxs), h, w), dtype=bool)
-            for i, b in enumerate(bxs):
-                r0, r1, c0, c1 = box_pixel_bounds(b, h, w)
-                masks[i, r0:r1, c0:c1] = True
-            outs.append(TeacherOutput(masks, np.ones(len(bxs), np.float32), np.zeros(len(bxs), np.int64)))
+            bounds = np.array([box_pixel_bounds(b, h, w) for b in bxs], dtype=np.int64).reshape(-1, 4)
+            crops = [np.ones((r1 - r0, c1 - c0), dtype=bool) for r0, r1, c0, c1 in bounds]
+            outs.append(TeacherOutput(crops, bounds, np.ones(len(bxs), np.float32), np.zeros(len(bxs), np.int64),
+                                      h, w))
         return outs

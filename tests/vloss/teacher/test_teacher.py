@@ -167,3 +167,29 @@ def test_resnet50_architectures_build_offline_and_load_their_own_state(arch):
     assert torch.equal(fresh.state_dict()[key], state[key])
     with pytest.raises(ValueError, match="unknown teacher arch"):
         TeacherArchConfig("maskrcnn_swin", num_classes=7)
+
+
+def test_memory_grows_with_box_areas_not_boxes_times_image(tiny_model):
+    """60 small boxes on a 1200 x 1600 image: the output holds only the boxes' crops, and the numpy
+    memory the prediction allocates stays a few image-sized buffers (the full-resolution paste
+    held 60 x H x W)."""
+    import tracemalloc
+
+    h, w = 1200, 1600
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    x0 = rng.uniform(0, w - 60, 60)
+    y0 = rng.uniform(0, h - 60, 60)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(8, 50, 60), y0 + rng.uniform(8, 50, 60)], 1)
+    pred = BoxConditionedMaskRCNN(tiny_model)
+    tracemalloc.start()
+    out = pred.predict([image], [boxes])[0]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    extents = [box_pixel_bounds(b, h, w) for b in boxes]
+    assert [c.shape for c in out.crops] == [(r1 - r0, c1 - c0) for r0, r1, c0, c1 in extents]
+    assert sum(c.nbytes for c in out.crops) < 60 * 50 * 50
+    assert peak < 4 * h * w < 60 * h * w  # numpy allocations: the image-sized buffers only
+    full = out.mask(7)
+    r0, r1, c0, c1 = extents[7]
+    assert full.shape == (h, w) and not full[:r0].any() and not full[r1:].any() and not full[:, c1:].any()
