@@ -28,6 +28,7 @@ import os
 import sys
 
 from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
+from pipelines.common.errors import report_errors
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.job import run_evaluation, summary_lines
 from pipelines.evaluate.tasks import TASK_NAMES
@@ -37,8 +38,8 @@ from vloss.config_io import apply_overrides
 RECIPE_SECTIONS = tuple(f.name for f in dataclasses.fields(TrainJobConfig))
 
 
-def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
-    """The evaluation config from flags and ``--set`` overrides."""
+def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
+    """The evaluation config from flags and ``--set`` overrides, and whether --verbose was given."""
     p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASK_NAMES)
@@ -65,14 +66,17 @@ def parse_args(argv: list[str] | None = None) -> EvalJobConfig:
     except ValueError as exc:
         p.error(str(exc))
     setup_output(cfg.out, a.verbose)
-    return cfg
+    return cfg, a.verbose
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    result = run_evaluation(cfg)
-    print(summary_lines(result))
-    return 0
+    cfg, verbose = parse_args(argv)
+
+    def run() -> int:
+        print(summary_lines(run_evaluation(cfg)))
+        return 0
+
+    return report_errors("python -m jobs.evaluate", run, verbose)
 
 
 if __name__ == "__main__":

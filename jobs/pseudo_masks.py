@@ -18,6 +18,7 @@ import json
 import sys
 
 from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output
+from pipelines.common.errors import report_errors
 from pipelines.common.pseudo_mask_format import export_coco
 from pipelines.common.ray_env import log_locations
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
@@ -59,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
 
 def main(argv: list[str] | None = None) -> int:
     config, a = parse_args(argv)
+    return report_errors("python -m jobs.pseudo_masks", lambda: _run(config, a), a.verbose)
+
+
+def _run(config: PseudoMaskJobConfig, a: argparse.Namespace) -> int:
     setup_output(config.out, a.verbose, name="_logs")
     manifest = run_pseudo_masks(config)
     print(manifest_summary(manifest))

@@ -30,6 +30,7 @@ import os
 import sys
 
 from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
+from pipelines.common.errors import report_errors
 from pipelines.common.resources import default_cpus
 from pipelines.train.config import ClusterConfig
 from vloss.config import TrainJobConfig, resolve
@@ -120,21 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     if job is None:
         print(recipe_table())
         return 0
+    return report_errors("python -m jobs.train", lambda: _run(a, job, cluster), a.verbose)
+
+
+def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> int:
+    from pipelines.common.checkpoint import is_training_checkpoint
     from pipelines.train.plan import check_weights
 
-    try:
-        weights = check_weights(job, a.from_scratch)  # before any data or Ray work
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"python -m jobs.train: error: {exc}", file=sys.stderr)
-        return 2
+    weights = check_weights(job, a.from_scratch)  # before any data or Ray work
+    if a.resume and not is_training_checkpoint(a.resume):
+        raise FileNotFoundError(f"--resume {a.resume}: not a training checkpoint directory (state.pt + meta.json)")
     out = os.path.abspath(a.out)
     if a.dry_run:
         return dry_run(a, job, cluster, weights, out)
     from pipelines.common.ray_env import ensure_ray, log_locations
-    from pipelines.train.job import prepare_shards, run_training
+    from pipelines.train.job import check_cluster, prepare_shards, run_training
 
     setup_output(out, a.verbose)
     ensure_ray()
+    check_cluster(cluster)  # before any shard is built
     if a.shards:
         shard_root = a.shards
     elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given

@@ -66,15 +66,34 @@ def load_training_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, An
     Raises:
         FileNotFoundError: the directory lacks one of the two files (names both).
     """
-    import torch
 
     p = Path(directory)
     if not is_training_checkpoint(p):
         raise FileNotFoundError(f"{p}: a training checkpoint directory needs {STATE_FILE} and {META_FILE}")
-    state = torch.load(p / STATE_FILE, map_location="cpu", weights_only=True)
-    with open(p / META_FILE) as f:
-        meta = json.load(f)
+    state = _torch_load(p / STATE_FILE)
+    try:
+        with open(p / META_FILE) as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p / META_FILE}: not valid JSON ({exc})") from exc
     return state, meta
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; anything it refuses (not a checkpoint, a pickle that would
+    run code, a truncated file) becomes an error naming the file. Nothing in the file is executed."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
+            TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a checkpoint this job can load safely "
+                         f"(torch.load with weights_only=True refused it: {first})") from exc
 
 
 @dataclass
@@ -109,7 +128,6 @@ def load_model_checkpoint(checkpoint: str | os.PathLike, preset: str | None = No
         WeightsError: the file holds no state dict.
         ValueError: a weights file without stored config and no ``preset``; bad overrides.
     """
-    import torch
 
     from vloss.config import TrainJobConfig, job_preset
     from vloss.config_io import apply_overrides, from_dict
@@ -127,7 +145,7 @@ def load_model_checkpoint(checkpoint: str | os.PathLike, preset: str | None = No
     else:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _torch_load(path)
         if not isinstance(payload, dict):
             raise WeightsError(f"{path}: expected a state dict (mapping), found {type(payload).__name__}")
         sd = payload["model"] if isinstance(payload.get("model"), dict) else payload

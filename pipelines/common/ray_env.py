@@ -21,6 +21,7 @@ class _Output:
 
 
 _OUTPUT = _Output()
+_STARTED_LOCALLY = {"value": False}
 DRIVER_LOG = "ray_driver.log"
 SESSION_LINK = "ray_session"
 
@@ -90,9 +91,15 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(**kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        _STARTED_LOCALLY["value"] = True
     _quiet_ray_logging()  # Ray configures its loggers during init
     if _OUTPUT.log_dir and not _OUTPUT.verbose:
         _link_session_logs(_OUTPUT.log_dir)
+
+
+def started_locally() -> bool:
+    """Whether this process started the embedded local Ray (a fixed cluster: nothing will be added)."""
+    return _STARTED_LOCALLY["value"]
 
 
 def _link_session_logs(log_dir: str) -> None:

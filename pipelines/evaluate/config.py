@@ -34,6 +34,8 @@ class EvalJobConfig:
         batch_size: images per predictor call.
         pq_workers: processes of the PQ scorer (None: min(4, cpus)).
         ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
+        resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
+            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
     """
 
     task: str
@@ -59,6 +61,7 @@ class EvalJobConfig:
     batch_size: int = 2
     pq_workers: int | None = None
     ray_num_cpus: int | None = None
+    resource_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown names fail here, listing the known ones

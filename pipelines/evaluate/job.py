@@ -39,9 +39,11 @@ import numpy as np
 from PIL import Image
 
 from pipelines.common.cli import write_resolved_config
+from pipelines.common.errors import JobError
 from pipelines.common.images import decode_rgb
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
+from pipelines.common.resources import check_fits
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.data import (
     EvalSet,
@@ -58,7 +60,7 @@ from pipelines.evaluate.tasks import EvalTask, get_task
 from vloss.data.masks import decode_rle, rgb2id
 
 
-class EvalJobError(RuntimeError):
+class EvalJobError(JobError):
     """The evaluation cannot produce a score (e.g. no image could be predicted)."""
 
 
@@ -79,6 +81,11 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
     import ray
 
     ensure_ray(cfg.ray_num_cpus)
+    check_fits({"CPU": cfg.num_actors * cfg.actor_cpus + cfg.cpus_per_decode_task,
+                "GPU": cfg.num_actors * cfg.gpus_per_actor},
+               f"the evaluation job ({cfg.num_actors} predictor actors x {cfg.actor_cpus:g} CPU"
+               f"{f' x {cfg.gpus_per_actor:g} GPU' if cfg.gpus_per_actor else ''} + a "
+               f"{cfg.cpus_per_decode_task:g}-CPU decode task)", cfg.resource_wait_s)
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
     weights_ref = ray.put(ckpt.state_dict)
     topk = cfg.topk or task.topk or 100
@@ -216,6 +223,10 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     task = get_task(cfg.task)
     paths = resolve_eval_paths(task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
     eval_set = load_eval_set(task, paths, cfg.limit)
+    if not eval_set.names:
+        raise ValueError(f"{paths.gt_json}: no categories: an evaluation needs a vocabulary to embed")
+    if not eval_set.images:
+        raise ValueError(f"{paths.gt_json}: no images to evaluate")
     model, ckpt = load_eval_model(cfg.checkpoint, cfg.config, list(cfg.overrides))
     size_divisor = model.size_divisor
     del model  # validated and counted; the actors build their own copies

@@ -33,6 +33,8 @@ class PseudoMaskJobConfig:
         decode_tasks: decode tasks in flight at once (each worker is reused).
         batch_size: images per teacher call.
         ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
+        resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
+            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
     """
 
     annotations: str
@@ -52,6 +54,7 @@ class PseudoMaskJobConfig:
     decode_tasks: int = 2
     batch_size: int = 4
     ray_num_cpus: int = 2
+    resource_wait_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.teacher.backend == "maskrcnn" and not self.checkpoint:

@@ -35,9 +35,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
 
 from pipelines.common.cli import write_resolved_config
+from pipelines.common.errors import JobError
 from pipelines.common.progress import ProgressLine
 from pipelines.common.pseudo_mask_format import CONFIG_NAME, ERRORS_NAME, MANIFEST_NAME
 from pipelines.common.ray_env import ensure_ray
+from pipelines.common.resources import check_fits
 from pipelines.common.shards import SHARD_RE, shard_locations, shard_name
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
@@ -45,12 +47,13 @@ from pipelines.pseudo_masks.decode import decode_images
 from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
 from pipelines.pseudo_masks.stage import PseudoMaskStage
 from vloss.teacher.boxes import DetectionInput, ImageBoxes, parse_detection_input
+from vloss.teacher.config import build_teacher
 
 if TYPE_CHECKING:
     import ray
 
 
-class PseudoMaskJobError(RuntimeError):
+class PseudoMaskJobError(JobError):
     """The job cannot finish (strict-mode failure, or an inconsistent run)."""
 
 
@@ -83,6 +86,11 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
     import ray
 
     ensure_ray(config.ray_num_cpus)
+    check_fits({"CPU": config.num_actors * config.actor_cpus + config.cpus_per_decode_task,
+                "GPU": config.num_actors * config.gpus_per_actor},
+               f"the pseudo-mask job ({config.num_actors} teacher actors x {config.actor_cpus:g} CPU"
+               f"{f' x {config.gpus_per_actor:g} GPU' if config.gpus_per_actor else ''} + a "
+               f"{config.cpus_per_decode_task:g}-CPU decode task)", config.resource_wait_s)
     ctx = ray.data.DataContext.get_current()
     previous_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
@@ -170,6 +178,9 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
         if not ckpt_loc.is_file():
             raise FileNotFoundError(f"{config.checkpoint}: checkpoint file not found")
         ckpt_sha = ckpt_loc.sha256()
+        # in the driver, before any Ray work: a file that is no checkpoint, or one of another
+        # architecture, fails here in one line naming the file (not in every actor's log)
+        build_teacher(config.teacher, ckpt_loc.read_bytes(), checkpoint_name=config.checkpoint)
     run_key = {"backend": config.teacher.backend, "checkpoint_sha256": ckpt_sha,
                "arch": config.teacher.arch if config.teacher.backend != "box" else None,
                "min_size": config.teacher.min_size, "max_size": config.teacher.max_size,

@@ -25,6 +25,8 @@ class ClusterConfig:
             None keeps them in the run directory.
         transform_cpus: CPUs each Ray Data transform task reserves.
         rows_per_shard: images per training shard when shards are built.
+        resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the workers'
+            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
     """
 
     workers: int = 2
@@ -34,3 +36,4 @@ class ClusterConfig:
     storage_path: Optional[str] = None
     transform_cpus: float = 0.25
     rows_per_shard: int = 256
+    resource_wait_s: Optional[float] = None

@@ -16,6 +16,8 @@ from typing import Any
 
 from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
+from pipelines.common.ray_env import ensure_ray
+from pipelines.common.resources import check_fits
 from pipelines.common.storage import locate
 from pipelines.train.config import ClusterConfig
 from pipelines.train.datasets import task_dataset
@@ -170,6 +172,15 @@ def val_split(job: TrainJobConfig, shard_root: str) -> ValSplit | None:
     return split
 
 
+def check_cluster(cluster: ClusterConfig) -> None:
+    """Raise ResourceError unless the cluster can place every worker and an input task at once."""
+    check_fits({"CPU": cluster.workers * cluster.cpus_per_worker + cluster.transform_cpus,
+                "GPU": cluster.workers * cluster.gpus_per_worker},
+               f"training ({cluster.workers} workers x {cluster.cpus_per_worker:g} CPU"
+               f"{f' x {cluster.gpus_per_worker:g} GPU' if cluster.gpus_per_worker else ''} + a "
+               f"{cluster.transform_cpus:g}-CPU input task)", cluster.resource_wait_s)
+
+
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                  resume_from: str | None = None) -> Any:
     """Fit VLOSS with Ray Train; returns the ``ray.train.Result``.
@@ -185,6 +196,8 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    ensure_ray()
+    check_cluster(cluster)
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
