@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     p.add_argument("--sample", type=int, default=None,
                    help="a seeded random subset of N images with boxes (the paper samples ~0.66M of Objects365)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory that holds another plan's shards (refused otherwise)")
     add_set_argument(p, "teacher.arch=maskrcnn_resnet50_fpn_v2")
     p.add_argument("--export-coco", help="also write a COCO JSON with RLE segmentations here")
     p.add_argument("--eval-truth", help="COCO JSON with true masks: report mean mask IoU")
@@ -51,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     try:
         config = PseudoMaskJobConfig(annotations=a.annotations, images=a.images, out=a.out, checkpoint=a.checkpoint,
                                      teacher=TeacherConfig(backend=a.backend), num_actors=a.num_actors,
-                                     gpus_per_actor=a.gpus_per_actor, sample=a.sample, sample_seed=a.seed)
+                                     gpus_per_actor=a.gpus_per_actor, sample=a.sample, sample_seed=a.seed,
+                                     overwrite=a.overwrite)
         apply_overrides(config, a.overrides, default_section=None)
     except ValueError as exc:
         p.error(str(exc))

@@ -2,8 +2,9 @@
 
 Layout of an output directory::
 
-    OUT/part-00000.parquet ...   one row per image (sorted image ids, ``rows_per_shard`` each)
-    OUT/_manifest.json           inputs, checkpoint sha256, backend, counts, errors
+    OUT/gen-0001/part-00000.parquet ...   one row per image (sorted image ids, ``rows_per_shard`` each)
+    OUT/_manifest.json           the generation, every shard (rows, bytes, sha256), inputs, counts, errors
+    OUT/_fingerprint.json        the plan the directory belongs to (see pipelines.common.output_set)
     OUT/_errors.jsonl            one JSON line per failed image (image id, file, reason)
     OUT/_config.json             the resolved job config
 
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.common.shards import shard_locations
+from pipelines.common.output_set import verified_shards
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from vloss.data.masks import decode_rle
 
@@ -65,6 +66,15 @@ def read_shard(loc: Location) -> tuple[pa.Table, dict]:
     return table, json.loads(meta)
 
 
+def pseudo_mask_shards(out: str | Location) -> list[Location]:
+    """The shard files of a finished output, verified against its manifest (exact set, unchanged files).
+
+    Raises:
+        ShardSetError: no manifest (the job did not finish), or files missing, changed or extra.
+    """
+    return verified_shards(out, MANIFEST_NAME)[1]
+
+
 def iter_records(out: str | Location, *, decode_masks: bool = True) -> Iterator[dict]:
     """Stream pseudo-mask records back, image by image, in image-id order.
 
@@ -76,7 +86,7 @@ def iter_records(out: str | Location, *, decode_masks: bool = True) -> Iterator[
         "bbox", "segmentation": {"size", "counts"}, "area", "score", "clipped",
         "teacher_label"[, "mask"]}]}``.
     """
-    for loc in shard_locations(out):
+    for loc in pseudo_mask_shards(out):
         table, _ = read_shard(loc)
         for row in table.to_pylist():
             h, w = int(row["height"]), int(row["width"])

@@ -25,6 +25,8 @@ class PseudoMaskJobConfig:
         sample_seed: seed of that subset (the same seed and input give the same images).
         limit: only the first ``limit`` images (sorted by id) that have boxes.
         strict: abort on the first image that cannot be read or decoded.
+        overwrite: replace an output directory that holds another plan's shards (a new generation,
+            switched in when complete) instead of refusing.
         num_actors: teacher actors in the pool.
         gpus_per_actor: GPUs per teacher actor (0 on CPU machines); an actor with a GPU runs
             the teacher on CUDA.
@@ -47,6 +49,7 @@ class PseudoMaskJobConfig:
     sample_seed: int = 0
     limit: Optional[int] = None
     strict: bool = False
+    overwrite: bool = False
     num_actors: int = 1
     gpus_per_actor: float = 0.0
     cpus_per_actor: Optional[float] = None

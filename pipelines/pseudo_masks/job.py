@@ -36,12 +36,18 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
+from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry
 from pipelines.common.progress import ProgressLine
-from pipelines.common.pseudo_mask_format import CONFIG_NAME, ERRORS_NAME, MANIFEST_NAME
+from pipelines.common.pseudo_mask_format import (
+    CONFIG_NAME,
+    ERRORS_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    pseudo_mask_shards,
+)
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.resources import check_fits
-from pipelines.common.shards import SHARD_RE, shard_locations, shard_name
-from pipelines.common.storage import Location, locate, read_json, write_json_atomic
+from pipelines.common.storage import Location, locate, read_json
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
 from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
@@ -80,9 +86,13 @@ def _row_from_result(row: dict) -> dict:
                           for i in insts]}
 
 
-def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
-             on_commit: Callable[[str, int], None] | None = None) -> dict[int, dict]:
-    """Process the images of ``specs`` and commit each shard when complete; returns footers."""
+def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location, generation: str,
+             on_commit: Callable[[str, int], None] | None = None) -> dict[int, tuple[dict, dict]]:
+    """Process the images of ``specs`` and commit each shard into ``gen`` when complete.
+
+    Returns:
+        shard index -> (its footer metadata, its manifest entry).
+    """
     import ray
 
     ensure_ray(config.ray_num_cpus)
@@ -95,7 +105,7 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
     previous_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
     pending = {s.index: ShardResult(s) for s in specs}
-    footers: dict[int, dict] = {}
+    footers: dict[int, tuple[dict, dict]] = {}
     try:
         items = _image_items(specs)
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // config.batch_size), 200)))
@@ -123,8 +133,9 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], out: Location,
                 else:
                     shard.rows.append(_row_from_result(row))
                 if shard.done == len(shard.spec.images):
-                    write_shard(out, shard)
-                    footers[shard.spec.index] = shard.metadata()
+                    data = write_shard(gen, shard)
+                    footers[shard.spec.index] = (shard.metadata(),
+                                                 shard_entry(f"{generation}/{shard.spec.name}", data, len(shard.rows)))
                     if on_commit is not None:
                         on_commit(shard.spec.name, len(shard.spec.images))
                     del pending[shard.spec.index]
@@ -159,15 +170,36 @@ def load_detection_input(annotations: str) -> DetectionInput:
     return parse_detection_input(read_json(loc), loc.uri)
 
 
+def plan_fingerprint(config: PseudoMaskJobConfig, annotations_sha256: str, checkpoint_sha256: str | None) -> dict:
+    """Everything that determines this job's output (the output directory belongs to one such plan)."""
+    teacher = asdict(config.teacher) if config.teacher.backend != "box" else {"backend": "box"}
+    # the image root is where the images are, not what they are: moving them (or fixing a wrong
+    # --images after every image failed) continues the same plan; failed images are retried anyway
+    return {"format": FORMAT_VERSION, "annotations_sha256": annotations_sha256, "teacher": teacher,
+            "checkpoint_sha256": checkpoint_sha256, "rows_per_shard": config.rows_per_shard,
+            "sample": config.sample, "sample_seed": config.sample_seed if config.sample else None,
+            "limit": config.limit}
+
+
 def run_pseudo_masks(config: PseudoMaskJobConfig,
                      on_commit: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the job; returns the manifest that was written.
 
+    The output directory is claimed for this plan first (:mod:`pipelines.common.output_set`): the
+    same command completes what is missing, another plan is refused unless ``config.overwrite``.
+    Shards with failed images are retried on every run; when every image fails the job raises
+    after writing the manifest and ``_errors.jsonl``.
+
     Args:
         config: the run's settings.
         on_commit: called with (shard name, images in it) after each shard is committed.
+
+    Raises:
+        OutputConflictError: the output holds another plan's shards.
+        PseudoMaskJobError: every image failed (or the first failure with ``strict``).
     """
     t0 = time.time()
+    ann_loc = locate(config.annotations)
     det = load_detection_input(config.annotations)
     images = sample_images(det.images, config.sample, config.sample_seed)
     sampled_ids = [im.image_id for im in images] if config.sample else None
@@ -188,34 +220,42 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
     specs = plan_shards(images, config.rows_per_shard, run_key)
 
     out = locate(config.out)
-    out.makedirs()
+    ann_sha = ann_loc.sha256()
+    claim = claim_output(out, plan_fingerprint(config, ann_sha, ckpt_sha), overwrite=config.overwrite,
+                         what="pseudo masks", command_hint="--overwrite")
+    gen = out.child(claim.generation)
+    gen.makedirs()
     write_resolved_config(out, {"job": config}, name=CONFIG_NAME)
     footers: dict[int, dict] = {}
+    entries: dict[int, dict] = {}
     todo: list[ShardSpec] = []
     recompute_reasons = {}
     for spec in specs:
-        meta, reason = validate_shard(out, spec)
-        if meta is not None and config.strict and meta["failed"]:
-            meta, reason = None, "has failed images and --strict is set"   # retry them, fatally this time
+        meta, reason = validate_shard(gen, spec)
+        if meta is not None and meta["failed"]:
+            meta, reason = None, "retrying its failed images"
         if meta is not None:
             footers[spec.index] = meta
+            entries[spec.index] = entry_of_file(out, f"{claim.generation}/{spec.name}", meta["num_rows"])
         else:
             todo.append(spec)
             if reason != "missing":
                 recompute_reasons[spec.name] = reason
     planned = {s.name for s in specs}
-    stale = [n for n in out.list_names() if SHARD_RE.match(n) and n not in planned]
-    for name in stale:  # shards of an earlier, larger plan would otherwise be read as output
-        out.child(name).delete()
+    stale = [n for n in gen.list_names() if n not in planned and not n.startswith(".")]
+    for name in stale:  # files the manifest will not list would make the set unreadable
+        gen.child(name).delete()
 
     if todo:
-        footers.update(_run_ray(config, todo, out, on_commit))
+        done = _run_ray(config, todo, gen, claim.generation, on_commit)
+        for index, (meta, entry) in done.items():
+            footers[index], entries[index] = meta, entry
 
     failed = [f for i in sorted(footers) for f in footers[i]["failed"]]
     manifest = {
-        "inputs": {"annotations": config.annotations, "images": config.images, "checkpoint": config.checkpoint,
-                   "checkpoint_sha256": ckpt_sha, "limit": config.limit, "rows_per_shard": config.rows_per_shard,
-                   "strict": config.strict},
+        "inputs": {"annotations": config.annotations, "annotations_sha256": ann_sha,
+                   "images": config.images, "checkpoint": config.checkpoint, "checkpoint_sha256": ckpt_sha,
+                   "limit": config.limit, "rows_per_shard": config.rows_per_shard, "strict": config.strict},
         "sample": None if sampled_ids is None else {
             "images": len(sampled_ids), "seed": config.sample_seed, "of": len(det.images),
             "image_ids_sha256": hashlib.sha256(json.dumps(sampled_ids).encode()).hexdigest()},
@@ -241,14 +281,18 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
             "stale_shards_removed": len(stale),
         },
         "recomputed_shards": recompute_reasons,
-        "shards": [{"name": shard_name(i), "rows": footers[i]["num_rows"], "masks": footers[i]["num_masks"],
-                    "failed": len(footers[i]["failed"])} for i in sorted(footers)],
+        "shards": [{**entries[i], "masks": footers[i]["num_masks"], "failed": len(footers[i]["failed"])}
+                   for i in sorted(footers)],
         "errors": failed,
         "categories": det.categories,
         "seconds": round(time.time() - t0, 3),
     }
     out.child(ERRORS_NAME).write_bytes_atomic("".join(json.dumps(f) + "\n" for f in failed).encode())
-    write_json_atomic(out.child(MANIFEST_NAME), manifest)
+    commit_manifest(out, MANIFEST_NAME, manifest, claim.generation)
+    manifest["generation"] = claim.generation
+    if images and len(failed) == len(images):
+        raise PseudoMaskJobError(f"every one of the {len(images)} images failed (first: image "
+                                 f"{failed[0]['image_id']}: {failed[0]['reason']}); see {out.child(ERRORS_NAME).uri}")
     return manifest
 
 
@@ -275,7 +319,7 @@ def pseudo_mask_dataset(out: str) -> ray.data.Dataset:
     """
     import ray
 
-    locs = shard_locations(out)
+    locs = pseudo_mask_shards(out)
     if not locs:
         raise FileNotFoundError(f"{out}: no part-*.parquet shards")
     return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)

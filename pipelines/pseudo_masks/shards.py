@@ -117,11 +117,13 @@ def shard_table(result: ShardResult) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: json.dumps(result.metadata()).encode()})
 
 
-def write_shard(out: Location, result: ShardResult) -> None:
-    """Serialise and commit a shard atomically (temp name in the same dir, then rename)."""
+def write_shard(out: Location, result: ShardResult) -> bytes:
+    """Serialise and commit a shard atomically (temp name in the same dir, then rename); returns its bytes."""
     buf = io.BytesIO()
     pq.write_table(shard_table(result), buf, compression="zstd")
-    out.child(result.spec.name).write_bytes_atomic(buf.getvalue())
+    data = buf.getvalue()
+    out.child(result.spec.name).write_bytes_atomic(data)
+    return data
 
 
 

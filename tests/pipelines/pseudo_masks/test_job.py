@@ -14,6 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from pipelines.common.output_set import OutputConflictError, ShardSetError
 from pipelines.common.pseudo_mask_format import export_coco, iter_records, read_shard, record_to_target
 from pipelines.common.storage import locate
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
@@ -82,14 +83,16 @@ def test_every_box_gets_exactly_one_mask_inside_its_clipped_box(box_run):
     assert c["clipped_boxes"] == len(box_run["clipped_ids"]) and c["failed_images"] == 0
     assert sum(s["rows"] for s in manifest["shards"]) == len(records)
     assert manifest["inputs"]["checkpoint_sha256"] is None and manifest["backend"] == "box"
-    names = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert manifest["generation"] == "gen-0001"
+    names = sorted(p.name for p in _gen(out).glob("part-*.parquet"))
     rows = box_run["cfg"].rows_per_shard
     assert names == [f"part-{i:05d}.parquet" for i in range(-(-len(with_boxes) // rows))]
     for i, name in enumerate(names):                                            # sorted ids -> shard index
-        table, meta = read_shard(locate(out / name))
+        table, meta = read_shard(locate(_gen(out) / name))
         assert table.column("image_id").to_pylist() == with_boxes[i * rows:(i + 1) * rows]
+    assert [s["name"] for s in manifest["shards"]] == [f"gen-0001/{n}" for n in names]
     assert (out / "_errors.jsonl").read_text() == ""
-    assert not list(out.glob(".*tmp*"))                                          # no temp files left behind
+    assert not list(out.rglob(".*tmp*"))                                         # no temp files left behind
 
 
 def test_export_coco_round_trips_through_pycocotools(box_run, tmp_path):
@@ -152,8 +155,13 @@ def test_shards_read_back_as_a_ray_dataset(box_run):
         assert [i["segmentation"].decode() for i in r["instances"]] == [i["segmentation"]["counts"] for i in want]
 
 
+def _gen(out: Path) -> Path:
+    """The generation folder the output's manifest names."""
+    return out / json.loads((out / "_manifest.json").read_text())["generation"]
+
+
 def _shard_state(out: Path) -> dict:
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.glob("part-*.parquet"))}
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(_gen(out).glob("part-*.parquet"))}
 
 
 def test_rerun_rewrites_only_deleted_or_corrupted_shards(box_run, tmp_path):
@@ -163,8 +171,8 @@ def test_rerun_rewrites_only_deleted_or_corrupted_shards(box_run, tmp_path):
     shutil.copytree(box_run["out"], out)                                        # copy2 keeps mtimes
     before = _shard_state(out)
     assert len(before) == 4
-    (out / "part-00001.parquet").unlink()
-    corrupted = (out / "part-00002.parquet")
+    (_gen(out) / "part-00001.parquet").unlink()
+    corrupted = (_gen(out) / "part-00002.parquet")
     corrupted.write_bytes(corrupted.read_bytes()[: corrupted.stat().st_size // 2])
     cfg = _box_config(box_run["cfg"].annotations, box_run["cfg"].images, out, rows_per_shard=3)
     manifest = run_pseudo_masks(cfg)
@@ -174,16 +182,19 @@ def test_rerun_rewrites_only_deleted_or_corrupted_shards(box_run, tmp_path):
     for name in ("part-00000.parquet", "part-00003.parquet"):
         assert after[name] == before[name]                                      # untouched: same mtime, bytes
     for name in ("part-00001.parquet", "part-00002.parquet"):
-        new, _ = read_shard(locate(out / name))
-        old, _ = read_shard(locate(box_run["out"] / name))
+        new, _ = read_shard(locate(_gen(out) / name))
+        old, _ = read_shard(locate(_gen(box_run["out"]) / name))
         assert new.equals(old)                                                  # recomputed to the same rows
     assert manifest["counts"]["masks_written"] == box_run["manifest"]["counts"]["masks_written"]
     again = run_pseudo_masks(cfg)                                               # nothing missing: no work
     assert again["counts"]["shards_written"] == 0 and _shard_state(out) == after
-    # a different shard size re-plans: every shard is rewritten, leftovers of the old plan removed
-    regrouped = run_pseudo_masks(_box_config(cfg.annotations, cfg.images, out, rows_per_shard=5))
-    assert regrouped["counts"]["stale_shards_removed"] == 2 and regrouped["counts"]["shards_written"] == 2
-    assert sorted(p.name for p in out.glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    # a different shard size is another plan: refused, or with overwrite a new generation replaces the set
+    with pytest.raises(OutputConflictError, match=r"rows_per_shard: 3 -> 5.*--overwrite"):
+        run_pseudo_masks(_box_config(cfg.annotations, cfg.images, out, rows_per_shard=5))
+    regrouped = run_pseudo_masks(_box_config(cfg.annotations, cfg.images, out, rows_per_shard=5, overwrite=True))
+    assert regrouped["generation"] == "gen-0002" and regrouped["counts"]["shards_written"] == 2
+    assert sorted(p.name for p in out.glob("gen-*")) == ["gen-0002"]              # the old generation is gone
+    assert sorted(p.name for p in _gen(out).glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
     assert [r["image_id"] for r in iter_records(out, decode_masks=False)] == \
         [r["image_id"] for r in iter_records(box_run["out"], decode_masks=False)]
 
@@ -282,3 +293,69 @@ def test_empty_pseudo_masks_are_counted_and_reported(ray_session, synthetic_sour
     assert empty > 0 and manifest["counts"]["empty_masks"] == empty
     assert manifest["counts"]["masks_written"] == manifest["counts"]["boxes"]
     assert f"(empty: {empty})" in manifest_summary(manifest)
+
+
+def test_an_interrupted_replan_never_leaves_a_mixed_set(ray_session, synthetic_source, tmp_path):
+    """Defect 3: complete a run at 2 rows per shard, re-plan at 3 (--overwrite) and kill it after two
+    new shards: readers still get the old complete set, each image once; re-running the re-plan
+    switches to the new set. Readers refuse missing, changed and extra shard files."""
+    out = tmp_path / "out"
+    first = run_pseudo_masks(_box_config(synthetic_source.annotations, synthetic_source.images, out,
+                                         rows_per_shard=2))
+    ids = [r["image_id"] for r in iter_records(out, decode_masks=False)]
+
+    class Killed(Exception):
+        pass
+
+    committed = []
+
+    def kill_after_two(name, n):
+        committed.append(name)
+        if len(committed) == 2:
+            raise Killed
+
+    replan = _box_config(synthetic_source.annotations, synthetic_source.images, out, rows_per_shard=3, overwrite=True)
+    with pytest.raises(Killed):
+        run_pseudo_masks(replan, on_commit=kill_after_two)
+    assert sorted(p.name for p in out.glob("gen-*")) == ["gen-0001", "gen-0002"]
+    assert len(list((out / "gen-0002").glob("part-*.parquet"))) == 2
+    assert [r["image_id"] for r in iter_records(out, decode_masks=False)] == ids   # the old set, exactly
+    done = run_pseudo_masks(replan)  # the same command completes the new generation and switches to it
+    assert done["generation"] == "gen-0002" and done["counts"]["shards_kept"] == 2
+    assert [r["image_id"] for r in iter_records(out, decode_masks=False)] == ids
+    assert len(done["shards"]) == -(-len(ids) // 3) != len(first["shards"])
+
+    gen = out / "gen-0002"
+    extra = gen / "part-00099.parquet"
+    extra.write_bytes(b"not listed")
+    with pytest.raises(ShardSetError, match="part-00099.parquet not in the manifest"):
+        list(iter_records(out))
+    extra.unlink()
+    victim = gen / "part-00001.parquet"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ShardSetError, match="part-00001.parquet changed"):
+        list(iter_records(out))
+    victim.unlink()
+    with pytest.raises(ShardSetError, match="part-00001.parquet missing"):
+        pseudo_mask_dataset(str(out))
+
+
+def test_failed_images_are_retried_and_an_all_failed_run_exits_non_zero(ray_session, synthetic_source, tmp_path,
+                                                                          capsys):
+    """Defect 4: a wrong --images makes every image fail: the job exits non-zero; re-running with the
+    right folder retries them all (they were cached as 'kept' before)."""
+    from jobs.pseudo_masks import main
+
+    args = ["--annotations", str(synthetic_source.annotations), "--out", str(tmp_path / "out"), "--backend", "box",
+            "--set", "rows_per_shard=4"]
+    (tmp_path / "wrong").mkdir()
+    assert main(args + ["--images", str(tmp_path / "wrong")]) == 2
+    assert "every one of the 10 images failed" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["failed_images"] == 10 and manifest["counts"]["images_written"] == 0
+    assert main(args + ["--images", str(synthetic_source.images)]) == 0
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["counts"]["failed_images"] == 0 and manifest["counts"]["images_written"] == 10
+    assert manifest["counts"]["shards_written"] == 3
