@@ -308,3 +308,24 @@ def test_cli_sizes_summary_and_refusal(tmp_path, capsys):
         main(["--out", str(tmp_path / "x"), "--n", "no_such_split=3"])
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "x"), "--n", "lvis_val"])
+
+
+def test_an_interrupted_generation_leaves_nothing_a_rerun_would_trust(tmp_path, monkeypatch):
+    """Defect 6 of issue #15: a run killed while writing the world could not be re-run. The world is
+    staged beside its folder and moved into place complete; a re-run starts over."""
+    import vloss.data.synthetic.world as world_mod
+    from vloss.data.synthetic import WorldSizes, generate_world, load_world
+
+    sizes = WorldSizes(coco_panoptic_train=2, coco_panoptic_val=1, objects365_train=2, image_text=1,
+                       ade20k_val=1, lvis_val=1)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while writing LVIS")
+
+    monkeypatch.setattr(world_mod, "write_lvis", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate_world(tmp_path / "w", 0, sizes)
+    assert not (tmp_path / "w").exists() and not list(tmp_path.glob(".w.partial-*"))
+    monkeypatch.undo()
+    generate_world(tmp_path / "w", 0, sizes)
+    assert load_world(tmp_path / "w")["sizes"]["lvis_val"] == 1

@@ -16,6 +16,7 @@ evaluation classes are unseen.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -113,6 +114,10 @@ def generate_world(out: str | Path, seed: int = 0, sizes: WorldSizes | None = No
                    size_preset: str = "small", overwrite: bool = False) -> dict:
     """Write the synthetic world under ``out`` and return its summary.
 
+    The world is written into a staging folder beside ``out`` and moved into place when complete,
+    so an interrupted run leaves no half-written world that a later run would trust (a staging
+    folder left by a killed run is removed by the next one).
+
     Args:
         out: output directory (created; must be empty unless ``overwrite``).
         seed: world seed; the same seed gives byte-identical files.
@@ -124,15 +129,33 @@ def generate_world(out: str | Path, seed: int = 0, sizes: WorldSizes | None = No
         The summary dict (also printed by the CLI): counts per split, vocabulary sizes,
         seen / unseen classes.
     """
-    root = Path(out)
+    final = Path(out)
     sizes = sizes or WorldSizes.preset(size_preset)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root} is not empty (pass overwrite=True / --overwrite)")
-        for sub in [v["root"] for v in PATHS.values()]:
-            shutil.rmtree(root / sub, ignore_errors=True)
-        (root / "world.json").unlink(missing_ok=True)
-    root.mkdir(parents=True, exist_ok=True)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise FileExistsError(f"{final} is not empty (pass overwrite=True / --overwrite)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.partial-*"):  # left by an interrupted run
+        shutil.rmtree(stale, ignore_errors=True)
+    root = final.parent / f".{final.name}.partial-{os.getpid()}"
+    root.mkdir()
+    try:
+        summary = _write_world(root, seed, sizes, size_preset)
+        if final.exists():
+            for sub in [v["root"] for v in PATHS.values()]:
+                shutil.rmtree(final / sub, ignore_errors=True)
+            (final / "world.json").unlink(missing_ok=True)
+            for item in sorted(root.iterdir(), key=lambda p: p.name == "world.json"):
+                os.replace(item, final / item.name)  # world.json last: it marks the world complete
+            root.rmdir()
+        else:
+            os.replace(root, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return summary
+
+
+def _write_world(root: Path, seed: int, sizes: WorldSizes, size_preset: str) -> dict:
+    """Write every split and world.json under ``root``; returns the summary."""
     vocab = build_vocabulary()
     train = ClassCounter()
 
