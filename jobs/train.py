@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="a worker holding a GPU trains on CUDA")
     p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
-    p.add_argument("--resume", default=None, help="checkpoint directory to resume from")
+    p.add_argument("--resume", default=None, help="checkpoint directory to start from (a new --out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an --out (and its shards) that holds another run, instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="resolve everything, write OUT/plan.json, train nothing")
     p.add_argument("--sizes", default=None, choices=["paper"],
                    help="with --dry-run: plan for the paper's dataset sizes (no data needed)")
@@ -145,11 +147,12 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
     elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given
         shard_root = prepare_shards(None, out, a.pseudo_masks, cluster.rows_per_shard, job.seed,
                                     box_masks=True if a.box_masks or a.pseudo_masks is None else None,
-                                    tasks=job.train.tasks_used())
+                                    tasks=job.train.tasks_used(), overwrite=a.overwrite)
     else:
         shard_root = prepare_shards(a.data, os.path.join(out, "data"), a.pseudo_masks, cluster.rows_per_shard,
-                                    job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used())
-    result = run_training(job, shard_root, out, cluster, resume_from=a.resume)
+                                    job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used(),
+                                    overwrite=a.overwrite)
+    result = run_training(job, shard_root, out, cluster, resume_from=a.resume, overwrite=a.overwrite)
     print(f"[train] run directory: {out}")
     print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")
     print(f"[train] {log_locations()}")

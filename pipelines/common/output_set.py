@@ -120,6 +120,16 @@ def _subdirs(out: Location) -> list[str]:
                   if i.type == pafs.FileType.Directory)
 
 
+def _files_under(out: Location, folder: str) -> list[str]:
+    """Files under ``out/folder`` (recursively), as paths relative to ``out``."""
+    loc = out.child(folder)
+    if loc.fs.get_file_info(loc.path).type != pafs.FileType.Directory:
+        return []
+    base = out.path.replace("\\", "/").rstrip("/") + "/"
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+    return sorted(i.path.replace("\\", "/")[len(base):] for i in infos if i.type == pafs.FileType.File)
+
+
 def shard_entry(name: str, data: bytes, rows: int) -> dict[str, Any]:
     """The manifest entry of a shard written from ``data`` (``name`` relative to the output)."""
     return {"name": name, "rows": int(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -148,13 +158,16 @@ def commit_manifest(out: str | Location, manifest_name: str, manifest: dict[str,
             out.fs.delete_dir(out.child(name).path)
 
 
-def verified_shards(out: str | Location, manifest_name: str, *, check_sha: bool = True) -> tuple[dict, list[Location]]:
+def verified_shards(out: str | Location, manifest_name: str, *, check_sha: bool = True,
+                    allowed: tuple[str, ...] = ()) -> tuple[dict, list[Location]]:
     """The manifest and the shard files of a complete, unchanged set.
 
     Args:
         out: the output directory.
         manifest_name: the manifest file's name.
         check_sha: compare each file's sha256 too (not only presence and size).
+        allowed: base names of files besides the shards that may lie in the generation's folders
+            (``vocab.json``).
 
     Raises:
         ShardSetError: no manifest, or a listed shard missing or changed, or a file in the
@@ -180,9 +193,10 @@ def verified_shards(out: str | Location, manifest_name: str, *, check_sha: bool 
         elif info.size != e["bytes"] or (check_sha and loc.sha256() != e["sha256"]):
             problems.append(f"{e['name']} changed")
         locs.append(loc)
-    listed = {posixpath.basename(e["name"]) for e in entries if e["name"].startswith(generation + "/")}
-    extra = [n for n in out.child(generation).list_names() if n not in listed and not n.startswith(".")]
-    problems += [f"{generation}/{n} not in the manifest" for n in extra]
+    listed = {e["name"] for e in entries}
+    extra = [n for n in _files_under(out, generation) if n not in listed
+             and not posixpath.basename(n).startswith(".") and posixpath.basename(n) not in allowed]
+    problems += [f"{n} not in the manifest" for n in extra]
     if problems:
         raise ShardSetError(f"{out.uri}: the shards do not match {manifest_name}: " + "; ".join(problems[:10])
                             + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "")

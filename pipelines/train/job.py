@@ -14,6 +14,9 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from pipelines.common.output_set import OutputConflictError, claim_output
 from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.ray_env import ensure_ray
@@ -44,7 +47,7 @@ def synthetic_world(work_dir: str, seed: int = 0) -> str:
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
                    rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None,
-                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions")) -> str:
+                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions"), overwrite: bool = False) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
 
     Args:
@@ -58,20 +61,19 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
             exists" (the behaviour of the synthetic-world trial).
         tasks: the tasks the run trains (``TrainConfig.tasks_used()``); sources of other tasks are
             not read (a COCO-only recipe needs no pseudo masks).
+        overwrite: replace a shard root built for another plan instead of refusing.
     """
     from pipelines.train.sources import TrainingSources
 
     if data_root is None:
         data_root = synthetic_world(work_dir, seed)
     shard_root = os.path.join(work_dir, "shards")
-    if locate(shard_root).child(MANIFEST_NAME).exists():
-        return shard_root
     sources = TrainingSources.from_layout(data_root)
     if "captions" not in tasks:
         sources.captions = []
     if "detection" not in tasks:
         sources.detection_json = sources.detection_images = None
-        return _build(sources, shard_root, rows_per_shard)
+        return _build(sources, shard_root, rows_per_shard, overwrite)
     explicit = pseudo_masks is not None
     if not explicit:
         pseudo_masks = os.path.join(work_dir, "pseudo_masks")
@@ -89,13 +91,13 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     else:
         sources.pseudo_masks = pseudo_masks
     sources.box_masks = box_masks
-    return _build(sources, shard_root, rows_per_shard)
+    return _build(sources, shard_root, rows_per_shard, overwrite)
 
 
-def _build(sources, shard_root: str, rows_per_shard: int) -> str:
+def _build(sources, shard_root: str, rows_per_shard: int, overwrite: bool) -> str:
     from pipelines.train.sources import build_training_shards
 
-    manifest = build_training_shards(sources, shard_root, rows_per_shard=rows_per_shard)
+    manifest = build_training_shards(sources, shard_root, rows_per_shard=rows_per_shard, overwrite=overwrite)
     print("[train] training shards:", json.dumps({t: v["images"] for t, v in manifest["tasks"].items()}),
           flush=True)
     return shard_root
@@ -181,8 +183,60 @@ def check_cluster(cluster: ClusterConfig) -> None:
                f"{cluster.transform_cpus:g}-CPU input task)", cluster.resource_wait_s)
 
 
+# settings that say how long to run and how often to log or keep checkpoints, not what is trained:
+# changing them continues the same run
+RUN_LENGTH_KEYS = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "val_images",
+                   "val_batch_size")
+RUN_STATE = ("ray_train", "metrics.jsonl", "tensorboard", "best_checkpoint", "best.json", "result.json")
+
+
+def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str) -> dict[str, Any]:
+    """What determines a training run: the recipe (less its run-length knobs), the workers, the data."""
+    recipe = to_dict(job)
+    for key in RUN_LENGTH_KEYS:
+        recipe["train"].pop(key, None)
+    recipe.pop("debug", None)
+    return {"recipe": recipe, "workers": cluster.workers, "gpu": cluster.gpus_per_worker > 0,
+            "shards_manifest_sha256": locate(shard_root).child(MANIFEST_NAME).sha256()}
+
+
+def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
+              resume_from: str | None, overwrite: bool) -> None:
+    """Claim the run directory for this run before any training (issue #15).
+
+    The same run re-run continues from its own latest checkpoint (Ray Train restores it); another
+    recipe, worker count or data is refused with what differs, unless ``overwrite`` (the old run's
+    state is then removed). An explicit ``resume_from`` on a directory that already holds this
+    run's checkpoints is refused rather than silently ignored (Ray Train would restore its own).
+
+    Raises:
+        OutputConflictError: as above.
+    """
+    storage = locate(cluster.storage_path or run_dir).child("ray_train")
+    has_state = bool(storage.exists() and any(True for _ in _checkpoint_dirs(storage)))
+    claim = claim_output(run_dir, run_fingerprint(job, cluster, shard_root), overwrite=overwrite,
+                         what="a training run", command_hint="--overwrite")
+    if claim.resumed and has_state and resume_from:
+        raise OutputConflictError(f"{run_dir} already holds this run's checkpoints ({storage.uri}); Ray Train "
+                                  f"continues from its own latest one, so --resume {resume_from} would be ignored. "
+                                  f"Drop --resume to continue this run, or use another --out (or --overwrite) to "
+                                  f"start from {resume_from}.")
+    if not claim.resumed and (has_state or overwrite):
+        for name in RUN_STATE:  # the old run's state would otherwise be restored or mixed in
+            loc = locate(run_dir).child(name) if name != "ray_train" else storage
+            if loc.fs.get_file_info(loc.path).type == pafs.FileType.Directory:
+                loc.fs.delete_dir(loc.path)
+            else:
+                loc.delete()
+
+
+def _checkpoint_dirs(storage) -> list[str]:
+    sel = pafs.FileSelector(storage.path, recursive=False)
+    return [i.path for i in storage.fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
+
+
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-                 resume_from: str | None = None) -> Any:
+                 resume_from: str | None = None, overwrite: bool = False) -> Any:
     """Fit VLOSS with Ray Train; returns the ``ray.train.Result``.
 
     Args:
@@ -192,12 +246,14 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
             ``cluster.storage_path``).
         cluster: workers and their resources.
         resume_from: a checkpoint directory to start from.
+        overwrite: replace a run directory that holds another run (see :func:`claim_run`).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
     check_cluster(cluster)
+    claim_run(job, shard_root, os.path.abspath(run_dir), cluster, resume_from, overwrite)
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)

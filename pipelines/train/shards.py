@@ -2,10 +2,11 @@
 
 Layout of a shard root::
 
-    ROOT/panoptic/part-00000.parquet ...  + vocab.json   COCO panoptic (PNG+JSON) -> segment RLEs
-    ROOT/detection/part-00000.parquet ... + vocab.json   Objects365 boxes + pseudo-mask shards
-    ROOT/captions/part-00000.parquet ...                 COCO captions + extra image-text pairs
-    ROOT/_manifest.json                                   sources, counts, skips
+    ROOT/gen-0001/panoptic/part-00000.parquet ...  + vocab.json   COCO panoptic (PNG+JSON) -> segment RLEs
+    ROOT/gen-0001/detection/part-00000.parquet ... + vocab.json   Objects365 boxes + pseudo-mask shards
+    ROOT/gen-0001/captions/part-00000.parquet ...                 COCO captions + extra image-text pairs
+    ROOT/_manifest.json      the generation, every shard (rows, bytes, sha256), sources, counts, skips
+    ROOT/_fingerprint.json   the plan the root belongs to (pipelines.common.output_set)
 
 Row schema (one row per image, shared by all tasks)::
 
@@ -33,9 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.common.output_set import entry_of_file, shard_entry, verified_shards
 from pipelines.common.progress import ProgressLine
-from pipelines.common.shards import shard_name, shard_names
-from pipelines.common.storage import Location, locate, write_json_atomic
+from pipelines.common.shards import shard_name
+from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 
 TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
@@ -115,9 +117,10 @@ class Vocabulary:
 
 
 def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
-    """The ``vocab.json`` stored beside a task's shards."""
+    """The ``vocab.json`` stored beside a task's shards (in the manifest's generation)."""
     root = locate(root)
-    return Vocabulary.from_json(json.loads(root.child(task, VOCAB_NAME).read_bytes()))
+    generation = read_json(root.child(MANIFEST_NAME))["generation"]
+    return Vocabulary.from_json(json.loads(root.child(generation, task, VOCAB_NAME).read_bytes()))
 
 
 def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str) -> list[dict]:
@@ -177,32 +180,48 @@ def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
 
 
 def _write_one_shard(item: dict) -> dict:
-    """Ray Data map function: build and atomically write one shard."""
+    """Ray Data map function: build and atomically write one shard; returns its manifest entry."""
     images: list[SourceImage] = item["images"]
     out: Location = item["out"]
     table = build_rows(images, item["task"], item["dataset"])
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    out.write_bytes_atomic(buf.getvalue())
-    return {"shard": out.uri, "rows": table.num_rows,
-            "instances": int(sum(len(i.instances) for i in images))}
+    data = buf.getvalue()
+    out.write_bytes_atomic(data)
+    return shard_entry(item["name"], data, table.num_rows)
 
 
-def write_task_shards(images: Iterable[SourceImage], root: str | Location, task: str, dataset: str,
-                      vocab: Vocabulary | None, rows_per_shard: int = 256,
-                      overwrite: bool = False) -> dict[str, Any]:
-    """Write one task's shards under ``root/task`` with Ray Data (one task per shard).
+def _existing_entry(root: Location, name: str, image_ids: list[int]) -> dict | None:
+    """The entry of an already-written shard if it holds exactly ``image_ids`` (a re-run's kept shard)."""
+    loc = root.child(name)
+    if not loc.is_file():
+        return None
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            ids = pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+    except Exception:  # truncated / corrupt: rebuild it
+        return None
+    return entry_of_file(root, name, len(ids)) if ids == image_ids else None
+
+
+def write_task_shards(images: Iterable[SourceImage], root: str | Location, generation: str, task: str,
+                      dataset: str, vocab: Vocabulary | None, rows_per_shard: int = 256) -> dict[str, Any]:
+    """Write one task's shards under ``root/generation/task`` with Ray Data (one task per shard).
+
+    Shards already there that hold exactly their planned images are kept (a re-run of the same
+    plan completes what is missing); everything else is rebuilt.
 
     Args:
         images: the source images (sorted by id here, so names are deterministic).
         root: shard root (path or URI).
+        generation: the claimed generation folder (:func:`pipelines.common.output_set.claim_output`).
         task: one of ``TASKS``.
         dataset: source dataset name stored in every row.
         vocab: the task's vocabulary (None for captions).
         rows_per_shard: images per shard.
-        overwrite: rebuild shards that already exist.
+
     Returns:
-        counts: ``{"images", "instances", "shards", "skipped_existing"}``.
+        ``{"counts": {"images", "instances", "shards", "kept", "written"}, "entries": [manifest entries]}``.
     """
     import ray
 
@@ -211,58 +230,64 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, task:
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
     root = locate(root)
-    out_dir = root.child(task)
+    out_dir = root.child(generation, task)
     out_dir.makedirs()
     ordered = sorted(images, key=lambda im: im.image_id)
-    items, skipped = [], 0
+    items, entries = [], {}
     for k in range(0, len(ordered), rows_per_shard):
-        loc = out_dir.child(shard_name(k // rows_per_shard))
-        if loc.exists() and not overwrite:
-            skipped += 1
-            continue
-        items.append({"images": ordered[k:k + rows_per_shard], "out": loc, "task": task, "dataset": dataset})
+        chunk = ordered[k:k + rows_per_shard]
+        name = f"{generation}/{task}/{shard_name(k // rows_per_shard)}"
+        kept = _existing_entry(root, name, [im.image_id for im in chunk])
+        if kept is not None:
+            entries[name] = kept
+        else:
+            items.append({"images": chunk, "out": root.child(name), "name": name, "task": task, "dataset": dataset})
+    planned = {f"{generation}/{task}/{shard_name(i)}" for i in range(-(-len(ordered) // rows_per_shard))}
+    for n in out_dir.list_names():  # files of no planned shard would make the set unreadable
+        if f"{generation}/{task}/{n}" not in planned and n != VOCAB_NAME:
+            out_dir.child(n).delete()
     if vocab is not None:
         write_json_atomic(out_dir.child(VOCAB_NAME), vocab.to_json())
-    results = []
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         line = ProgressLine(f"shards:{task}", len(items), unit="shard")
         for row in ds.map(_write_one_shard, num_cpus=0.5).iter_rows():
-            results.append(row)
+            entries[row["name"]] = row
             line.update(1)
         line.close()
-    return {"images": len(ordered), "instances": int(sum(len(im.instances) for im in ordered)),
-            "shards": (len(ordered) + rows_per_shard - 1) // rows_per_shard, "skipped_existing": skipped,
-            "written": len(results)}
+    return {"counts": {"images": len(ordered), "instances": int(sum(len(im.instances) for im in ordered)),
+                       "shards": len(planned), "kept": len(planned) - len(items), "written": len(items)},
+            "entries": [entries[n] for n in sorted(entries)]}
 
 
-def write_manifest(root: str | Location, manifest: dict[str, Any]) -> None:
-    """Write the shard root's ``_manifest.json`` (sources, counts, skips)."""
-    write_json_atomic(locate(root).child(MANIFEST_NAME), manifest)
+def shard_set(root: str | Location) -> tuple[dict, list[Location]]:
+    """The verified manifest and shard files of a shard root (refuses an incomplete or changed set)."""
+    return verified_shards(root, MANIFEST_NAME, allowed=(VOCAB_NAME,))
+
+
+def task_shard_locations(root: str | Location, task: str) -> list[Location]:
+    """A task's shard files, verified against the manifest, in index order."""
+    manifest, locs = shard_set(root)
+    prefix = f"{manifest['generation']}/{task}/"
+    return [loc for e, loc in zip(manifest["shards"], locs) if e["name"].startswith(prefix)]
 
 
 def task_shard_paths(root: str | Location, task: str) -> list[str]:
     """Paths (filesystem-relative) of a task's shards, for ``ray.data.read_parquet``."""
-    root = locate(root)
-    d = root.child(task)
-    return [d.child(n).path for n in shard_names(d)]
+    return [loc.path for loc in task_shard_locations(root, task)]
 
 
 def count_rows(root: str | Location, task: str) -> int:
-    """Number of images in a task's shards (from Parquet footers, no data read)."""
-    root = locate(root)
-    total = 0
-    for p in task_shard_paths(root, task):
-        with root.fs.open_input_file(p) as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
+    """Number of images in a task's shards (from the manifest; the set is verified first)."""
+    manifest, _ = shard_set(root)
+    prefix = f"{manifest['generation']}/{task}/"
+    return sum(int(e["rows"]) for e in manifest["shards"] if e["name"].startswith(prefix))
 
 
 def iter_rows(root: str | Location, task: str, columns: list[str] | None = None,
               transform: Callable[[dict], Any] | None = None):
     """Stream a task's rows back as dicts (tests, exports, debugging)."""
-    root = locate(root)
-    for p in task_shard_paths(root, task):
-        with root.fs.open_input_file(p) as f:
+    for loc in task_shard_locations(root, task):
+        with loc.fs.open_input_file(loc.path) as f:
             for row in pq.read_table(f, columns=columns).to_pylist():
                 yield transform(row) if transform else row

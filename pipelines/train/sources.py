@@ -19,9 +19,11 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
+from pipelines.common.output_set import ShardSetError, claim_output, commit_manifest
+from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import locate, read_json
-from pipelines.train.shards import SourceImage, Vocabulary, write_manifest, write_task_shards
+from pipelines.train.shards import MANIFEST_NAME, SourceImage, Vocabulary, shard_set, write_task_shards
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_detection import read_coco_detection
 from vloss.data.coco_panoptic import read_coco_panoptic
@@ -199,18 +201,53 @@ def caption_sources(sources: list[CaptionSource]) -> list[tuple[str, list[Source
     return out
 
 
+def shards_fingerprint(sources: TrainingSources, rows_per_shard: int) -> dict[str, Any]:
+    """What determines a shard root: the annotation files' contents, the masks' source, the sharding.
+
+    File locations (image roots) are not part of it: moving the data continues the same plan.
+    """
+    def sha(uri: str | None) -> str | None:
+        return locate(uri).sha256() if uri else None
+
+    masks = None
+    if sources.detection_json:
+        masks = "filled boxes" if sources.box_masks else \
+            locate(sources.pseudo_masks).child(PSEUDO_MANIFEST).sha256()
+    return {"format": 1, "rows_per_shard": rows_per_shard,
+            "panoptic_json_sha256": sha(sources.panoptic_json),
+            "detection_json_sha256": sha(sources.detection_json), "detection_masks": masks,
+            "captions": [[c.name, sha(c.json)] for c in sources.captions]}
+
+
 def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: int = 256,
                           overwrite: bool = False) -> dict[str, Any]:
-    """Write panoptic / detection / captions shards under ``out`` and a manifest.
+    """Write panoptic / detection / captions shards under ``out`` and switch the manifest in last.
 
-    A task whose inputs are not given is left out (e.g. the Mask2Former+CLIP baseline needs
-    panoptic (+ captions) only). Returns the manifest.
+    The root is claimed for this plan first (:func:`shards_fingerprint`): a complete set of the same
+    plan is returned as it is, an incomplete one completed; another plan's root is refused unless
+    ``overwrite`` (a new generation). A task whose inputs are not given is left out (e.g. the
+    Mask2Former+CLIP baseline needs panoptic (+ captions) only). Returns the manifest.
+
+    Raises:
+        OutputConflictError: ``out`` holds shards of another plan.
     """
+    claim = claim_output(out, shards_fingerprint(sources, rows_per_shard), overwrite=overwrite,
+                         what="training shards", command_hint="--overwrite")
+    if claim.resumed:
+        try:
+            manifest, _ = shard_set(out)
+            if manifest["generation"] == claim.generation:
+                return manifest
+        except ShardSetError:
+            pass  # incomplete or damaged: complete it below
+    gen = claim.generation
     manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard, "tasks": {}}
+    entries: list[dict] = []
     if sources.panoptic_json:
         imgs, vocab = panoptic_sources(sources.panoptic_json, sources.panoptic_images, sources.panoptic_png_dir)
-        manifest["tasks"]["panoptic"] = write_task_shards(imgs, out, "panoptic", "coco_panoptic", vocab,
-                                                          rows_per_shard, overwrite)
+        res = write_task_shards(imgs, out, gen, "panoptic", "coco_panoptic", vocab, rows_per_shard)
+        manifest["tasks"]["panoptic"] = res["counts"]
+        entries += res["entries"]
     if sources.detection_json:
         if not sources.pseudo_masks and not sources.box_masks:
             raise ValueError("detection shards need the pseudo-mask output (python -m jobs.pseudo_masks makes it), "
@@ -218,8 +255,9 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
         imgs, vocab, skips = detection_sources(sources.detection_json, sources.detection_images,
                                                None if sources.box_masks else sources.pseudo_masks,
                                                box_masks=sources.box_masks)
-        counts = write_task_shards(imgs, out, "detection", "objects365", vocab, rows_per_shard, overwrite)
-        manifest["tasks"]["detection"] = {**counts, "skipped": skips}
+        res = write_task_shards(imgs, out, gen, "detection", "objects365", vocab, rows_per_shard)
+        manifest["tasks"]["detection"] = {**res["counts"], "skipped": skips}
+        entries += res["entries"]
     if sources.captions:
         per_source = caption_sources(sources.captions)
         # one captions task; ids stay unique by offsetting each source into its own id range
@@ -228,8 +266,11 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
             for im in imgs:
                 im.image_id = k * 10 ** 12 + im.image_id
             merged.extend(imgs)
-        counts = write_task_shards(merged, out, "captions", "+".join(n for n, _ in per_source), None,
-                                   rows_per_shard, overwrite)
-        manifest["tasks"]["captions"] = {**counts, "per_source": {n: len(i) for n, i in per_source}}
-    write_manifest(out, manifest)
+        res = write_task_shards(merged, out, gen, "captions", "+".join(n for n, _ in per_source), None,
+                                rows_per_shard)
+        manifest["tasks"]["captions"] = {**res["counts"], "per_source": {n: len(i) for n, i in per_source}}
+        entries += res["entries"]
+    manifest["shards"] = entries
+    commit_manifest(out, MANIFEST_NAME, manifest, gen)
+    manifest["generation"] = gen
     return manifest

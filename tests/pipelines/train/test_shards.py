@@ -121,3 +121,32 @@ def test_box_masks_rows_equal_the_box_backend_pseudo_masks(train_shards: Path, s
     assert got == want
     with pytest.raises(ValueError, match="exactly one of"):
         detection_sources(sources.detection_json, sources.detection_images, None, box_masks=False)
+
+
+def test_a_shard_root_is_exact_and_belongs_to_one_plan(synthetic_world: Path, tmp_path, ray_session):
+    """Defect 5 of issue #15: with the manifest and some shards deleted, a re-run with another
+    rows_per_shard built 80 panoptic rows for 48 images. Now another plan is refused (or replaces
+    the set as a new generation with --overwrite), and readers refuse a set missing a shard."""
+    from pipelines.common.output_set import OutputConflictError, ShardSetError
+    from pipelines.train.sources import TrainingSources, build_training_shards
+
+    sources = TrainingSources.from_layout(str(synthetic_world))
+    sources.detection_json, sources.captions = None, []
+    root = tmp_path / "shards"
+    first = build_training_shards(sources, str(root), rows_per_shard=32)
+    n = len(json.loads((synthetic_world / "coco_panoptic/annotations/panoptic_train2017.json").read_text())["images"])
+    assert count_rows(root, "panoptic") == n == first["tasks"]["panoptic"]["images"]
+    (root / "_manifest.json").unlink()
+    next(iter(sorted((root / "gen-0001" / "panoptic").glob("part-*.parquet")))).unlink()
+    with pytest.raises(OutputConflictError, match=r"rows_per_shard: 32 -> 16"):
+        build_training_shards(sources, str(root), rows_per_shard=16)
+    build_training_shards(sources, str(root), rows_per_shard=16, overwrite=True)
+    ids = [r["image_id"] for r in iter_rows(root, "panoptic", columns=["image_id"])]
+    assert len(ids) == len(set(ids)) == n and count_rows(root, "panoptic") == n
+    assert sorted(p.name for p in root.glob("gen-*")) == ["gen-0002"]
+    victim = sorted((root / "gen-0002" / "panoptic").glob("part-*.parquet"))[1]
+    victim.unlink()
+    with pytest.raises(ShardSetError, match=r"part-00001.parquet missing"):
+        list(iter_rows(root, "panoptic"))
+    again = build_training_shards(sources, str(root), rows_per_shard=16)  # the same plan: completes it
+    assert again["tasks"]["panoptic"]["written"] == 1 and count_rows(root, "panoptic") == n

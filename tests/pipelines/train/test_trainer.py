@@ -216,3 +216,20 @@ def test_validation_every_epoch_keeps_the_best_checkpoint(stopped_then_resumed, 
     out = run_evaluation(EvalJobConfig(task="coco_panoptic", checkpoint=best["path"], out=str(tmp_path / "ev"),
                                        data=str(synthetic_world), batch_size=1, overlays=0, pq_workers=1))
     assert out["metrics"]["All"]["pq"] == pytest.approx(best["val/pq"], abs=1e-9)
+
+
+def test_a_rerun_into_an_existing_run_is_the_same_run_or_refused(stopped_then_resumed, train_shards):
+    """Defect 2 of issue #15: a re-run into an existing --out silently reused the old state (an
+    explicit --resume ignored, a changed learning rate recorded but not used). Both are refused
+    before any training, naming what differs."""
+    from pipelines.common.output_set import OutputConflictError
+
+    root, first, second = stopped_then_resumed
+    with pytest.raises(OutputConflictError, match=r"recipe.optim.base_lr: 0.002 -> 0.0005"):
+        run_training(_job("optim.base_lr=0.0005"), str(train_shards), str(root / "second"), ClusterConfig(workers=2))
+    with pytest.raises(OutputConflictError, match=r"--resume .* would be ignored"):
+        run_training(_job(), str(train_shards), str(root / "second"), ClusterConfig(workers=2),
+                     resume_from=first.checkpoint.path)
+    with pytest.raises(OutputConflictError, match=r"workers: 2 -> 1"):
+        run_training(_job("train.dense_batch_size=4", "train.caption_batch_size=4"), str(train_shards),
+                     str(root / "second"), ClusterConfig(workers=1))
