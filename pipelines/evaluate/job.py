@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,7 +236,40 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     size = cfg.size or ckpt.default_size
     max_size = cfg.max_size or 4 * size
 
-    out = Path(cfg.out).resolve()
+    final = Path(cfg.out).resolve()
+    # everything is written to a staging folder and moved into place only when complete: an
+    # interrupted or failed re-run leaves the previous complete results, never a mix
+    out = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        result = _evaluate_into(cfg, task, paths, eval_set, ckpt, size_divisor, templates, size, max_size, out, final,
+                                t0)
+        _swap_into_place(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def _swap_into_place(staging: Path, final: Path) -> None:
+    """Replace ``final`` by the complete ``staging`` folder (the old one is removed after)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if (final / "logs").is_dir() and not (staging / "logs").exists():
+        os.replace(final / "logs", staging / "logs")  # this job's Ray logs (open files move along)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _evaluate_into(cfg: EvalJobConfig, task: EvalTask, paths, eval_set: EvalSet, ckpt: LoadedCheckpoint,
+                   size_divisor: int, templates: list[str], size: int, max_size: int, out: Path, final: Path,
+                   t0: float) -> dict[str, Any]:
+    """Predict, score and report into ``out``; recorded paths name their place under ``final``."""
+    def final_path(p: Path) -> Path:
+        return final / Path(p).relative_to(out) if Path(p).is_relative_to(out) else Path(p)
+
     write_resolved_config(str(out), {"evaluation": cfg, "checkpoint": ckpt.config})
     pred_root = out / "predictions"
     pred_dir = pred_root / "panoptic"
@@ -257,8 +292,9 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
         "inputs": {"gt_json": str(paths.gt_json), "images": str(paths.images),
                    "gt_dir": str(paths.gt_dir) if paths.gt_dir else None, "checkpoint": str(ckpt.path),
                    "checkpoint_kind": ckpt.kind},
-        "limited": scored_gt != paths.gt_json, "scored_gt_json": str(scored_gt),
-        "predictions": {"json": str(pred_json), "png_dir": str(pred_dir) if eval_set.panoptic else None},
+        "limited": scored_gt != paths.gt_json, "scored_gt_json": str(final_path(scored_gt)),
+        "predictions": {"json": str(final_path(pred_json)),
+                        "png_dir": str(final_path(pred_dir)) if eval_set.panoptic else None},
         "input": {"size": size, "max_size": max_size, "size_divisor": size_divisor},
         "vocabulary": {"names": eval_set.names, "category_ids": eval_set.category_ids,
                        "is_thing": eval_set.is_thing, "templates": templates,
@@ -286,8 +322,8 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
     manifest["seconds"] = round(time.time() - t0, 3)
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     table = render_table(task.name, metrics, params=ckpt.params, visual_enc=visual, with_published=not synthetic)
-    return {"metrics": metrics, "report": report, "manifest": manifest, "table": table, "out": out,
-            "overlays": overlays}
+    return {"metrics": metrics, "report": final_path(report), "manifest": manifest, "table": table, "out": final,
+            "overlays": [final_path(p) for p in overlays]}
 
 
 def summary_lines(result: dict[str, Any]) -> str:

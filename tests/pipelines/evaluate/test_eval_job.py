@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.data import vocabulary_sha256
-from pipelines.evaluate.job import run_evaluation, summary_lines
+from pipelines.evaluate.job import EvalJobError, run_evaluation, summary_lines
 from vloss.data.masks import decode_rle, mask_to_bbox, rgb2id
 
 pytestmark = pytest.mark.slow
@@ -168,3 +168,23 @@ def test_cli_coco_panoptic_on_the_real_sample(ray_session, shared_data: Path, ti
     assert not m["limited"] and len(m["vocabulary"]["names"]) == 133
     _check_panoptic_files(out / "predictions" / "panoptic.json", out / "predictions" / "panoptic",
                           root / "panoptic_examples.json")
+
+
+def test_a_failed_rerun_leaves_the_previous_complete_results(ray_session, synthetic_world: Path,
+                                                              tiny_weights_file: Path, tmp_path: Path):
+    """Defect 7 of issue #15: a failed re-run left the previous metrics.json and report.md beside a
+    1-byte results file. Outputs are staged and moved into place only when complete."""
+    out = tmp_path / "out"
+    cfg = dict(task="lvis", checkpoint=str(tiny_weights_file), out=str(out), data=str(synthetic_world), limit=2,
+               size=64, overlays=0, batch_size=2)
+    run_evaluation(EvalJobConfig(**cfg))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert json.loads((out / "predictions" / "results.json").read_text())  # a real results file
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    with pytest.raises(EvalJobError, match="none of the 2 images could be predicted"):
+        run_evaluation(EvalJobConfig(**{**cfg, "data": None, "images": str(empty),
+                                        "gt_json": str(synthetic_world / "lvis" / "lvis_v1_val.json")}))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging left behind
