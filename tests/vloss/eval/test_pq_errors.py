@@ -115,3 +115,45 @@ def test_cli_reports_malformed_input(dataset):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "image_id=0" in proc.stderr and "no prediction" in proc.stderr and proc.stdout == ""
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    from vloss.eval.__main__ import main
+
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["max_dets_zero_lvis", "max_dets_zero_coco", "workers_zero", "truncated_gt",
+                                  "garbage_png", "missing_gt", "not_a_number"])
+def test_scorer_clis_answer_bad_input_with_one_line_and_status_2(case, shared_data, tmp_path, capsys):
+    """Defect 10 of issue #15: --max-dets 0, a truncated ground-truth JSON and a garbage PNG printed
+    tracebacks."""
+    d = shared_data / "coco-panoptic-sample"
+    gt, gt_dir = d / "panoptic_examples.json", d / "panoptic_examples"
+    lvis = shared_data / "lvis-v0.5-val-100" / "lvis_val_100.json"
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(gt.read_text()[:500])
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    for p in gt_dir.glob("*.png"):
+        (garbage / p.name).write_bytes(b"junk")
+    argv = {
+        "max_dets_zero_lvis": ["lvis", "--gt-json", str(lvis), "--results", str(gt), "--max-dets", "0"],
+        "max_dets_zero_coco": ["coco", "--gt-json", str(gt), "--results", str(gt), "--max-dets", "0"],
+        "workers_zero": ["pq", "--gt-json", str(gt), "--gt-dir", str(gt_dir), "--pred-json", str(gt),
+                         "--pred-dir", str(gt_dir), "--workers", "0"],
+        "truncated_gt": ["pq", "--gt-json", str(truncated), "--gt-dir", str(gt_dir), "--pred-json", str(gt),
+                         "--pred-dir", str(gt_dir)],
+        "garbage_png": ["pq", "--gt-json", str(gt), "--gt-dir", str(gt_dir), "--pred-json", str(gt),
+                        "--pred-dir", str(garbage)],
+        "missing_gt": ["lvis", "--gt-json", str(tmp_path / "none.json"), "--results", str(gt)],
+        "not_a_number": ["coco", "--gt-json", str(gt), "--results", str(gt), "--max-dets", "ten"],
+    }[case]
+    rc, err = _cli(argv, capsys)
+    assert rc == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
