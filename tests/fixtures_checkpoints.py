@@ -1,4 +1,4 @@
-"""Fixtures of the pipeline tests: random-init tiny checkpoints saved through the real saving
+"""Checkpoint fixtures for the whole suite: random-init tiny checkpoints saved through the real saving
 paths (a trainer checkpoint directory and a model-weights file)."""
 
 from __future__ import annotations
