@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> int:
-    from pipelines.common.checkpoint import is_training_checkpoint
     from pipelines.train.plan import check_weights
+    from vloss.checkpoint import is_training_checkpoint
 
     weights = check_weights(job, a.from_scratch)  # before any data or Ray work
     if a.resume and not is_training_checkpoint(a.resume):

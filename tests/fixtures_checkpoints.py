@@ -28,8 +28,8 @@ def tiny_model() -> VLOSS:
 def tiny_checkpoint_dir(tiny_model: VLOSS, tmp_path_factory) -> Path:
     """A checkpoint directory written by the checkpoint module the trainer uses (real optimizer,
     LR scheduler and step schedule, as a training run saves them)."""
-    from pipelines.common.checkpoint import save_training_checkpoint
     from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
+    from vloss.checkpoint import save_training_checkpoint
     from vloss.training.optim import build_lr_scheduler, build_optimizer
 
     job = _tiny_job()

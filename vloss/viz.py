@@ -86,7 +86,8 @@ def draw_panoptic_overlay(image: np.ndarray, seg_ids: np.ndarray, segments_info:
     Args:
         image: [H, W, 3] uint8 RGB.
         seg_ids: [H, W] integer segment ids (0 = VOID, left undrawn).
-        segments_info: ``{"id", "category_id"}`` per segment (COCO panoptic).
+        segments_info: ``{"id", "category_id"[, "score"]}`` per segment (COCO panoptic); a score is
+            written beside the name.
         names: category id -> name (mapping, or sequence indexed by id).
         alpha: opacity of the segment colours.
         draw_names: write class names at segment centres.
@@ -112,7 +113,10 @@ def draw_panoptic_overlay(image: np.ndarray, seg_ids: np.ndarray, segments_info:
         for seg in segments_info:
             xy = _anchor(seg_ids == int(seg["id"]))
             if xy is not None:
-                _label(draw, font, xy, _name(names, int(seg["category_id"])), pil.size)
+                text = _name(names, int(seg["category_id"]))
+                if seg.get("score") is not None:
+                    text += f" {float(seg['score']):.2f}"
+                _label(draw, font, xy, text, pil.size)
     return pil
 
 

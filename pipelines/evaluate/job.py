@@ -43,6 +43,7 @@ from PIL import Image
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.images import decode_rgb
+from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
 from pipelines.common.resources import check_fits
@@ -55,7 +56,6 @@ from pipelines.evaluate.data import (
     vocabulary_sha256,
     write_gt_subset,
 )
-from pipelines.evaluate.decode import decode_eval_images
 from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
 from pipelines.evaluate.tasks import EvalTask, get_task

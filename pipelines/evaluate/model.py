@@ -1,6 +1,6 @@
 """A trained network for evaluation: the checkpoint read on the driver, shape-checked, and rebuilt in actors.
 
-The checkpoint format itself is :mod:`pipelines.common.checkpoint`; this module adds what
+The checkpoint format itself is :mod:`vloss.checkpoint`; this module adds what
 evaluation needs on top: the network built in eval mode with its tensors loaded strictly (so a
 checkpoint that does not fit fails on the driver with the file and parameter named), its
 parameter count for the report, and the run's training input size (the default evaluation size).
@@ -9,17 +9,16 @@ parameter count for the report, and the run's training input size (the default e
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipelines.common.checkpoint import STATE_FILE, load_model_checkpoint
+from vloss.checkpoint import STATE_FILE, build_inference_model, load_model_checkpoint
 from vloss.config import ModelConfig
 from vloss.config_io import to_dict
 from vloss.model import VLOSS
-from vloss.model.weights import load_checked
 
 
 @dataclass
@@ -47,25 +46,6 @@ class LoadedCheckpoint:
     params: int
 
 
-def _inference_model_config(cfg: ModelConfig) -> ModelConfig:
-    """The config without weight-file paths (those files may not exist where we evaluate)."""
-    return replace(cfg, backbone=replace(cfg.backbone, weights=None), text=replace(cfg.text, weights=None))
-
-
-def build_eval_model(model_config: ModelConfig, state_dict: dict[str, torch.Tensor], source: str | Path) -> VLOSS:
-    """A VLOSS network in eval mode with ``state_dict`` loaded strictly (shape-checked).
-
-    Args:
-        model_config: network settings.
-        state_dict: tensors by parameter name.
-        source: the file they came from (named in errors).
-    """
-    model = VLOSS(_inference_model_config(model_config))
-    load_checked(model, state_dict, source, "VLOSS model")
-    model.text.clear_cache()
-    return model.eval()
-
-
 def load_eval_model(checkpoint: str | os.PathLike, config: str | None = None,
                     overrides: list[str] | None = None) -> tuple[VLOSS, LoadedCheckpoint]:
     """Load a checkpoint for evaluation.
@@ -88,7 +68,7 @@ def load_eval_model(checkpoint: str | os.PathLike, config: str | None = None,
     """
     ckpt = load_model_checkpoint(checkpoint, config, overrides)
     source = ckpt.path / STATE_FILE if ckpt.path.is_dir() else ckpt.path
-    model = build_eval_model(ckpt.job.model, ckpt.state_dict, source)
+    model = build_inference_model(ckpt.job.model, ckpt.state_dict, source)
     info = LoadedCheckpoint(ckpt.path, ckpt.kind, ckpt.job.model, ckpt.state_dict, to_dict(ckpt.job),
                             ckpt.job.input.dense_size, tuple(ckpt.job.model.text.templates),
                             sum(p.numel() for p in model.parameters()))

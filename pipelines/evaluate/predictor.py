@@ -1,8 +1,10 @@
-"""The predictor actor of the evaluation job: network and class embeddings built once per actor.
+"""The predictor actor of the evaluation job: a :class:`vloss.predictor.Predictor` built once per actor.
 
-It embeds the evaluation set's class names once, pads each batch to a multiple of
-``model.size_divisor``, runs the model and post-processes each image at its original size: a
-COCO-panoptic PNG + segments (panoptic tasks) or up to ``topk`` RLE detections (instance tasks).
+The network, the class embeddings of the evaluation set and the post-processing are the ones a
+user gets from ``vloss.predictor`` (one code path for prediction and evaluation); this actor
+adds the dataset's side: category ids instead of vocabulary indices, a COCO-panoptic PNG +
+segments per image (panoptic tasks) or up to ``topk`` RLE detections (instance tasks), and
+one failing image isolated instead of losing its batch.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from PIL import Image
 
 from pipelines.common.resources import device_for
 from pipelines.evaluate.data import vocabulary_sha256
-from pipelines.evaluate.model import build_eval_model
-from vloss.config import ModelConfig
+from vloss.config import ModelConfig, TrainJobConfig
 from vloss.config_io import from_dict
-from vloss.data.masks import encode_rle, id2rgb, mask_to_bbox
-from vloss.inference import forward_padded, instance_inference, panoptic_inference, resize_mask_logits
+from vloss.data.masks import encode_rle, id2rgb
+from vloss.predictor import Prediction, Predictor, Vocabulary
 
 
 def encode_png(seg_ids: np.ndarray) -> bytes:
@@ -57,43 +58,35 @@ class EvalPredictor:
             import ray
 
             weights = ray.get(weights[0])
-        self.device = torch.device(device_for(gpus))
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-        self.model = build_eval_model(from_dict(model_config, ModelConfig), weights, source).to(self.device)
+        job = TrainJobConfig(model=from_dict(model_config, ModelConfig))
+        self.predictor = Predictor.from_state(
+            job, weights, device_for(gpus), source=source, task="panoptic" if panoptic else "instance",
+            threshold=float(object_mask_threshold) if panoptic else 0.0,
+            overlap_threshold=float(overlap_threshold), topk=int(topk))
+        # the dataset's order is the label order (no things-first reordering)
+        self.predictor.set_vocabulary(vocabulary=Vocabulary(list(names), [bool(t) for t in is_thing]),
+                                      templates=list(templates))
         self.category_ids = [int(c) for c in category_ids]
-        self.is_thing = [bool(t) for t in is_thing]
         self.panoptic = panoptic
-        self.topk = int(topk)
-        self.thresholds = (float(object_mask_threshold), float(overlap_threshold))
-        with torch.no_grad():  # once per actor: the vocabulary never changes during a job
-            self.class_embeds = self.model.class_embeddings(list(names), tuple(templates))  # [C, Dt]
         self.vocab_sha256 = vocabulary_sha256(list(names), tuple(templates))
 
-    @torch.no_grad()
+    @property
+    def class_embeds(self) -> torch.Tensor:
+        """``[C, Dt]`` embeddings of the evaluation set's classes."""
+        return self.predictor.class_embeddings
+
     def _predict(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
         """Run the network on resized images; post-process each at its original ``sizes``."""
-        out, padded = forward_padded(self.model, images, self.class_embeds, self.device)
-        results = []
-        for k, im in enumerate(images):
-            cls_logits = out["pred_logits"][k]  # [Q, C+1]
-            masks = resize_mask_logits(out["pred_masks"][k], sizes[k], padded_size=padded,
-                                       valid_size=im.shape[:2])  # [Q, H, W]
-            results.append(self._panoptic(cls_logits, masks) if self.panoptic else self._instances(cls_logits, masks))
-        return results
+        return [self._encode(p) for p in self.predictor.predict_resized(images, sizes)]
 
-    def _panoptic(self, cls_logits: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
-        seg_ids, segments = panoptic_inference(cls_logits, masks, self.is_thing, *self.thresholds)
-        ids = seg_ids.cpu().numpy()  # [H, W] int32
-        info = [{"id": int(s["id"]), "category_id": self.category_ids[s["category"]], "isthing": int(s["isthing"]),
-                 "iscrowd": 0, "area": int(s["area"]), "bbox": mask_to_bbox(ids == s["id"]),
-                 "score": round(float(s["score"]), 6)} for s in segments]
-        return {"png": encode_png(ids), "payload": json.dumps(info)}
-
-    def _instances(self, cls_logits: torch.Tensor, masks: torch.Tensor) -> dict[str, Any]:
-        res = instance_inference(cls_logits, masks, topk=self.topk)
-        bin_masks = res["masks"].cpu().numpy()  # [K, H, W] bool
-        dets = [{"category_id": self.category_ids[int(c)], "segmentation": encode_rle(m), "score": float(s)}
-                for m, c, s in zip(bin_masks, res["labels"].tolist(), res["scores"].tolist())]
+    def _encode(self, pred: Prediction) -> dict[str, Any]:
+        if self.panoptic:
+            info = [{"id": s.id, "category_id": self.category_ids[s.label], "isthing": int(s.isthing), "iscrowd": 0,
+                     "area": s.area, "bbox": s.bbox, "score": round(s.score, 6)} for s in pred.segments]
+            return {"png": encode_png(pred.segment_ids), "payload": json.dumps(info)}
+        dets = [{"category_id": self.category_ids[s.label], "segmentation": encode_rle(pred.masks[k]),
+                 "score": s.score} for k, s in enumerate(pred.segments)]
         return {"png": b"", "payload": json.dumps(dets)}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ shards, DDP wrapping, reporting a checkpoint, the checkpoint to restore) comes i
 
 Checkpoints (every ``train.checkpoint_every`` steps, at every sub-epoch end and at the end) hold
 the model, optimizer, LR scheduler, grad scaler, schedule position and the resolved config, in
-the format of :mod:`pipelines.common.checkpoint`. On start the trainer restores from the
+the format of :mod:`vloss.checkpoint`. On start the trainer restores from the
 runtime's checkpoint (a restart after a failure) or from an explicit checkpoint path, and skips
 the batches the schedule says were already consumed.
 
@@ -36,11 +36,11 @@ from typing import Any, Callable, ContextManager
 import torch
 import torch.nn as nn
 
-from pipelines.common.checkpoint import load_training_checkpoint, save_training_checkpoint
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.schedule import StepSchedule
 from pipelines.train.streams import TaskStreams
 from pipelines.train.validation import PanopticValidator, ValSplit
+from vloss.checkpoint import load_training_checkpoint, save_training_checkpoint
 from vloss.config import TrainJobConfig
 from vloss.losses import ContrastiveLoss, SetCriterion, weighted_total
 from vloss.model import VLOSS

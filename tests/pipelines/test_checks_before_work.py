@@ -80,7 +80,7 @@ def test_a_joined_cluster_waits_a_bounded_time_then_fails_the_same_way(ray_sessi
 
 
 def test_a_pickle_that_would_run_code_is_refused_everywhere(tmp_path, synthetic_source):
-    from pipelines.common.checkpoint import load_model_checkpoint
+    from vloss.checkpoint import load_model_checkpoint
 
     path, marker = _crafted_pickle(tmp_path)
     with pytest.raises(ValueError, match=r"weights\.pth: not a checkpoint this job can load safely"):

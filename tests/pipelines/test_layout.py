@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("pseudo_masks", "train", "evaluate")
+STAGES = ("pseudo_masks", "train", "evaluate", "predict")
 
 
 def _imports(path: Path) -> set[str]:
@@ -72,7 +72,7 @@ def _heavy_after_import(modules: list[str]) -> dict[str, bool]:
 
 
 def test_decode_modules_of_both_ray_stages_do_not_import_torch():
-    heavy = _heavy_after_import(["pipelines.pseudo_masks.decode", "pipelines.evaluate.decode",
+    heavy = _heavy_after_import(["pipelines.pseudo_masks.decode", "pipelines.common.inference_decode",
                                  "pipelines.train.transforms"])
     assert heavy == {"torch": False, "ray": False, "timm": False, "open_clip": False}
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from pipelines.common.inference_decode import decode_eval_images
 from pipelines.evaluate.data import EvalImage, load_eval_set, resolve_eval_paths, vocabulary_sha256, write_gt_subset
-from pipelines.evaluate.decode import decode_eval_images
 from pipelines.evaluate.model import load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor
 from vloss.data.masks import decode_rle, mask_to_bbox, rgb2id
@@ -236,13 +236,13 @@ def test_predictor_passes_decode_errors_through(tiny_model, synthetic_world: Pat
     assert "nope.jpg" in out["error"][1] and out["payload"][1] == ""
     # the class embeddings were computed once, in the constructor: batches never run the text tower
     calls = []
-    hook = pred.model.text.tower.transformer.register_forward_hook(lambda *a: calls.append(1))
+    hook = pred.predictor.model.text.tower.transformer.register_forward_hook(lambda *a: calls.append(1))
     batch = {"index": np.array([0]), "path": np.array([es.images[0].path], dtype=object),
              "height": np.array([es.images[0].height]), "width": np.array([es.images[0].width])}
     again = pred(decode_eval_images(batch, size=96, max_size=384))
     assert calls == [] and again["payload"][0] == out["payload"][0]
-    pred.model.text.clear_cache()  # the hook does see the text tower when it runs
-    pred.model.class_embeddings(es.names[:2], ("a photo of a {}.",))
+    pred.predictor.model.text.clear_cache()  # the hook does see the text tower when it runs
+    pred.predictor.model.class_embeddings(es.names[:2], ("a photo of a {}.",))
     hook.remove()
     assert calls
 

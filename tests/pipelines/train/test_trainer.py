@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common.checkpoint import load_training_checkpoint
 from pipelines.train.config import ClusterConfig
 from pipelines.train.job import build_schedule_config, run_training
 from pipelines.train.schedule import StepSchedule
+from vloss.checkpoint import load_training_checkpoint
 from vloss.config import resolve
 
 pytestmark = pytest.mark.slow

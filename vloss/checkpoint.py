@@ -164,6 +164,33 @@ def load_model_checkpoint(checkpoint: str | os.PathLike, preset: str | None = No
     return result
 
 
+def build_inference_model(model_config: Any, state_dict: dict[str, Any], source: str | os.PathLike):
+    """The VLOSS network in eval mode with ``state_dict`` loaded strictly (shape-checked).
+
+    The weight-file paths of the config (pretrained backbone / text tower) are dropped: the
+    state dict holds every tensor, and those files may not exist where the model is used.
+
+    Args:
+        model_config: a :class:`vloss.config.ModelConfig`.
+        state_dict: tensors by parameter name.
+        source: the file they came from (named in errors).
+
+    Raises:
+        WeightsError: tensors that do not fit the configured network (naming file and parameter).
+    """
+    from dataclasses import replace
+
+    from vloss.model import VLOSS
+    from vloss.model.weights import load_checked
+
+    cfg = replace(model_config, backbone=replace(model_config.backbone, weights=None),
+                  text=replace(model_config.text, weights=None))
+    model = VLOSS(cfg)
+    load_checked(model, state_dict, str(source), "VLOSS model")
+    model.text.clear_cache()
+    return model.eval()
+
+
 def _with_preset_run_settings(job):
     """An older weights file stores only the model+loss config (no input size): take the run
     settings from the preset whose network is the stored one (``tiny`` -> 128 px), else keep
