@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_checkpoints import tiny_checkpoint_dir, tiny_model, tiny_weights_file  # noqa: F401
+from tests.fixtures_checkpoints import (  # noqa: F401
+    overfit_result,
+    tiny_checkpoint_dir,
+    tiny_model,
+    tiny_weights_file,
+    trained_tiny_weights,
+)
 from tests.fixtures_teacher import sample_source, synthetic_source, tiny_checkpoint, world  # noqa: F401
 from tests.fixtures_world import synthetic_world  # noqa: F401  (session-wide synthetic world)
 

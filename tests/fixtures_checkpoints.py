@@ -52,3 +52,36 @@ def tiny_weights_file(tiny_model: VLOSS, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_model_weights(tiny_model, path, to_dict(tiny()))
     return path
+
+
+def overfit_run_settings():
+    """The learning test's run: 3 synthetic-world panoptic images, 128 x 128, 150 AdamW steps."""
+    from vloss.training.overfit import OverfitConfig
+
+    return OverfitConfig(num_images=3, size=128, steps=150, lr=1e-3, text_lr=1e-4, seed=0)
+
+
+@pytest.fixture(scope="session")
+def overfit_result(synthetic_world: Path):
+    """One overfitting run of the ``tiny`` network (about a minute on one thread), shared by the
+    learning test and the tests that need a trained checkpoint (no real weights exist here)."""
+    from vloss.data.coco_panoptic import read_coco_panoptic
+    from vloss.data.synthetic import load_world
+    from vloss.training.overfit import overfit
+
+    paths = load_world(synthetic_world)["paths"]["coco_panoptic"]
+    dataset = read_coco_panoptic(paths["train_json"], paths["train_images"], paths["train_png_dir"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and fastest on a shared 2-core machine
+    try:
+        return overfit(dataset, overfit_run_settings())
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_weights(overfit_result, tmp_path_factory) -> Path:
+    """The overfit network saved as a user's weights file (``save_model_weights``, config stored)."""
+    path = tmp_path_factory.mktemp("trained") / "tiny_overfit.pt"
+    save_model_weights(overfit_result.model, path, to_dict(overfit_result.config))
+    return path

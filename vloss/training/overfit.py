@@ -269,6 +269,8 @@ class OverfitResult:
         predictions: per image ``(pred_ids, segments_info)``.
         batch: the batch trained on.
         seconds: wall time of the training loop.
+        model: the trained network (eval mode), e.g. to save with ``save_model_weights``.
+        config: the model + loss config it was built from (overrides applied).
     """
 
     initial_loss: float
@@ -279,6 +281,8 @@ class OverfitResult:
     predictions: list
     batch: PanopticBatch
     seconds: float
+    model: VLOSS | None = None
+    config: VLOSSConfig | None = None
 
     @property
     def loss_drop(self) -> float:
@@ -322,7 +326,8 @@ def overfit(dataset: PanopticDataset, run: OverfitConfig, model_cfg: VLOSSConfig
     seconds = time.perf_counter() - start
     final = fixed_loss(model, criterion, batch, cfg, run.seed)
     predictions = predict_panoptic(model, batch, run.object_mask_threshold, run.overlap_threshold)
-    return OverfitResult(initial, initial_pq, final, losses, score_pq(batch, predictions), predictions, batch, seconds)
+    return OverfitResult(initial, initial_pq, final, losses, score_pq(batch, predictions), predictions, batch, seconds,
+                         model.eval(), cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
-"""The batch-prediction Ray job: the same segments as the Python API, exact shard sets, resumable.
+"""The batch-prediction Ray job: the same segments as ``python -m vloss predict``, exact shard sets, resumable.
 
-The reference is :class:`vloss.predictor.Predictor` run image by image in this process
-(batch size 1 on both sides, so padding is the same); RLEs are decoded with pycocotools.
+The reference is the CLI run on the same images (batch size 1 on both sides, so padding is the
+same): its COCO-panoptic PNG gives each segment's pixels; the job's RLEs are decoded with pycocotools.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from PIL import Image
 from pipelines.common.output_set import OutputConflictError
 from pipelines.predict.config import PredictJobConfig
 from pipelines.predict.job import PredictJobError, read_predictions, run_prediction
-from vloss.predictor import Predictor, Vocabulary
+from vloss.data.masks import rgb2id
+from vloss.predict_cli import main as cli_main
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def _rows(out: Path) -> dict[str, dict]:
     return {Path(r["image"]).name: r for r in read_predictions(str(out))}
 
 
-def test_job_equals_the_python_api_and_resumes(ray_session, folder: Path, tmp_path: Path, tiny_checkpoint_dir: Path):
+def test_job_equals_the_cli_and_resumes(ray_session, folder: Path, tmp_path: Path, tiny_checkpoint_dir: Path):
     from pycocotools import mask as mask_utils
 
     cfg = _cfg(folder, tmp_path, tiny_checkpoint_dir)
@@ -63,16 +64,23 @@ def test_job_equals_the_python_api_and_resumes(ray_session, folder: Path, tmp_pa
     rows = _rows(tmp_path / "out")
     assert sorted(rows) == ["000000142238.jpg", "000000439180.jpg", "a_small.png", "b_tall.jpg"]
 
-    ref = Predictor.from_checkpoint(tiny_checkpoint_dir, threshold=0.0, batch_size=1)
-    ref.set_vocabulary(vocabulary=Vocabulary.parse(VOCAB))
+    # the CLI on the same images (batch size 1 on both sides: the same padding)
+    cli_out = tmp_path / "cli"
+    assert cli_main([r["image"] for r in rows.values()] + [
+        "--checkpoint", str(tiny_checkpoint_dir), "--vocab-file", cfg.vocab_file, "--out", str(cli_out),
+        "--threshold", "0", "--batch-size", "1"]) == 0
     for name, row in rows.items():
-        pred = ref(row["image"])
-        assert (row["height"], row["width"]) == (pred.height, pred.width)
+        stem = Path(name).stem
+        cli = json.loads((cli_out / f"{stem}.json").read_text())
+        ids = rgb2id(np.asarray(Image.open(cli_out / f"{stem}.panoptic.png").convert("RGB")))  # [H, W]
+        assert (row["height"], row["width"]) == (cli["height"], cli["width"])
         assert [(s["name"], s["area"], s["isthing"]) for s in row["segments"]] == \
-               [(s.name, s.area, s.isthing) for s in pred.segments]
-        assert [s["score"] for s in row["segments"]] == pytest.approx([s.score for s in pred.segments], abs=1e-6)
-        for k, s in enumerate(row["segments"]):
-            assert np.array_equal(mask_utils.decode(s["segmentation"]).astype(bool), pred.mask(k)), name
+               [(s["name"], s["area"], bool(s["isthing"])) for s in cli["segments_info"]]
+        assert [s["score"] for s in row["segments"]] == pytest.approx([s["score"] for s in cli["segments_info"]],
+                                                                      abs=1e-6)
+        for s, c in zip(row["segments"], cli["segments_info"]):
+            assert np.array_equal(mask_utils.decode(s["segmentation"]).astype(bool), ids == c["id"]), name
+
     overlays = sorted(p.name for p in (tmp_path / "out" / "overlays").iterdir())
     assert len(overlays) == 4 and all(p.endswith(".png") for p in overlays)
 

@@ -23,14 +23,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.fixtures_checkpoints import overfit_run_settings
 from vloss.data.coco_panoptic import load_panoptic_ids, read_coco_panoptic
 from vloss.data.errors import DataFormatError
 from vloss.data.synthetic import load_world
 from vloss.eval.pq_reference import pq_stats_reference
 from vloss.eval.pq_stats import PQStat
-from vloss.training.overfit import OverfitConfig, load_panoptic_batch, main, overfit, score_pq
+from vloss.training.overfit import OverfitConfig, load_panoptic_batch, main, score_pq
 
-RUN = OverfitConfig(num_images=3, size=128, steps=150, lr=1e-3, text_lr=1e-4, seed=0)
+RUN = overfit_run_settings()
 
 
 def _panoptic_train(world: Path):
@@ -45,15 +46,10 @@ def _nearest_reference(ids: np.ndarray, size: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_world: Path):
-    """One overfitting run, shared by the assertions below (single thread: deterministic and
-    fastest on a shared 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return overfit(_panoptic_train(synthetic_world), RUN)
-    finally:
-        torch.set_num_threads(threads)
+def trained(overfit_result):
+    """The session's overfitting run (``tests/fixtures_checkpoints.py``), shared with the tests
+    that need a trained checkpoint."""
+    return overfit_result
 
 
 @pytest.mark.slow
