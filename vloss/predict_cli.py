@@ -105,16 +105,22 @@ def _predict_chunk(predictor, paths: list[Path]) -> list[Any]:
     return out
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """The command's body; returns the exit status."""
-    from vloss.predictor import Predictor, Vocabulary
-    from vloss.progress import ProgressLine
+def read_vocabulary(args: argparse.Namespace):
+    """The :class:`vloss.predictor.Vocabulary` of ``--vocab-file`` or ``--things``/``--stuff``."""
+    from vloss.predictor import Vocabulary
 
     if args.vocab_file:
-        vocab = Vocabulary.from_file(args.vocab_file)
-    else:
-        split = lambda s: [n for n in (s or "").split(",") if n.strip()]  # noqa: E731
-        vocab = Vocabulary.from_lists(split(args.things), split(args.stuff))
+        return Vocabulary.from_file(args.vocab_file)
+    split = lambda s: [n for n in (s or "").split(",") if n.strip()]  # noqa: E731
+    return Vocabulary.from_lists(split(args.things), split(args.stuff))
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """The command's body; returns the exit status."""
+    from vloss.predictor import Predictor
+    from vloss.progress import ProgressLine
+
+    vocab = read_vocabulary(args)
     paths = expand_inputs(args.images)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, preset=args.config,
                                           task=args.task, size=args.size, batch_size=args.batch_size,

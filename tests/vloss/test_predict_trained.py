@@ -22,7 +22,7 @@ from vloss.data.images import read_image
 from vloss.data.masks import id2rgb
 from vloss.data.synthetic import load_world
 from vloss.predict_cli import main
-from vloss.predictor import Predictor
+from vloss.predictor import Predictor, Vocabulary
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +86,48 @@ def test_an_unseen_vocabulary_runs_without_retraining(trained_images: dict, trai
     again = predictor(str(trained_images["root"] / "images" / "img0.png"))
     assert {s.name for s in again.segments} <= {"lamp post", "snowfield", "sky"}
     assert np.all(again.segment_ids >= 0)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_file_segments_like_the_predictor(trained_images: dict, trained_tiny_weights: Path, tmp_path: Path,
+                                                   fmt: str, capsys):
+    """``python -m vloss export`` with the run's vocabulary, then the exported file + NumPy post-processing
+    only: the panoptic result equals the predictor's on every trained image."""
+    from vloss import postprocess_numpy as pn
+    from vloss.export_cli import main as export_main
+
+    out = tmp_path / f"vloss.{'onnx' if fmt == 'onnx' else 'pt'}"
+    assert export_main(["--checkpoint", str(trained_tiny_weights), "--vocab-file", str(trained_images["vocab"]),
+                        "--format", fmt, "--size", "128", "128", "--out", str(out)]) == 0
+    assert f"{fmt} file" in capsys.readouterr().out
+    meta = pn.load_metadata(f"{out}.json")
+    assert meta["class_names"] == trained_images["names"] and meta["is_thing"] == trained_images["is_thing"]
+    if fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        run = lambda x: session.run(None, {meta["inputs"][0]["name"]: x})  # noqa: E731
+    else:
+        import torch
+
+        module = torch.jit.load(str(out))
+        run = lambda x: [t.detach().numpy() for t in module(torch.from_numpy(x))]  # noqa: E731
+    predictor = Predictor.from_checkpoint(trained_tiny_weights).set_vocabulary(
+        vocabulary=Vocabulary(trained_images["names"], trained_images["is_thing"]))
+    paths = sorted((trained_images["root"] / "images").iterdir())
+    rgb = [np.asarray(Image.open(p).convert("RGB")) for p in paths]  # 128 x 128: no resize at this size
+    x, padded = pn.prepare_inputs(rgb, pad_to=(meta["height"], meta["width"]))
+    logits, masks = run(x)  # [B, Q, C+1], [B, Q, 32, 32]
+    for k, p in enumerate(paths):
+        ids, segments = pn.panoptic_inference(logits[k], pn.resize_mask_logits(masks[k], (128, 128)),
+                                              meta["is_thing"], 0.8, 0.8)
+        ref = predictor(str(p))
+        assert segments and np.array_equal(ids, ref.segment_ids), p.name
+        assert [meta["class_names"][s["category"]] for s in segments] == [s.name for s in ref.segments]
+
+
+def test_export_refuses_a_size_the_network_cannot_take(trained_tiny_weights: Path, tmp_path: Path, capsys):
+    from vloss.export_cli import main as export_main
+
+    assert export_main(["--checkpoint", str(trained_tiny_weights), "--things", "dog", "--size", "100", "128",
+                        "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "height 100 must be a positive multiple of the size divisor 32" in capsys.readouterr().err
