@@ -32,7 +32,13 @@ class EvalJobConfig:
         cpus_per_actor: CPUs each predictor actor reserves (None: 4 with a GPU, else 0.5).
         cpus_per_decode_task: CPUs each decode task reserves.
         batch_size: images per predictor call.
-        pq_workers: processes of the PQ scorer (None: min(4, cpus)).
+        pq_workers: threads of the PQ scorer (None: min(4, cpus)).
+        pq_crowd_rule: ``official`` (the COCO panoptic API's crowd rule, what published numbers
+            use) or ``all`` (every crowd region of the category); see :mod:`vloss.eval.pq_stats`.
+        pq_from: ``memory``: each image is scored while the others are predicted, from the segment
+            ids the actors return (no predicted PNG is decoded again); ``files``: the written
+            PNGs + JSON are scored afterwards with :func:`vloss.eval.pq.pq_compute`. Both give
+            the same numbers (tested); ``memory`` saves the decode and overlaps the scoring.
         ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
             resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
@@ -60,6 +66,8 @@ class EvalJobConfig:
     cpus_per_decode_task: float = 0.25
     batch_size: int = 2
     pq_workers: int | None = None
+    pq_crowd_rule: str = "official"
+    pq_from: str = "memory"
     ray_num_cpus: int | None = None
     resource_wait_s: float | None = None
 
@@ -69,6 +77,10 @@ class EvalJobConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise ValueError(f"{name} must be positive, got {v}")
+        if self.pq_crowd_rule not in ("official", "all"):
+            raise ValueError(f"pq_crowd_rule must be official or all, got {self.pq_crowd_rule!r}")
+        if self.pq_from not in ("memory", "files"):
+            raise ValueError(f"pq_from must be memory or files, got {self.pq_from!r}")
         if self.num_actors <= 0 or self.batch_size <= 0 or self.overlays < 0:
             raise ValueError("num_actors and batch_size must be positive, overlays >= 0")
 

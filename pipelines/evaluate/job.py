@@ -58,6 +58,7 @@ from pipelines.evaluate.data import (
 )
 from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
+from pipelines.evaluate.streaming_pq import StreamingPQ
 from pipelines.evaluate.tasks import EvalTask, get_task
 from vloss.data.masks import decode_rle, rgb2id
 
@@ -78,8 +79,10 @@ class _Collected:
 
 
 def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: LoadedCheckpoint,
-                   templates: list[str], size: int, max_size: int, pred_dir: Path, results_path: Path) -> _Collected:
-    """Ray Data pipeline; writes PNGs (panoptic) or streams the results JSON (instances)."""
+                   templates: list[str], size: int, max_size: int, pred_dir: Path, results_path: Path,
+                   stream: StreamingPQ | None = None) -> _Collected:
+    """Ray Data pipeline; writes PNGs (panoptic) or streams the results JSON (instances). With
+    ``stream``, each panoptic prediction is also scored as it arrives (failed images as empty)."""
     import ray
 
     ensure_ray(cfg.ray_num_cpus)
@@ -101,7 +104,8 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
                                "category_ids": eval_set.category_ids, "is_thing": eval_set.is_thing,
                                "templates": templates, "panoptic": eval_set.panoptic, "topk": topk,
                                "object_mask_threshold": cfg.object_mask_threshold,
-                               "overlap_threshold": cfg.overlap_threshold, "gpus": cfg.gpus_per_actor},
+                               "overlap_threshold": cfg.overlap_threshold, "gpus": cfg.gpus_per_actor,
+                               "return_ids": stream is not None},
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), batch_size=cfg.batch_size,
         num_cpus=cfg.actor_cpus, num_gpus=cfg.gpus_per_actor)
 
@@ -128,8 +132,12 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
                     got.overlay_payloads[idx] = (png, payload)
                 if results_file is None:  # panoptic: PNG now, JSON once every image is in
                     (pred_dir / im.pred_name).write_bytes(png)
+                    segments = json.loads(payload)
                     got.annotations[idx] = {"image_id": im.image_id, "file_name": im.pred_name,
-                                            "segments_info": json.loads(payload)}
+                                            "segments_info": segments}
+                    if stream is not None:
+                        ids = np.frombuffer(batch["ids"][k], np.int32).reshape(im.height, im.width)  # [H, W]
+                        stream.submit(im.image_id, ids, segments)
                     continue
                 for det in json.loads(payload):  # streamed: LVIS val has ~6M detections
                     sep = ",\n" if got.num_detections else ""
@@ -138,6 +146,10 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
         if results_file is not None:
             results_file.write("]\n")
         line.close()
+    if stream is not None:  # a failed image is scored as an empty prediction, as its written PNG is
+        for idx in got.failed:
+            im = eval_set.images[idx]
+            stream.submit(im.image_id, np.zeros((im.height, im.width), np.int32), [])
     return got
 
 
@@ -275,18 +287,29 @@ def _evaluate_into(cfg: EvalJobConfig, task: EvalTask, paths, eval_set: EvalSet,
     pred_dir = pred_root / "panoptic"
     (pred_dir if eval_set.panoptic else pred_root).mkdir(parents=True, exist_ok=True)
     pred_json = pred_root / ("panoptic.json" if eval_set.panoptic else "results.json")
-    got = _run_inference(cfg, task, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json)
+    scored_gt = write_gt_subset(eval_set, pred_root / "gt_subset.json")
+    stream = StreamingPQ(scored_gt, paths.gt_dir, cfg.pq_workers, cfg.pq_crowd_rule) \
+        if eval_set.panoptic and cfg.pq_from == "memory" else None
+    try:
+        got = _run_inference(cfg, task, eval_set, ckpt, templates, size, max_size, pred_dir, pred_json, stream)
+    except BaseException:
+        if stream is not None:
+            stream.close()
+        raise
     if len(got.failed) == len(eval_set.images):
+        if stream is not None:
+            stream.close()
         first = next(iter(got.failed.values()))
         raise EvalJobError(f"none of the {len(eval_set.images)} images could be predicted (first: {first})")
     if eval_set.panoptic:
         _write_panoptic_json(eval_set, got, pred_dir, pred_json)
     expected = vocabulary_sha256(eval_set.names, templates)
     if got.vocab_digests != {expected}:
+        if stream is not None:
+            stream.close()
         raise EvalJobError(f"predictor vocabulary digests {sorted(got.vocab_digests)} differ from the "
                            f"evaluation set's {expected}")
 
-    scored_gt = write_gt_subset(eval_set, pred_root / "gt_subset.json")
     manifest = {
         "task": task.name, "panoptic": task.panoptic,
         "inputs": {"gt_json": str(paths.gt_json), "images": str(paths.images),
@@ -308,7 +331,14 @@ def _evaluate_into(cfg: EvalJobConfig, task: EvalTask, paths, eval_set: EvalSet,
     }
     (pred_root / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
-    metrics = task.scorer(scored_gt, paths, pred_json, pred_dir, cfg.pq_workers, task.topk)
+    t_score = time.time()
+    if stream is not None:
+        metrics = stream.summary()
+    else:
+        metrics = task.scorer(scored_gt, paths, pred_json, pred_dir, cfg.pq_workers, task.topk, cfg.pq_crowd_rule)
+    manifest["scoring"] = {"from": "memory" if stream is not None else "files",
+                           "seconds_after_inference": round(time.time() - t_score, 3),
+                           "crowd_rule": cfg.pq_crowd_rule if eval_set.panoptic else None}
     overlays = _draw_overlays(eval_set, got, out / "overlays", cfg.overlays)
     from vloss.eval.report import render_table, write_report
 

@@ -49,11 +49,14 @@ class EvalPredictor:
         topk: detections per image (instance tasks).
         object_mask_threshold, overlap_threshold: panoptic inference thresholds.
         gpus: GPUs this actor reserves; with any, the network runs on CUDA.
+        return_ids: panoptic: also return each image's ``[H, W]`` int32 segment ids (raw bytes,
+            column ``ids``) for scoring in memory (:mod:`pipelines.evaluate.streaming_pq`).
     """
 
     def __init__(self, model_config: dict, weights: Any, source: str, names: list[str], category_ids: list[int],
                  is_thing: list[bool], templates: list[str], panoptic: bool, topk: int = 100,
-                 object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8, gpus: float = 0.0) -> None:
+                 object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8, gpus: float = 0.0,
+                 return_ids: bool = False) -> None:
         if isinstance(weights, list) and len(weights) == 1:  # a Ray object reference, put once by the driver
             import ray
 
@@ -69,6 +72,7 @@ class EvalPredictor:
                                       templates=list(templates))
         self.category_ids = [int(c) for c in category_ids]
         self.panoptic = panoptic
+        self.return_ids = bool(return_ids and panoptic)
         self.vocab_sha256 = vocabulary_sha256(list(names), tuple(templates))
 
     @property
@@ -84,15 +88,17 @@ class EvalPredictor:
         if self.panoptic:
             info = [{"id": s.id, "category_id": self.category_ids[s.label], "isthing": int(s.isthing), "iscrowd": 0,
                      "area": s.area, "bbox": s.bbox, "score": round(s.score, 6)} for s in pred.segments]
-            return {"png": encode_png(pred.segment_ids), "payload": json.dumps(info)}
+            ids = pred.segment_ids.astype(np.int32)  # [H, W]
+            return {"png": encode_png(ids), "payload": json.dumps(info),
+                    "ids": ids.tobytes() if self.return_ids else b""}
         dets = [{"category_id": self.category_ids[s.label], "segmentation": encode_rle(pred.masks[k]),
                  "score": s.score} for k, s in enumerate(pred.segments)]
-        return {"png": b"", "payload": json.dumps(dets)}
+        return {"png": b"", "payload": json.dumps(dets), "ids": b""}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["index"])
         errors = [str(e) for e in batch["error"]]
-        pngs, payloads = [b""] * n, [""] * n
+        pngs, payloads, ids = [b""] * n, [""] * n, [b""] * n
         todo = [i for i in range(n) if not errors[i]]
         images = [np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["rh"][i]), int(batch["rw"][i]), 3)
                   for i in todo]
@@ -111,7 +117,7 @@ class EvalPredictor:
                 if "error" in o:
                     errors[i] = o["error"]
                 else:
-                    pngs[i], payloads[i] = o["png"], o["payload"]
+                    pngs[i], payloads[i], ids[i] = o["png"], o["payload"], o["ids"]
         return {"index": batch["index"], "error": np.array(errors, dtype=object),
                 "png": np.array(pngs, dtype=object), "payload": np.array(payloads, dtype=object),
-                "vocab_sha256": np.array([self.vocab_sha256] * n, dtype=object)}
+                "ids": np.array(ids, dtype=object), "vocab_sha256": np.array([self.vocab_sha256] * n, dtype=object)}

@@ -38,28 +38,28 @@ class Layout:
 
 
 def _score_pq(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
-              max_dets: int | None) -> dict:
+              max_dets: int | None, crowd_rule: str = "official") -> dict:
     from vloss.eval.pq import pq_compute
 
-    return pq_compute(gt_json, paths.gt_dir, pred_json, pred_dir, workers=workers)
+    return pq_compute(gt_json, paths.gt_dir, pred_json, pred_dir, workers=workers, crowd_rule=crowd_rule)
 
 
 def _score_lvis(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
-                max_dets: int | None) -> dict:
+                max_dets: int | None, crowd_rule: str = "official") -> dict:
     from vloss.eval.lvis_eval import lvis_mask_ap
 
     return lvis_mask_ap(gt_json, pred_json, max_dets=max_dets)
 
 
 def _score_coco(gt_json: Path, paths: EvalPaths, pred_json: Path, pred_dir: Path, workers: int | None,
-                max_dets: int | None) -> dict:
+                max_dets: int | None, crowd_rule: str = "official") -> dict:
     from vloss.eval.coco_eval import coco_mask_ap
 
     return coco_mask_ap(gt_json, pred_json, max_dets=max_dets)
 
 
 Reader = Callable[[str, EvalPaths, "int | None"], EvalSet]
-Scorer = Callable[[Path, EvalPaths, Path, Path, "int | None", "int | None"], dict]
+Scorer = Callable[[Path, EvalPaths, Path, Path, "int | None", "int | None", str], dict]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class EvalTask:
         layout: where its files lie under a data root.
         reader: ``reader(name, paths, limit) -> EvalSet`` (validates the ground truth, builds the
             open vocabulary from the set's own categories).
-        scorer: ``scorer(gt_json, paths, pred_json, pred_dir, workers, max_dets) -> metrics``.
+        scorer: ``scorer(gt_json, paths, pred_json, pred_dir, workers, max_dets, crowd_rule) -> metrics``
+            (``crowd_rule``: PQ only).
         topk: detections kept per image and scored (instance tasks; the protocol's own number).
     """
 

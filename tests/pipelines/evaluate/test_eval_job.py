@@ -91,6 +91,18 @@ def test_ade20k_panoptic_job_with_missing_image(ray_session, synthetic_world: Pa
     metrics = result["metrics"]
     for group in ("All", "Things", "Stuff"):
         assert _in_unit(metrics[group]["pq"]) and metrics[group]["n"] > 0
+    # scored in memory while predicting; the written files, scored afterwards, give the same numbers
+    assert m["scoring"] == {"from": "memory", "seconds_after_inference": m["scoring"]["seconds_after_inference"],
+                            "crowd_rule": "official"}
+    from vloss.eval.pq import pq_compute
+
+    from_files = pq_compute(scored_gt, ade / "ade20k_panoptic_val", pred_root / "panoptic.json",
+                            pred_root / "panoptic", workers=1)
+    assert set(from_files["per_class"]) == set(metrics["per_class"])
+    for name, v in from_files["per_class"].items():
+        assert metrics["per_class"][name] == pytest.approx(v, abs=1e-12), name
+    for group in ("All", "Things", "Stuff"):
+        assert metrics[group] == pytest.approx(from_files[group], abs=1e-12)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["task"] == "ade20k_panoptic" and saved["metrics"]["All"] == metrics["All"]
     assert saved["checkpoint"]["sha256"] and saved["config"]["checkpoint"]["model"]["decoder"]["num_queries"] == 20
