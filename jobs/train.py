@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="a worker holding a GPU trains on CUDA")
     p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
-    p.add_argument("--resume", default=None, help="checkpoint directory to start from (a new --out)")
+    p.add_argument("--resume", default="auto",
+                   help="auto (default): re-running the same command on its --out continues from the latest "
+                        "checkpoint, also after the driver was killed; none: refuse to continue; or a checkpoint "
+                        "directory to start a new --out from")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an --out (and its shards) that holds another run, instead of refusing")
     p.add_argument("--dry-run", action="store_true", help="resolve everything, write OUT/plan.json, train nothing")
@@ -131,8 +134,10 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
     from vloss.checkpoint import is_training_checkpoint
 
     weights = check_weights(job, a.from_scratch)  # before any data or Ray work
-    if a.resume and not is_training_checkpoint(a.resume):
-        raise FileNotFoundError(f"--resume {a.resume}: not a training checkpoint directory (state.pt + meta.json)")
+    resume_from = None if a.resume in ("auto", "none") else a.resume
+    if resume_from and not is_training_checkpoint(resume_from):
+        raise FileNotFoundError(f"--resume {resume_from}: not a training checkpoint directory (state.pt + meta.json); "
+                                f"or use --resume auto|none")
     out = os.path.abspath(a.out)
     if a.dry_run:
         return dry_run(a, job, cluster, weights, out)
@@ -152,7 +157,8 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
         shard_root = prepare_shards(a.data, os.path.join(out, "data"), a.pseudo_masks, cluster.rows_per_shard,
                                     job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used(),
                                     overwrite=a.overwrite)
-    result = run_training(job, shard_root, out, cluster, resume_from=a.resume, overwrite=a.overwrite)
+    result = run_training(job, shard_root, out, cluster, resume_from=resume_from, overwrite=a.overwrite,
+                          resume="none" if a.resume == "none" else "auto")
     print(f"[train] run directory: {out}")
     print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")
     print(f"[train] {log_locations()}")

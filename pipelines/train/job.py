@@ -201,13 +201,18 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
 
 
 def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-              resume_from: str | None, overwrite: bool) -> None:
-    """Claim the run directory for this run before any training (issue #15).
+              resume_from: str | None, overwrite: bool, resume: str = "auto") -> bool:
+    """Claim the run directory for this run before any training (issues #13, #15).
 
-    The same run re-run continues from its own latest checkpoint (Ray Train restores it); another
-    recipe, worker count or data is refused with what differs, unless ``overwrite`` (the old run's
-    state is then removed). An explicit ``resume_from`` on a directory that already holds this
-    run's checkpoints is refused rather than silently ignored (Ray Train would restore its own).
+    The same run re-run continues from its own latest checkpoint (Ray Train restores it), also
+    after its driver was killed: ``resume="auto"``; ``resume="none"`` refuses to continue it
+    instead. Another recipe, worker count or data is refused with what differs, unless
+    ``overwrite`` (the old run's state is then removed). An explicit ``resume_from`` on a
+    directory that already holds this run's checkpoints is refused rather than silently ignored
+    (Ray Train would restore its own).
+
+    Returns:
+        Whether the run continues from its own checkpoints.
 
     Raises:
         OutputConflictError: as above.
@@ -221,6 +226,10 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
                                   f"continues from its own latest one, so --resume {resume_from} would be ignored. "
                                   f"Drop --resume to continue this run, or use another --out (or --overwrite) to "
                                   f"start from {resume_from}.")
+    if claim.resumed and has_state and resume == "none":
+        raise OutputConflictError(f"{run_dir} already holds checkpoints of this run ({storage.uri}) and --resume "
+                                  f"none refuses to continue it. Use --resume auto (the default) to continue from "
+                                  f"its latest checkpoint, or --overwrite to start it again.")
     if not claim.resumed and (has_state or overwrite):
         for name in RUN_STATE:  # the old run's state would otherwise be restored or mixed in
             loc = locate(run_dir).child(name) if name != "ray_train" else storage
@@ -228,6 +237,7 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
                 loc.fs.delete_dir(loc.path)
             else:
                 loc.delete()
+    return bool(claim.resumed and has_state)
 
 
 def _checkpoint_dirs(storage) -> list[str]:
@@ -236,7 +246,7 @@ def _checkpoint_dirs(storage) -> list[str]:
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-                 resume_from: str | None = None, overwrite: bool = False) -> Any:
+                 resume_from: str | None = None, overwrite: bool = False, resume: str = "auto") -> Any:
     """Fit VLOSS with Ray Train; returns the ``ray.train.Result``.
 
     Args:
@@ -247,13 +257,15 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         cluster: workers and their resources.
         resume_from: a checkpoint directory to start from.
         overwrite: replace a run directory that holds another run (see :func:`claim_run`).
+        resume: ``auto``: a re-run of the same run continues from its latest checkpoint;
+            ``none``: refuse to continue it.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     ensure_ray()
     check_cluster(cluster)
-    claim_run(job, shard_root, os.path.abspath(run_dir), cluster, resume_from, overwrite)
+    continuing = claim_run(job, shard_root, os.path.abspath(run_dir), cluster, resume_from, overwrite, resume)
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
@@ -269,6 +281,9 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": to_dict(cluster)}, f, indent=1)
     print(f"[train] schedule {sched_cfg.mode}: {schedule.total_steps} steps over {sched_cfg.epochs} epochs; "
           f"epoch 0 = {schedule.counts(0)}", flush=True)
+    if continuing:
+        print(f"[train] continuing this run from its latest checkpoint under {cluster.storage_path or run_dir} "
+              f"(--resume none refuses, --overwrite starts again)", flush=True)
     # checkpoints live in the run directory unless shared storage (s3://, NFS) is given
     storage = cluster.storage_path or run_dir
     sink = progress_sink()

@@ -230,6 +230,8 @@ def test_a_rerun_into_an_existing_run_is_the_same_run_or_refused(stopped_then_re
     with pytest.raises(OutputConflictError, match=r"--resume .* would be ignored"):
         run_training(_job(), str(train_shards), str(root / "second"), ClusterConfig(workers=2),
                      resume_from=first.checkpoint.path)
+    with pytest.raises(OutputConflictError, match=r"--resume none refuses to continue it"):
+        run_training(_job(), str(train_shards), str(root / "second"), ClusterConfig(workers=2), resume="none")
     with pytest.raises(OutputConflictError, match=r"workers: 2 -> 1"):
         run_training(_job("train.dense_batch_size=4", "train.caption_batch_size=4"), str(train_shards),
                      str(root / "second"), ClusterConfig(workers=1))

@@ -1,0 +1,115 @@
+"""Issue #13 drill: the training *driver* is killed mid-run; re-running the same command continues.
+
+``python -m jobs.train`` runs as a user would run it (its own embedded Ray), is SIGKILLed once its
+first checkpoint exists, and the identical command is run again with ``--resume auto`` (the
+default). The re-run must say it continues, start at the step after that checkpoint (or later,
+if a later one was written before the kill), and end with the schedule's total optimizer steps
+done exactly once. The processes the killed driver started are checked to go away with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.train.job import build_schedule_config
+from pipelines.train.schedule import StepSchedule
+from vloss.checkpoint import load_training_checkpoint
+from vloss.config import resolve
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[3]
+SETS = ["input.dense_size=64", "input.caption_size=32", "train.dense_batch_size=8", "train.caption_batch_size=8",
+        "train.panoptic_images=16", "train.detection_images=16", "train.caption_images=16", "train.epochs=4",
+        "train.log_every=1", "train.checkpoint_every=3", "loss.num_points=256", "model.decoder.num_queries=12",
+        "train.eval_every=0"]
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc; no psutil needed)."""
+    parents: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in parents.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.train", "--shards", str(train_shards), "--out", str(run), "--workers", "2",
+           "--config", "tiny"]
+    for kv in SETS:
+        cmd += ["--set", kv]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log1 = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log1, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    ckpts = run / "ray_train"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpts.is_dir() and any(p.name.startswith("checkpoint_") for p in ckpts.iterdir()):
+                break
+            time.sleep(0.5)
+        log = (tmp_path / "first.log").read_text()
+        assert proc.poll() is None, f"the first run ended before its first checkpoint:\n{log}"
+        spawned = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes must follow it
+        proc.wait(timeout=30)
+        # gcs, raylet, monitors and workers die with the driver at once; Ray's dashboard and runtime-env
+        # agents notice that their raylet is gone after about 65 s (measured here)
+        gone_by = time.time() + 150
+        while time.time() < gone_by and any(_alive(p) for p in spawned):
+            time.sleep(0.5)
+        left = [p for p in spawned if _alive(p)]
+    finally:
+        log1.close()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    for p in left:  # clean up by our own handles before failing
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"{len(left)} processes of the killed driver outlived it"
+    saved = sorted(p for p in ckpts.iterdir() if p.name.startswith("checkpoint_"))
+    last_saved = max(load_training_checkpoint(p)[1]["global_step"] for p in saved
+                     if (p / "meta.json").is_file())
+
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "continuing this run from its latest checkpoint" in second.stdout
+    job = resolve("tiny", SETS)
+    total = StepSchedule(build_schedule_config(job, str(train_shards), 2)).total_steps
+    result = json.loads((run / "result.json").read_text())
+    final, meta = load_training_checkpoint(result["checkpoint"])
+    assert final["optimizer_steps"] == total and meta["global_step"] == total
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "step" in json.loads(line)]
+    rerun = steps[steps.index(last_saved + 1):] if last_saved + 1 in steps else []
+    assert rerun and rerun == list(range(last_saved + 1, total + 1)), (last_saved, steps)
+    print(f"killed after checkpoint at step {last_saved}; re-run trained steps {last_saved + 1}..{total} "
+          f"(total {total} optimizer steps)")
