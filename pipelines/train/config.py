@@ -27,6 +27,13 @@ class ClusterConfig:
         rows_per_shard: images per training shard when shards are built.
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the workers'
             resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
+        cache_shards_mb: a task whose training shards total at most this many MB is read once
+            into Ray's object store, and every pass only re-runs the transforms on the cached
+            rows; larger ones are streamed from storage on every pass (0 = never cache). Measured
+            here (2 cores, 96 demo-world images): a pass that re-reads its Parquet shards waits
+            7-8 s before the first batch, one over cached rows 0.5 s, while the transforms
+            themselves take 0.4 s; on real datasets the shards are far larger than this default
+            and stream as before.
     """
 
     workers: int = 2
@@ -37,3 +44,4 @@ class ClusterConfig:
     transform_cpus: float = 0.25
     rows_per_shard: int = 256
     resource_wait_s: Optional[float] = None
+    cache_shards_mb: float = 256.0

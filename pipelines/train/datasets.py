@@ -8,7 +8,14 @@ from pipelines.train.transforms import CaptionTransform, DenseTransform
 from vloss.config import InputConfig
 
 
-def task_dataset(root: str, task: str, cfg: InputConfig, limit: int = 0, num_cpus: float = 0.25):
+def shard_bytes(root: str, task: str) -> int:
+    """Total size in bytes of a task's training shards (0 when it has none)."""
+    loc = locate(root)
+    return sum(int(loc.fs.get_file_info(p).size or 0) for p in task_shard_paths(loc, task))
+
+
+def task_dataset(root: str, task: str, cfg: InputConfig, limit: int = 0, num_cpus: float = 0.25,
+                 cache: bool = False):
     """A task's shards as a Ray dataset of transformed rows.
 
     Args:
@@ -17,6 +24,9 @@ def task_dataset(root: str, task: str, cfg: InputConfig, limit: int = 0, num_cpu
         cfg: input settings.
         limit: read only the first ``limit`` rows of every pass (0 = all).
         num_cpus: CPUs each transform task reserves (fractional on small machines).
+        cache: read the (limited) shard rows once into Ray's object store; every pass then
+            re-runs only the transforms (fresh augmentation) on the cached rows instead of
+            re-reading storage (:attr:`ClusterConfig.cache_shards_mb` decides).
     """
     import ray
 
@@ -28,6 +38,8 @@ def task_dataset(root: str, task: str, cfg: InputConfig, limit: int = 0, num_cpu
     ds = ray.data.read_parquet(paths, filesystem=loc.fs)
     if limit:
         ds = ds.limit(limit)
+    if cache:
+        ds = ds.materialize()
     if task == "captions":
         fn = CaptionTransform(cfg.caption_size, cfg.seed)
     else:

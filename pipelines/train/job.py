@@ -23,7 +23,7 @@ from pipelines.common.ray_env import ensure_ray
 from pipelines.common.resources import check_fits
 from pipelines.common.storage import locate
 from pipelines.train.config import ClusterConfig
-from pipelines.train.datasets import task_dataset
+from pipelines.train.datasets import shard_bytes, task_dataset
 from pipelines.train.plan import dataset_sizes, schedule_config
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
 from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
@@ -271,8 +271,12 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     schedule = StepSchedule(sched_cfg)
     val = val_split(job, shard_root)
     tasks = sched_cfg.tasks_used()
-    datasets = {t: task_dataset(shard_root, t, job.input, job.train.images_cap(t), cluster.transform_cpus)
-                for t in tasks}
+    cached = [t for t in tasks if 0 < shard_bytes(shard_root, t) <= cluster.cache_shards_mb * 2 ** 20]
+    datasets = {t: task_dataset(shard_root, t, job.input, job.train.images_cap(t), cluster.transform_cpus,
+                                cache=t in cached) for t in tasks}
+    if cached:
+        print(f"[train] shards of {', '.join(cached)} cached in Ray's object store (each at most "
+              f"cluster.cache_shards_mb={cluster.cache_shards_mb:g} MB); passes re-run only the transforms", flush=True)
     vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
