@@ -255,7 +255,10 @@ class TrainConfig:
         amp: "auto" (bf16 autocast on GPU, off on CPU), "bf16", "fp16" (GPU, with a grad
             scaler) or "off".
         grad_clip: max global gradient norm (Mask2Former: 0.01 full-model clipping; 0 = off).
-        checkpoint_every: steps between checkpoints (sub-epoch ends always checkpoint).
+        checkpoint_every: steps between checkpoints.
+        checkpoint_sub_epochs: also checkpoint at every sub-epoch end (warmup / cooldown); a
+            paper epoch is hours, so this is on; the demo's epochs last seconds and turn it off
+            (a checkpoint is still written at every validation and at the end).
         log_every: steps between metric lines.
         max_steps: stop after this many steps of this run (trials); 0 = the whole schedule.
         keep_checkpoints: the latest checkpoints Ray Train keeps (the best one is kept besides).
@@ -282,6 +285,7 @@ class TrainConfig:
     amp: str = "auto"
     grad_clip: float = 0.01
     checkpoint_every: int = 500
+    checkpoint_sub_epochs: bool = True
     log_every: int = 20
     max_steps: int = 0
     keep_checkpoints: int = 3

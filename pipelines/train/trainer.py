@@ -10,7 +10,8 @@ The trainer knows nothing of Ray: what it needs from the runtime (rank, device, 
 shards, DDP wrapping, reporting a checkpoint, the checkpoint to restore) comes in a
 :class:`WorkerRuntime`, which :mod:`pipelines.train.worker` builds from Ray Train.
 
-Checkpoints (every ``train.checkpoint_every`` steps, at every sub-epoch end and at the end) hold
+Checkpoints (every ``train.checkpoint_every`` steps, at every sub-epoch end unless
+``train.checkpoint_sub_epochs`` is off, at every validation and at the end) hold
 the model, optimizer, LR scheduler, grad scaler, schedule position and the resolved config, in
 the format of :mod:`vloss.checkpoint`. On start the trainer restores from the
 runtime's checkpoint (a restart after a failure) or from an explicit checkpoint path, and skips
@@ -288,7 +289,8 @@ class Trainer:
             epoch_end = step + 1 == schedule.steps_in_epoch(epoch)
             do_val = bool(train.eval_every > 0 and self.val is not None
                           and (last or (epoch_end and (epoch + 1) % train.eval_every == 0)))
-            do_ckpt = bool(last or do_val or sub_end is not None or (g + 1) % train.checkpoint_every == 0)
+            do_ckpt = bool(last or do_val or (sub_end is not None and train.checkpoint_sub_epochs)
+                           or (g + 1) % train.checkpoint_every == 0)
             if do_ckpt or (g + 1) % train.log_every == 0:
                 metrics = self._metrics(g + 1, epoch, task, sums, images_window, time.perf_counter() - t_window)
                 if do_val and self.rt.rank == 0:
