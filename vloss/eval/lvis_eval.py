@@ -78,8 +78,15 @@ def lvis_mask_ap(gt_json: str | Path | LVIS, results: str | Path | list, max_det
             "%s: kept the top %d results per image; dropped %d results from %d images",
             source, max_dets, check.dropped_over_max_dets, check.images_truncated)
     cap = max_dets if max_dets is not None and max_dets >= 0 else -1
+    lvis_logger = logging.getLogger("lvis.results")  # "Assuming user provided the results in correct
+    level = lvis_logger.level                          # format": check_mask_results above did check them
+    lvis_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            dt = LVISResults(gt, kept, max_dets=cap)
+    finally:
+        lvis_logger.setLevel(level)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = LVISResults(gt, kept, max_dets=cap)
         ev = LVISEvalCompat(gt, dt, iou_type="segm")
         if cap >= 0:
             ev.params.max_dets = cap
