@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install lint test demo bench clean
+.PHONY: install lint test demo bench ablations clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ demo: install
 	$(BIN)/python -m jobs.demo --out $(DEMO_DIR)
 
 bench: install
-	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in $(filter-out bench/ablations.py,$(wildcard bench/*.py)); do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# about an hour on 2 CPU cores: the miniature of the paper's Tables 3 and 4 (docs/ABLATIONS.md)
+ablations: install
+	$(BIN)/python bench/ablations.py --out ablations_out --epochs 24 --no-validation --write docs/ABLATIONS.md
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info
+	rm -rf $(DEMO_DIR) ablations_out .pytest_cache build *.egg-info
