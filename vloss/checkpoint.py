@@ -83,6 +83,7 @@ def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``; anything it refuses (not a checkpoint, a pickle that would
     run code, a truncated file) becomes an error naming the file. Nothing in the file is executed."""
     import pickle
+    import struct
     import zipfile
 
     import torch
@@ -90,7 +91,7 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError) as exc:
+            TypeError, LookupError, struct.error) as exc:  # LookupError: a text file can give KeyError, IndexError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a checkpoint this job can load safely "
                          f"(torch.load with weights_only=True refused it: {first})") from exc

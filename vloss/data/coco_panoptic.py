@@ -145,7 +145,7 @@ def load_panoptic_ids(png_path: str | Path) -> np.ndarray:
             rgb = np.asarray(im.convert("RGB"))  # [H, W, 3] uint8
     except FileNotFoundError:
         raise
-    except OSError as e:
+    except (OSError, Image.DecompressionBombError) as e:
         raise DataFormatError(png_path, f"cannot be read as an image: {e}") from e
     return rgb2id(rgb)
 

@@ -53,14 +53,27 @@ def decode_image(data: bytes) -> np.ndarray:
     """Decode an encoded image file (JPEG, PNG, ...) to ``[H, W, 3]`` uint8 RGB with :func:`to_rgb`.
 
     Raises:
-        PIL.UnidentifiedImageError / OSError: not an image, or a truncated one.
+        PIL.UnidentifiedImageError / OSError: not an image, a truncated one, or one over Pillow's
+            decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS`` pixels).
     """
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()  # a truncated file fails here, not later
-        return to_rgb(im)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # a truncated file fails here, not later
+            return to_rgb(im)
+    except Image.DecompressionBombError as exc:  # not an OSError: callers that skip bad images would crash
+        raise OSError(f"refused to decode: {exc}") from exc
 
 
 def read_image(path) -> np.ndarray:
-    """Read and decode a local image file with :func:`to_rgb`."""
+    """Read and decode a local image file with :func:`to_rgb`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: not an image, truncated or too large (as :func:`decode_image`), naming the file.
+    """
     with open(path, "rb") as f:
-        return decode_image(f.read())
+        data = f.read()
+    try:
+        return decode_image(data)
+    except OSError as exc:  # Pillow names only the in-memory buffer
+        raise OSError(f"{path}: {exc}") from exc

@@ -29,7 +29,7 @@ def load_coco_gt(gt_json: str | Path | COCO) -> COCO:
             data = json.load(f)
     except FileNotFoundError:
         raise DataFormatError(path, "COCO annotation file not found") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a binary file: name it too
         raise DataFormatError(path, f"not valid JSON ({e})") from None
     for key in ("images", "annotations", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +37,8 @@ def load_lvis_gt(gt_json: str | Path | LVIS) -> LVIS:
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             gt = LVIS(str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a binary file: name it too
+        raise DataFormatError(path, f"not valid JSON ({e})") from None
     except (KeyError, AssertionError, TypeError) as e:
         raise DataFormatError(path, f"not an LVIS annotation file ({type(e).__name__}: {e})") from None
     if renumber_annotation_ids(gt.dataset):

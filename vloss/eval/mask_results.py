@@ -58,7 +58,7 @@ def load_results(results: str | Path | list, source: str | None = None) -> tuple
                 data = json.load(f)
         except FileNotFoundError:
             raise DataFormatError(path, "results file not found") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a binary file: name it too
             raise DataFormatError(path, f"not valid JSON ({e})") from None
         source = str(path)
     else:

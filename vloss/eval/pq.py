@@ -52,7 +52,7 @@ def load_json(path: str | Path) -> dict:
             data = json.load(f)
     except FileNotFoundError:
         raise DataFormatError(path, "file not found") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a binary file: name it too
         raise DataFormatError(path, f"not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise DataFormatError(path, "expected a JSON object at the top level")

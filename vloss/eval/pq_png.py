@@ -66,7 +66,7 @@ def read_png_pixels(path: str | os.PathLike, image_id: Any = None) -> np.ndarray
             im.load()
             width, height = im.size
             return _rgbx_pixels(im).reshape(height, width)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataFormatError(path, f"not a readable PNG ({e})", field="file_name",
                               record=f"image_id={image_id}") from None
 

@@ -9,6 +9,8 @@ as Mask2Former's Swin does.
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,6 +64,9 @@ def create_timm_features(cfg: BackboneConfig, weights: Optional[str | Path] = No
         )
     except RuntimeError as exc:  # size mismatches from load_state_dict
         raise ValueError(f"backbone weights {path} do not fit {cfg.name!r}: {exc}") from exc
+    except (EOFError, LookupError, UnicodeDecodeError, pickle.UnpicklingError, struct.error) as exc:  # not a ckpt
+        raise ValueError(f"backbone weights {path}: not a weights file torch.load can read safely "
+                         f"({type(exc).__name__}: {exc})") from exc
 
 
 class Backbone(nn.Module):

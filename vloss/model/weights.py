@@ -32,7 +32,9 @@ def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    from vloss.checkpoint import _torch_load  # weights_only=True; a refusal becomes an error naming the file
+
+    obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict (mapping), found {type(obj).__name__}")
     return dict(obj)
