@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
         else:
             preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
             job = resolve(preset, recipe_overrides)
-        apply_overrides(cluster, routed["cluster"], default_section=None)
+        apply_overrides(cluster, routed["cluster"], default_section=None, prefix="cluster.")
         job.train.worker_batch_size("panoptic", cluster.workers)  # global batches must divide: fail now
         if job.train.caption_ratio > 0:
             job.train.worker_batch_size("captions", cluster.workers)

@@ -138,7 +138,7 @@ def from_dict(data: dict[str, Any], cls: type) -> Any:
     return _from_dict(cls, data, "")
 
 
-def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None = "model") -> Any:
+def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None = "model", prefix: str = "") -> Any:
     """Apply ``"a.b.c=value"`` overrides in place and return ``cfg``.
 
     Keys are dotted field paths from ``cfg``. When ``cfg`` has a ``default_section`` field
@@ -151,14 +151,17 @@ def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None 
         default_section: the field a path without a known top-level key is looked up in.
         overrides: strings ``key=value``; values are parsed per the field's type
             (ints, floats, ``true/false``, ``none`` for optional fields, ``1,2,3`` for tuples).
+        prefix: the section the user wrote in front of these keys when the caller routed them
+            here without it (``"cluster."``), so that messages show the override as typed.
 
     Raises:
         ValueError: naming the override for unknown keys or values of the wrong type.
     """
-    for item in overrides:
-        if "=" not in item:
+    for raw in overrides:
+        item = prefix + raw
+        if "=" not in raw:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
+        key, text = raw.split("=", 1)
         path = key.strip().split(".")
         top = {f.name for f in dataclasses.fields(cfg)}
         if path[0] not in top and default_section in top:
@@ -167,18 +170,19 @@ def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None 
         for i, name in enumerate(path[:-1]):
             fields_ = {f.name for f in dataclasses.fields(target)}
             if name not in fields_:
-                raise ValueError(f"override {item!r}: unknown key {'.'.join(path[: i + 1])!r}; "
+                raise ValueError(f"override {item!r}: unknown key {prefix + '.'.join(path[: i + 1])!r}; "
                                  f"known here: {sorted(fields_)}")
             target = getattr(target, name)
             if not dataclasses.is_dataclass(target):
-                raise ValueError(f"override {item!r}: {'.'.join(path[: i + 1])!r} is not a section")
+                raise ValueError(f"override {item!r}: {prefix + '.'.join(path[: i + 1])!r} is not a section")
         last = path[-1]
         fields_ = {f.name for f in dataclasses.fields(target)}
         if last not in fields_:
-            raise ValueError(f"override {item!r}: unknown key {'.'.join(path)!r}; known here: {sorted(fields_)}")
+            raise ValueError(f"override {item!r}: unknown key {prefix + '.'.join(path)!r}; "
+                             f"known here: {sorted(fields_)}")
         tp = _hints(type(target))[last]
         if dataclasses.is_dataclass(_is_optional(tp)[1]):
-            raise ValueError(f"override {item!r}: {'.'.join(path)!r} is a section; set its fields")
+            raise ValueError(f"override {item!r}: {prefix + '.'.join(path)!r} is a section; set its fields")
         value = _parse_text(text, tp, f"override {item!r}")
         try:
             dataclasses.replace(target, **{last: value})  # runs __post_init__ checks first

@@ -201,6 +201,9 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
     t0 = time.time()
     ann_loc = locate(config.annotations)
     det = load_detection_input(config.annotations)
+    if not any(im.instances for im in det.images):
+        raise ValueError(f"{config.annotations}: no image has a box ({len(det.images)} images, 0 boxes): "
+                         f"there is nothing to turn into pseudo masks")
     images = sample_images(det.images, config.sample, config.sample_seed)
     sampled_ids = [im.image_id for im in images] if config.sample else None
     images = images[:config.limit] if config.limit else images

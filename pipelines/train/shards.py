@@ -123,14 +123,24 @@ def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
     return Vocabulary.from_json(json.loads(root.child(generation, task, VOCAB_NAME).read_bytes()))
 
 
-def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str) -> list[dict]:
-    """Turn a panoptic PNG into one RLE per segment listed in ``inst``."""
+def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str, height: int, width: int) -> list[dict]:
+    """Turn a panoptic PNG into one RLE per segment listed in ``inst``.
+
+    The PNG must match its JSON record (COCO panoptic API rules): the image's size, and no
+    segment id other than 0 (void) that the record does not list.
+    """
     from PIL import Image
     from pycocotools import mask as mask_utils
 
     from vloss.data.masks import rgb2id
 
     ids = rgb2id(np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB")))
+    if ids.shape != (height, width):
+        raise ValueError(f"{where}: the PNG is {ids.shape[1]}x{ids.shape[0]} (WxH) but the JSON says the image is "
+                         f"{width}x{height}")
+    unlisted = sorted(set(np.unique(ids).tolist()) - {0} - {int(seg["id"]) for seg in inst})
+    if unlisted:
+        raise ValueError(f"{where}: the PNG holds segment ids {unlisted[:10]} that the JSON does not list")
     out = []
     for seg in inst:
         m = ids == seg["id"]
@@ -164,7 +174,8 @@ def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
         image_bytes = locate(im.image_uri).read_bytes()
         inst = im.instances
         if im.png_uri is not None:
-            inst = _panoptic_instances(locate(im.png_uri).read_bytes(), inst, f"{im.png_uri} image {im.image_id}")
+            inst = _panoptic_instances(locate(im.png_uri).read_bytes(), inst, f"{im.png_uri} image {im.image_id}",
+                                       int(im.height), int(im.width))
         elif any(i.get("segmentation") is None for i in inst):
             inst = _filled_boxes(inst, im.height, im.width)
         rows.append({

@@ -22,7 +22,8 @@ def test_evaluation_refuses_unknown_keys_of_its_own_and_of_the_checkpoints_confi
 
 @pytest.mark.parametrize("job,argv,message", [
     ("train", ["--set", "train.nosuch=1"], "unknown key 'train.nosuch'"),
-    ("train", ["--set", "cluster.nosuch=1"], "unknown key 'nosuch'"),
+    ("train", ["--set", "cluster.nosuch=1"], "unknown key 'cluster.nosuch'"),
+    ("train", ["--set", "cluster.max_failures=x"], "override 'cluster.max_failures=x'"),
     ("pseudo_masks", ["--annotations", "a.json", "--images", "i", "--out", "o", "--backend", "box",
                       "--set", "teacher.nosuch=1"], "unknown key 'teacher.nosuch'"),
 ])
