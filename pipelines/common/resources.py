@@ -15,6 +15,7 @@ local Ray) an over-request is an immediate error naming both; on a cluster joine
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pipelines.common.errors import JobError
 
@@ -75,3 +76,19 @@ def check_fits(needs: dict[str, float], what: str, wait_s: float | None = None, 
             raise ResourceError(f"{what} needs {asked} at once, but the cluster has {exists}{waited}; "
                                 f"ask for fewer actors/workers or GPUs, or add nodes")
         time.sleep(poll_s)
+
+
+def check_actor_pool_fits(cfg: Any, job: str, actors: str) -> None:
+    """:func:`check_fits` for a Ray Data job of one decode task feeding a pool of model actors.
+
+    Args:
+        cfg: the job's config, with ``num_actors``, ``actor_cpus``, ``gpus_per_actor``,
+            ``cpus_per_decode_task`` and ``resource_wait_s``.
+        job: the job in words (``"the pseudo-mask job"``).
+        actors: what one actor is (``"teacher"``, ``"predictor"``).
+    """
+    gpus = f" x {cfg.gpus_per_actor:g} GPU" if cfg.gpus_per_actor else ""
+    check_fits({"CPU": cfg.num_actors * cfg.actor_cpus + cfg.cpus_per_decode_task,
+                "GPU": cfg.num_actors * cfg.gpus_per_actor},
+               f"{job} ({cfg.num_actors} {actors} actors x {cfg.actor_cpus:g} CPU{gpus} + a "
+               f"{cfg.cpus_per_decode_task:g}-CPU decode task)", cfg.resource_wait_s)

@@ -46,7 +46,7 @@ from pipelines.common.images import decode_rgb
 from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
-from pipelines.common.resources import check_fits
+from pipelines.common.resources import check_actor_pool_fits
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.data import (
     EvalSet,
@@ -86,11 +86,7 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
     import ray
 
     ensure_ray(cfg.ray_num_cpus)
-    check_fits({"CPU": cfg.num_actors * cfg.actor_cpus + cfg.cpus_per_decode_task,
-                "GPU": cfg.num_actors * cfg.gpus_per_actor},
-               f"the evaluation job ({cfg.num_actors} predictor actors x {cfg.actor_cpus:g} CPU"
-               f"{f' x {cfg.gpus_per_actor:g} GPU' if cfg.gpus_per_actor else ''} + a "
-               f"{cfg.cpus_per_decode_task:g}-CPU decode task)", cfg.resource_wait_s)
+    check_actor_pool_fits(cfg, "the evaluation job", "predictor")
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
     weights_ref = ray.put(ckpt.state_dict)
     topk = cfg.topk or task.topk or 100

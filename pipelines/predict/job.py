@@ -35,7 +35,7 @@ from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry, verified_shards
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray
-from pipelines.common.resources import check_fits
+from pipelines.common.resources import check_actor_pool_fits
 from pipelines.common.shards import shard_name
 from pipelines.common.storage import Location, locate
 from pipelines.predict.config import PredictJobConfig
@@ -161,11 +161,7 @@ def _run_ray(cfg, paths, plan, todo, ckpt, vocab, out: Location, gen: Location, 
     import ray
 
     ensure_ray(cfg.ray_num_cpus)
-    check_fits({"CPU": cfg.num_actors * cfg.actor_cpus + cfg.cpus_per_decode_task,
-                "GPU": cfg.num_actors * cfg.gpus_per_actor},
-               f"the prediction job ({cfg.num_actors} predictor actors x {cfg.actor_cpus:g} CPU"
-               f"{f' x {cfg.gpus_per_actor:g} GPU' if cfg.gpus_per_actor else ''} + a "
-               f"{cfg.cpus_per_decode_task:g}-CPU decode task)", cfg.resource_wait_s)
+    check_actor_pool_fits(cfg, "the prediction job", "predictor")
     ctx = ray.data.DataContext.get_current()
     previous = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True

@@ -46,7 +46,7 @@ from pipelines.common.pseudo_mask_format import (
     pseudo_mask_shards,
 )
 from pipelines.common.ray_env import ensure_ray
-from pipelines.common.resources import check_fits
+from pipelines.common.resources import check_actor_pool_fits
 from pipelines.common.storage import Location, locate, read_json
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
@@ -96,11 +96,7 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location,
     import ray
 
     ensure_ray(config.ray_num_cpus)
-    check_fits({"CPU": config.num_actors * config.actor_cpus + config.cpus_per_decode_task,
-                "GPU": config.num_actors * config.gpus_per_actor},
-               f"the pseudo-mask job ({config.num_actors} teacher actors x {config.actor_cpus:g} CPU"
-               f"{f' x {config.gpus_per_actor:g} GPU' if config.gpus_per_actor else ''} + a "
-               f"{config.cpus_per_decode_task:g}-CPU decode task)", config.resource_wait_s)
+    check_actor_pool_fits(config, "the pseudo-mask job", "teacher")
     ctx = ray.data.DataContext.get_current()
     previous_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True
