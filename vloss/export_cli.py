@@ -40,13 +40,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``export`` sub-command's arguments."""
-    p.add_argument("--checkpoint", required=True, help="training checkpoint directory or weights file")
-    p.add_argument("--config", default=None, choices=["tiny", "paper", "baseline"],
-                   help="preset for a weights file that stores no config")
-    p.add_argument("--things", default=None, help='comma-separated thing classes, e.g. "red car,dog"')
-    p.add_argument("--stuff", default=None, help='comma-separated stuff classes, e.g. "sky,road"')
-    p.add_argument("--vocab-file", default=None,
-                   help="one name per line (prefix thing: or stuff:), or a JSON list of {name, isthing}")
+    from vloss.predict_cli import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), required=True,
                    help="the fixed input height and width (multiples of the size divisor, 32)")

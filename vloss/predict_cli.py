@@ -172,9 +172,9 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0 if images or not paths else 1
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``predict`` sub-command's arguments."""
-    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model and vocabulary arguments that :func:`read_vocabulary` and the predictor read
+    (shared by ``predict`` and ``export``)."""
     p.add_argument("--checkpoint", required=True, help="training checkpoint directory or weights file")
     p.add_argument("--config", default=None, choices=["tiny", "paper", "baseline"],
                    help="preset for a weights file that stores no config")
@@ -182,6 +182,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stuff", default=None, help='comma-separated stuff classes, e.g. "sky,road"')
     p.add_argument("--vocab-file", default=None,
                    help="one name per line (prefix thing: or stuff:), or a JSON list of {name, isthing}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``predict`` sub-command's arguments."""
+    p.add_argument("images", nargs="+", help="image files, folders or glob patterns")
+    add_model_arguments(p)
     p.add_argument("--task", choices=["panoptic", "instance", "semantic"], default="panoptic")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
