@@ -127,10 +127,7 @@ def run_row(recipe: str, seed: int, world: str, pm: str, out: Path, epochs: list
 
 
 def _get(summary: dict, task: str, key: str):
-    node = summary["sets"][task]
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return demo.summary_value(summary, f"{task}.{key}")
 
 
 def _cell(values: list) -> str:

@@ -179,14 +179,19 @@ def summarize(out: str, world: str, checkpoint: str, times: dict) -> dict:
     result["sets"]["lvis"] = entry
 
     def get(key: str):
-        node = result["sets"]
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
+        return summary_value(result, key)
 
     result["targets"] = {k: {"target": v, "value": get(k), "met": get(k) is not None and (
         get(k) > v if k.endswith("unseen.pq") else get(k) >= v)} for k, v in TARGETS.items()}
     return result
+
+
+def summary_value(summary: dict, key: str):
+    """The number at dotted ``key`` under ``summary["sets"]`` (``"ade20k_panoptic.unseen.pq"``); None if absent."""
+    node = summary["sets"]
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _pct(v) -> str:
