@@ -130,37 +130,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> int:
+    from pipelines.common.remote import fetch
+    from pipelines.common.storage import locate
     from pipelines.train.plan import check_weights
     from vloss.checkpoint import is_training_checkpoint
 
     weights = check_weights(job, a.from_scratch)  # before any data or Ray work
     resume_from = None if a.resume in ("auto", "none") else a.resume
-    if resume_from and not is_training_checkpoint(resume_from):
+    if resume_from and not is_training_checkpoint(fetch(resume_from, "--resume")):
         raise FileNotFoundError(f"--resume {resume_from}: not a training checkpoint directory (state.pt + meta.json); "
                                 f"or use --resume auto|none")
     out = os.path.abspath(a.out)
     if a.dry_run:
         return dry_run(a, job, cluster, weights, out)
     from pipelines.common.ray_env import ensure_ray, log_locations
-    from pipelines.train.job import check_cluster, prepare_shards, run_training
+    from pipelines.common.shared_paths import check_shared
+    from pipelines.train.job import check_cluster, checkpoint_uri, prepare_shards, run_store, run_training
 
     setup_output(out, a.verbose)
     ensure_ray()
     check_cluster(cluster)  # before any shard is built
+    # shards the job builds go where every node reads them: the run's storage
+    work = run_store(out, cluster)
+    check_shared({"--data": a.data, "--pseudo-masks": a.pseudo_masks, "--shards": a.shards,
+                  "the run's storage (--storage-path; the run directory without it)": work},
+                 "the training job", cluster.shared_fs, "--set cluster.shared_fs=true")
     if a.shards:
         shard_root = a.shards
     elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given
-        shard_root = prepare_shards(None, out, a.pseudo_masks, cluster.rows_per_shard, job.seed,
+        shard_root = prepare_shards(None, work, a.pseudo_masks, cluster.rows_per_shard, job.seed,
                                     box_masks=True if a.box_masks or a.pseudo_masks is None else None,
                                     tasks=job.train.tasks_used(), overwrite=a.overwrite)
     else:
-        shard_root = prepare_shards(a.data, os.path.join(out, "data"), a.pseudo_masks, cluster.rows_per_shard,
+        shard_root = prepare_shards(a.data, locate(work).child("data").uri, a.pseudo_masks, cluster.rows_per_shard,
                                     job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used(),
                                     overwrite=a.overwrite)
     result = run_training(job, shard_root, out, cluster, resume_from=resume_from, overwrite=a.overwrite,
                           resume="none" if a.resume == "none" else "auto")
     print(f"[train] run directory: {out}")
-    print(f"[train] last checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    print(f"[train] last checkpoint: {checkpoint_uri(result.checkpoint)}")
     print(f"[train] {log_locations()}")
     return 0
 

@@ -13,6 +13,7 @@ from tests.fixtures_checkpoints import (  # noqa: F401
     tiny_weights_file,
     trained_tiny_weights,
 )
+from tests.fixtures_s3 import s3_endpoint  # noqa: F401  (moto server for the object-storage tests)
 from tests.fixtures_teacher import sample_source, synthetic_source, tiny_checkpoint, world  # noqa: F401
 from tests.fixtures_world import synthetic_world  # noqa: F401  (session-wide synthetic world)
 

@@ -42,6 +42,9 @@ class EvalJobConfig:
         ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
             resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
+        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
+            without it a cluster of several nodes refuses local paths its tasks would use
+            (:mod:`pipelines.common.shared_paths`).
     """
 
     task: str
@@ -70,6 +73,7 @@ class EvalJobConfig:
     pq_from: str = "memory"
     ray_num_cpus: int | None = None
     resource_wait_s: float | None = None
+    shared_fs: bool = False
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown names fail here, listing the known ones

@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,10 @@ from pipelines.common.images import decode_rgb
 from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
+from pipelines.common.remote import fetch, is_remote, mirror_path, publish, to_uri
 from pipelines.common.resources import check_actor_pool_fits
+from pipelines.common.shared_paths import check_shared
+from pipelines.common.storage import locate
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.data import (
     EvalSet,
@@ -87,6 +90,8 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
 
     ensure_ray(cfg.ray_num_cpus)
     check_actor_pool_fits(cfg, "the evaluation job", "predictor")
+    check_shared({"--images": eval_set.images[0].path if eval_set.images else None}, "the evaluation job",
+                 cfg.shared_fs, "--set shared_fs=true")
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
     weights_ref = ray.put(ckpt.state_dict)
     topk = cfg.topk or task.topk or 100
@@ -176,7 +181,7 @@ def _draw_overlays(eval_set: EvalSet, got: _Collected, out_dir: Path, count: int
     for idx in sorted(got.overlay_payloads)[:count]:
         im = eval_set.images[idx]
         png, payload = got.overlay_payloads[idx]
-        image = decode_rgb(Path(im.path).read_bytes())  # [H, W, 3] uint8
+        image = decode_rgb(locate(im.path).read_bytes())  # [H, W, 3] uint8
         if eval_set.panoptic:
             with Image.open(io.BytesIO(png)) as p:
                 seg_ids = rgb2id(np.asarray(p.convert("RGB")))  # [H, W]
@@ -229,10 +234,67 @@ def run_evaluation(cfg: EvalJobConfig) -> dict[str, Any]:
         DataFormatError / WeightsError / ValueError: bad inputs, before any Ray work.
         EvalJobError: no image could be predicted.
     """
+    if any(is_remote(v) for v in (cfg.checkpoint, cfg.out, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)):
+        return _run_with_object_store(cfg)
+    return _run_local(cfg)
+
+
+def _run_with_object_store(cfg: EvalJobConfig) -> dict[str, Any]:
+    """``run_evaluation`` with inputs or outputs on an object store (``s3://``).
+
+    The driver mirrors what it reads itself (ground-truth JSON and PNGs, the checkpoint) with
+    :func:`~pipelines.common.remote.fetch`; the images stay where they are and each decode task
+    reads its own through ``pyarrow.fs``; a remote ``out`` is written locally and published
+    when complete. The manifest records the URIs the user gave.
+    """
+    if is_remote(cfg.data):
+        raise ValueError(f"--data {cfg.data}: a data root on object storage cannot be searched for its layout; "
+                         f"give the files with --gt-json, --images and --gt-dir (URIs)")
+    given = {"gt_json": cfg.gt_json, "images": cfg.images, "gt_dir": cfg.gt_dir, "checkpoint": cfg.checkpoint}
+    staged = replace(cfg, checkpoint=fetch(cfg.checkpoint, "--checkpoint"),
+                     gt_json=fetch(cfg.gt_json, "--gt-json") if cfg.gt_json else None,
+                     gt_dir=fetch(cfg.gt_dir, "--gt-dir") if cfg.gt_dir else None,
+                     images=mirror_path(cfg.images) if cfg.images else None,
+                     out=mirror_path(cfg.out) if is_remote(cfg.out) else cfg.out)
+    if is_remote(cfg.gt_json):
+        _fetch_world_marker(cfg.gt_json)
+    result = _run_local(staged, images_uri=cfg.images if is_remote(cfg.images) else None)
+    manifest = result["manifest"]
+    manifest["inputs"].update({k: v for k, v in given.items() if v is not None})
+    if is_remote(cfg.out):
+        local = Path(staged.out).resolve()
+
+        def remote(p: Any) -> str:
+            return to_uri(str(p), cfg.out) if p is not None and Path(p).is_relative_to(local) else p
+
+        manifest["scored_gt_json"] = remote(manifest["scored_gt_json"])
+        manifest["predictions"] = {k: remote(v) for k, v in manifest["predictions"].items()}
+        result.update(report=remote(result["report"]), out=cfg.out, overlays=[remote(p) for p in result["overlays"]])
+    Path(staged.out, "predictions", "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if is_remote(cfg.out):
+        files = publish(staged.out, cfg.out)
+        shutil.rmtree(staged.out, ignore_errors=True)
+        print(f"[evaluate] {files} files published to {cfg.out}", flush=True)
+    return result
+
+
+def _fetch_world_marker(gt_json_uri: str) -> None:
+    """Mirror a synthetic world's ``world.json`` above the ground truth too (reports label such worlds)."""
+    parents = gt_json_uri.split("://", 1)[1].rstrip("/").split("/")[:-1]
+    for depth in range(len(parents), max(1, len(parents) - 4), -1):
+        marker = f"{gt_json_uri.split('://', 1)[0]}://{'/'.join(parents[:depth])}/world.json"
+        if locate(marker).is_file():
+            fetch(marker)
+            return
+
+
+def _run_local(cfg: EvalJobConfig, images_uri: str | None = None) -> dict[str, Any]:
     t0 = time.time()
     task = get_task(cfg.task)
     paths = resolve_eval_paths(task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
     eval_set = load_eval_set(task, paths, cfg.limit)
+    if images_uri is not None:  # read by the decode tasks straight from the object store
+        eval_set.images = [replace(im, path=to_uri(im.path, images_uri)) for im in eval_set.images]
     if not eval_set.names:
         raise ValueError(f"{paths.gt_json}: no categories: an evaluation needs a vocabulary to embed")
     if not eval_set.images:
@@ -360,7 +422,7 @@ def summary_lines(result: dict[str, Any]) -> str:
              f"{c['images_failed']} failed" + (" (empty predictions written for them)" if c["images_failed"]
                                               and m["panoptic"] else ""),
              "", result["table"], "",
-             f"[evaluate] metrics: {result['out'] / 'metrics.json'}",
+             f"[evaluate] metrics: {str(result['out']).rstrip('/')}/metrics.json",
              f"[evaluate] report:  {result['report']}",
              f"[evaluate] {log_locations()}"]
     lines += [f"[evaluate] failed image {f['image_id']!r}: {f['reason']}" for f in m["failed"][:10]]

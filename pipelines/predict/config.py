@@ -34,6 +34,9 @@ class PredictJobConfig:
         batch_size: images per predictor call.
         ray_num_cpus: CPUs of an embedded local Ray.
         resource_wait_s: seconds to wait for a joined cluster's autoscaler (None: 300, 0 locally).
+        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
+            without it a cluster of several nodes refuses local image paths
+            (:mod:`pipelines.common.shared_paths`).
     """
 
     images: str
@@ -56,6 +59,7 @@ class PredictJobConfig:
     batch_size: int = 2
     ray_num_cpus: Optional[int] = None
     resource_wait_s: Optional[float] = None
+    shared_fs: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("panoptic", "instance", "semantic"):

@@ -35,8 +35,10 @@ from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry, verified_shards
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray
+from pipelines.common.remote import fetch
 from pipelines.common.resources import check_actor_pool_fits
 from pipelines.common.shards import shard_name
+from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import Location, locate
 from pipelines.predict.config import PredictJobConfig
 from pipelines.predict.inputs import list_images, listing_sha256
@@ -103,7 +105,7 @@ def run_prediction(cfg: PredictJobConfig, on_commit: Callable[[str], None] | Non
     paths = paths[:cfg.limit] if cfg.limit else paths
     vocab_loc = locate(cfg.vocab_file)
     vocab = Vocabulary.parse(vocab_loc.read_bytes().decode("utf-8"), vocab_loc.uri)
-    ckpt = load_model_checkpoint(cfg.checkpoint, cfg.config)
+    ckpt = load_model_checkpoint(fetch(cfg.checkpoint, "--checkpoint"), cfg.config)  # s3://: mirrored here
     Predictor.from_state(ckpt.job, ckpt.state_dict, "cpu", source=str(ckpt.path),
                          **_settings(cfg)).set_vocabulary(vocabulary=vocab)  # shapes and names checked here
     ckpt_sha = _checkpoint_sha(ckpt.path)
@@ -162,6 +164,8 @@ def _run_ray(cfg, paths, plan, todo, ckpt, vocab, out: Location, gen: Location, 
 
     ensure_ray(cfg.ray_num_cpus)
     check_actor_pool_fits(cfg, "the prediction job", "predictor")
+    check_shared({"--images": paths[0] if paths else None}, "the prediction job", cfg.shared_fs,
+                 "--set shared_fs=true")
     ctx = ray.data.DataContext.get_current()
     previous = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True

@@ -37,6 +37,9 @@ class PseudoMaskJobConfig:
         ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
             resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
+        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
+            without it a cluster of several nodes refuses local paths its tasks would use
+            (:mod:`pipelines.common.shared_paths`).
     """
 
     annotations: str
@@ -58,6 +61,7 @@ class PseudoMaskJobConfig:
     batch_size: int = 4
     ray_num_cpus: int = 2
     resource_wait_s: Optional[float] = None
+    shared_fs: bool = False
 
     def __post_init__(self) -> None:
         if self.teacher.backend == "maskrcnn" and not self.checkpoint:

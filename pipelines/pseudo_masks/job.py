@@ -47,6 +47,7 @@ from pipelines.common.pseudo_mask_format import (
 )
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.resources import check_actor_pool_fits
+from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import Location, locate, read_json
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
@@ -97,6 +98,8 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location,
 
     ensure_ray(config.ray_num_cpus)
     check_actor_pool_fits(config, "the pseudo-mask job", "teacher")
+    check_shared({"--images": config.images, "--checkpoint": config.checkpoint}, "the pseudo-mask job",
+                 config.shared_fs, "--set shared_fs=true")
     ctx = ray.data.DataContext.get_current()
     previous_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True

@@ -21,8 +21,9 @@ class ClusterConfig:
         gpus_per_worker: GPUs per worker (0 = CPU training); a worker holding a GPU trains on CUDA.
         cpus_per_worker: logical CPUs per worker (keep some for Ray Data on small machines).
         max_failures: worker-group restarts from the last checkpoint before giving up.
-        storage_path: where Ray Train keeps checkpoints (local dir or s3://, shared by nodes);
-            None keeps them in the run directory.
+        storage_path: the runs' storage every node reaches (s3://... or a shared mount): checkpoints,
+            the best checkpoint and shards built by the job go to ``STORAGE/<run name>`` (the base name
+            of ``--out``); None keeps them in the run directory.
         transform_cpus: CPUs each Ray Data transform task reserves.
         rows_per_shard: images per training shard when shards are built.
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the workers'
@@ -34,6 +35,9 @@ class ClusterConfig:
             7-8 s before the first batch, one over cached rows 0.5 s, while the transforms
             themselves take 0.4 s; on real datasets the shards are far larger than this default
             and stream as before.
+        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
+            without it a cluster of several nodes refuses local paths its tasks would use
+            (:mod:`pipelines.common.shared_paths`).
     """
 
     workers: int = 2
@@ -45,3 +49,4 @@ class ClusterConfig:
     rows_per_shard: int = 256
     resource_wait_s: Optional[float] = None
     cache_shards_mb: float = 256.0
+    shared_fs: bool = False

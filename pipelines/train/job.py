@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import asdict
 from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipelines.common.errors import JobError
 from pipelines.common.output_set import OutputConflictError, claim_output
 from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.ray_env import ensure_ray
+from pipelines.common.remote import is_remote, publish
 from pipelines.common.resources import check_fits
-from pipelines.common.storage import locate
+from pipelines.common.shared_paths import check_shared
+from pipelines.common.storage import locate, read_json
 from pipelines.train.config import ClusterConfig
 from pipelines.train.datasets import shard_bytes, task_dataset
+from pipelines.train.metrics import MetricsWriter
 from pipelines.train.plan import dataset_sizes, schedule_config
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
 from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
-from pipelines.train.trainer import BEST_FILE, metrics_line
+from pipelines.train.trainer import BEST_DIR, BEST_FILE, metrics_line
 from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
 from vloss.config import TrainJobConfig
@@ -35,14 +41,31 @@ from vloss.config_io import to_dict
 
 
 def synthetic_world(work_dir: str, seed: int = 0) -> str:
-    """The synthetic world under ``work_dir/world``, generated on first use; returns its root."""
+    """The synthetic world under ``work_dir/world``, generated on first use; returns its root.
+
+    ``work_dir`` may be an object-store URI (the run's storage on a cluster): the world is then
+    generated in a local temporary folder and uploaded.
+    """
     from vloss.data.synthetic import generate_world
 
-    root = os.path.join(work_dir, "world")
-    if not os.path.exists(os.path.join(root, "world.json")):
-        print(f"[train] no --data given: generating the synthetic world in {root}", flush=True)
-        generate_world(root, seed)
-    return root
+    root = locate(work_dir).child("world")
+    if root.child("world.json").exists():
+        return root.uri
+    print(f"[train] no --data given: generating the synthetic world in {root.uri}", flush=True)
+    if not is_remote(root.uri):
+        generate_world(root.path, seed)
+        return root.uri
+    local = tempfile.mkdtemp(prefix="vloss-world-")  # generated here, then uploaded (world.json last)
+    try:
+        generate_world(os.path.join(local, "world"), seed)
+        marker = os.path.join(local, "world.json")
+        os.replace(os.path.join(local, "world", "world.json"), marker)
+        publish(os.path.join(local, "world"), root.uri)
+        with open(marker, "rb") as f:
+            root.child("world.json").write_bytes_atomic(f.read())
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    return root.uri
 
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
@@ -115,10 +138,13 @@ class TrainingProgress:
         sink: the progress actor the rank-0 worker puts its logged rows into.
         total_steps: steps of the whole run (the bar's length).
         poll_s: seconds between polls.
+        run_dir: where the driver writes every row to ``metrics.jsonl`` and TensorBoard (the
+            rank-0 worker may run on another machine than the run directory's).
     """
 
-    def __init__(self, sink: Any, total_steps: int, poll_s: float = 1.0) -> None:
+    def __init__(self, sink: Any, total_steps: int, poll_s: float = 1.0, run_dir: str | None = None) -> None:
         self.sink, self.total, self.poll_s = sink, total_steps, poll_s
+        self.writer = MetricsWriter(run_dir)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vloss-train-progress", daemon=True)
         self.line: ProgressLine | None = None
@@ -137,6 +163,7 @@ class TrainingProgress:
         import ray
 
         for row in ray.get(self.sink.drain.remote()):
+            self.writer.write({k: v for k, v in row.items() if k != "total_steps"})
             if self.line is None:
                 self.line = ProgressLine("train", self.total, unit="step")
             postfix = " ".join(f"{k.split('/')[0]} {v:.3g}" for k, v in row.items()
@@ -187,7 +214,19 @@ def check_cluster(cluster: ClusterConfig) -> None:
 # changing them continues the same run
 RUN_LENGTH_KEYS = ("max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "val_images",
                    "val_batch_size")
-RUN_STATE = ("ray_train", "metrics.jsonl", "tensorboard", "best_checkpoint", "best.json", "result.json")
+RUN_STATE = ("metrics.jsonl", "tensorboard", "result.json")      # in the run directory
+STORE_STATE = ("ray_train", BEST_DIR, BEST_FILE)                  # in the run's storage (run_store)
+
+
+def run_store(run_dir: str, cluster: ClusterConfig) -> str:
+    """Where a run keeps what workers write (checkpoints, the best checkpoint): shared by every node.
+
+    ``cluster.storage_path/<run name>`` (the run name is the run directory's base name), or the
+    run directory itself without a storage path (one machine, or a mount every node shares).
+    """
+    if not cluster.storage_path:
+        return run_dir
+    return locate(cluster.storage_path).child(os.path.basename(os.path.normpath(run_dir))).uri
 
 
 def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str) -> dict[str, Any]:
@@ -217,7 +256,8 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
     Raises:
         OutputConflictError: as above.
     """
-    storage = locate(cluster.storage_path or run_dir).child("ray_train")
+    store = run_store(run_dir, cluster)
+    storage = locate(store).child("ray_train")
     has_state = bool(storage.exists() and any(True for _ in _checkpoint_dirs(storage)))
     claim = claim_output(run_dir, run_fingerprint(job, cluster, shard_root), overwrite=overwrite,
                          what="a training run", command_hint="--overwrite")
@@ -231,8 +271,8 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
                                   f"none refuses to continue it. Use --resume auto (the default) to continue from "
                                   f"its latest checkpoint, or --overwrite to start it again.")
     if not claim.resumed and (has_state or overwrite):
-        for name in RUN_STATE:  # the old run's state would otherwise be restored or mixed in
-            loc = locate(run_dir).child(name) if name != "ray_train" else storage
+        places = [locate(run_dir).child(n) for n in RUN_STATE] + [locate(store).child(n) for n in STORE_STATE]
+        for loc in places:  # the old run's state would otherwise be restored or mixed in
             if loc.fs.get_file_info(loc.path).type == pafs.FileType.Directory:
                 loc.fs.delete_dir(loc.path)
             else:
@@ -243,6 +283,38 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
 def _checkpoint_dirs(storage) -> list[str]:
     sel = pafs.FileSelector(storage.path, recursive=False)
     return [i.path for i in storage.fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
+
+
+class TrainingStoppedError(JobError):
+    """Ray Train gave up (a worker or node lost beyond ``max_failures``, or no room to restart)."""
+
+
+def restart_attempts(cluster: ClusterConfig) -> int:
+    """How often Ray Train may try again to place the worker group after losing a worker or node.
+
+    Each try waits ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` (Ray's default 60 s) for the
+    resources; Ray's own default is to try forever, which on a fixed cluster that lost a node is
+    a hang. We try for about ``cluster.resource_wait_s`` (300 s on a joined cluster, whose
+    autoscaler may replace the node; 0 on the embedded Ray), then stop with
+    :class:`TrainingStoppedError`.
+    """
+    from pipelines.common.ray_env import started_locally
+    from pipelines.common.resources import default_wait_s
+
+    wait = cluster.resource_wait_s if cluster.resource_wait_s is not None else default_wait_s(started_locally())
+    per_try = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", 60.0))
+    return int(wait // per_try) if per_try > 0 else 0
+
+
+def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> str:
+    """What a stopped run tells the user: the cause in one line and how to continue."""
+    cause = str(getattr(exc, "controller_failure", None) or exc).strip().splitlines()
+    first = next((line for line in cause if line.strip() and not line.startswith("Training failed")), str(exc))
+    needs = f"{cluster.workers} workers x {cluster.cpus_per_worker:g} CPU" + (
+        f" x {cluster.gpus_per_worker:g} GPU" if cluster.gpus_per_worker else "")
+    return (f"training stopped: {first.strip()[:400]}. The checkpoints so far are under "
+            f"{locate(store).child('ray_train').uri}; once the cluster can place {needs} again (a lost node back, "
+            f"or fewer --workers is another run), re-run the same command to continue from the latest one.")
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
@@ -265,6 +337,9 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
 
     ensure_ray()
     check_cluster(cluster)
+    check_shared({"training shards": shard_root, "the run's storage (--storage-path; the run directory without it)":
+                  run_store(os.path.abspath(run_dir), cluster), "--resume": resume_from},
+                 "the training job", cluster.shared_fs, "--set cluster.shared_fs=true")
     continuing = claim_run(job, shard_root, os.path.abspath(run_dir), cluster, resume_from, overwrite, resume)
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
@@ -280,39 +355,41 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
     run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
+    store = run_store(run_dir, cluster)
     job_dict = to_dict(job)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": to_dict(cluster)}, f, indent=1)
     print(f"[train] schedule {sched_cfg.mode}: {schedule.total_steps} steps over {sched_cfg.epochs} epochs; "
           f"epoch 0 = {schedule.counts(0)}", flush=True)
     if continuing:
-        print(f"[train] continuing this run from its latest checkpoint under {cluster.storage_path or run_dir} "
+        print(f"[train] continuing this run from its latest checkpoint under {store} "
               f"(--resume none refuses, --overwrite starts again)", flush=True)
-    # checkpoints live in the run directory unless shared storage (s3://, NFS) is given
-    storage = cluster.storage_path or run_dir
     sink = progress_sink()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
-                           "run_dir": run_dir, "resume_from": resume_from,
+                           "metrics_dir": None, "store": store, "resume_from": resume_from,
                            "val": asdict(val) if val else None, "progress": sink},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
                                                               if cluster.gpus_per_worker else {})}),
         datasets=datasets,
-        run_config=RunConfig(name="ray_train", storage_path=storage,
+        run_config=RunConfig(name="ray_train", storage_path=store,
                              checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=cluster.max_failures)),
+                             failure_config=FailureConfig(max_failures=cluster.max_failures,
+                                                          controller_failure_limit=restart_attempts(cluster))),
     )
-    with TrainingProgress(sink, schedule.total_steps):
-        result = trainer.fit()
-    best_file = os.path.join(run_dir, BEST_FILE)
-    best = None
-    if os.path.isfile(best_file):
-        with open(best_file) as f:
-            best = json.load(f)
-    summary = {"checkpoint": result.checkpoint.path if result.checkpoint else None,
+    from ray.train import TrainingFailedError
+
+    try:
+        with TrainingProgress(sink, schedule.total_steps, run_dir=run_dir):
+            result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainingStoppedError(stopped_message(exc, cluster, store)) from exc
+    best_file = locate(store).child(BEST_FILE)
+    best = read_json(best_file) if best_file.is_file() else None
+    summary = {"checkpoint": checkpoint_uri(result.checkpoint),
                "best_checkpoint": best["path"] if best else None,
                "best": best,
                "metrics": {k: v for k, v in (result.metrics or {}).items()
@@ -321,3 +398,13 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return result
+
+
+def checkpoint_uri(checkpoint: Any) -> str | None:
+    """A Ray Train checkpoint's location as the user can pass it on: a local path, or ``s3://...``."""
+    if checkpoint is None:
+        return None
+    fs = getattr(checkpoint, "filesystem", None)
+    if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        return checkpoint.path
+    return f"{fs.type_name}://{checkpoint.path.lstrip('/')}"

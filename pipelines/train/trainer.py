@@ -20,13 +20,14 @@ the batches the schedule says were already consumed.
 Validation (Sec. 4.1): every ``train.eval_every`` epochs and at the end of the run, rank 0 scores
 PQ on the panoptic val split (:mod:`pipelines.train.validation`); the values join that step's
 metrics (``val/pq``, ...), and a checkpoint that beats the best so far is copied to
-``RUN_DIR/best_checkpoint`` (kept besides Ray Train's latest ``keep_checkpoints``) with
-``RUN_DIR/best.json`` describing it.
+``STORE/best_checkpoint`` (kept besides Ray Train's latest ``keep_checkpoints``) with
+``STORE/best.json`` describing it. ``STORE`` is the run's storage, which every node can write
+(the run directory, a shared mount or an ``s3://`` prefix); under Ray Train the driver, not a
+worker, writes the metrics into the run directory (worker and driver may be different machines).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ from typing import Any, Callable, ContextManager
 import torch
 import torch.nn as nn
 
+from pipelines.common.remote import fetch, is_remote
+from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.schedule import StepSchedule
 from pipelines.train.streams import TaskStreams
@@ -87,17 +90,21 @@ class Trainer:
         schedule: the step schedule (identical on every rank).
         vocabularies: class names per dense task.
         runtime: what the runtime provides (see :class:`WorkerRuntime`).
-        run_dir: where rank 0 writes metrics (None: nowhere).
+        run_dir: where rank 0 writes ``metrics.jsonl`` and TensorBoard events (None: nowhere;
+            under Ray Train the driver writes them from the progress rows).
         resume_from: an explicit checkpoint directory to start from (used when the runtime has
             none to restore).
         val: the panoptic val split (None: no validation, whatever ``train.eval_every`` says).
+        store: where rank 0 keeps the best checkpoint and ``best.json`` (a path or URI every
+            node can reach; default ``run_dir``).
     """
 
     def __init__(self, job: TrainJobConfig, schedule: StepSchedule, vocabularies: dict[str, list[str]],
                  runtime: WorkerRuntime, run_dir: str | None = None, resume_from: str | None = None,
-                 val: ValSplit | None = None) -> None:
+                 val: ValSplit | None = None, store: str | None = None) -> None:
         self.job, self.schedule, self.vocabularies = job, schedule, vocabularies
         self.rt, self.run_dir, self.resume_from = runtime, run_dir, resume_from
+        self.store = store or run_dir
         self.val = val
         self.optimizer_steps = 0
         self.best: dict[str, Any] | None = None
@@ -132,7 +139,7 @@ class Trainer:
     def restore(self) -> None:
         """Load the runtime's checkpoint (restart) or ``resume_from``, if either exists."""
         with self.rt.restored_checkpoint() as restored:
-            directory = restored or self.resume_from
+            directory = restored or (fetch(self.resume_from, "--resume") if self.resume_from else None)
             if not directory:
                 return
             state, _ = load_training_checkpoint(directory)
@@ -143,10 +150,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.schedule.load_state_dict(state["schedule"])
         self.optimizer_steps = int(state["optimizer_steps"])
-        best = os.path.join(self.run_dir or "", BEST_FILE)
-        if self.rt.rank == 0 and self.run_dir and os.path.isfile(best):
-            with open(best) as f:
-                self.best = json.load(f)
+        if self.rt.rank == 0 and self.store and locate(self.store).child(BEST_FILE).is_file():
+            self.best = read_json(locate(self.store).child(BEST_FILE))
 
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, epoch: int, step: int, task: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
@@ -214,23 +219,14 @@ class Trainer:
         return {f"val/{k}": v for k, v in result.items() if k != "images"}
 
     def _keep_if_best(self, staging: str, metrics: dict) -> None:
-        """Copy the staged checkpoint to ``RUN_DIR/best_checkpoint`` when its val PQ is the best so far."""
+        """Copy the staged checkpoint to ``STORE/best_checkpoint`` when its val PQ is the best so far."""
         pq = metrics.get("val/pq")
-        if pq is None or not self.run_dir or (self.best is not None and pq <= self.best["val/pq"]):
+        if pq is None or not self.store or (self.best is not None and pq <= self.best["val/pq"]):
             return
-        tmp = os.path.join(self.run_dir, f".{BEST_DIR}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(staging, tmp)
-        dest = os.path.join(self.run_dir, BEST_DIR)
-        old = dest + ".old"
-        if os.path.exists(dest):
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        dest = copy_checkpoint_dir(staging, locate(self.store).child(BEST_DIR))
         self.best = {"val/pq": pq, "step": metrics["step"], "epoch": metrics["epoch"], "path": dest,
                      **{k: v for k, v in metrics.items() if k.startswith("val/")}}
-        with open(os.path.join(self.run_dir, BEST_FILE), "w") as f:
-            json.dump(self.best, f, indent=1)
+        write_json_atomic(locate(self.store).child(BEST_FILE), self.best)  # written last: it names a complete copy
 
     def log_and_checkpoint(self, metrics: dict, checkpoint: bool, epoch: int, sub_epoch: str | None) -> None:
         """Write the metrics (rank 0), report them on every rank, with a checkpoint when asked."""
@@ -257,7 +253,8 @@ class Trainer:
         """Test hook ``debug.fail_at_step``: one worker dies once at that step."""
         if self.job.debug.fail_at_step != global_step or self.rt.rank != min(1, self.rt.world_size - 1):
             return
-        marker = os.path.join(self.run_dir or tempfile.gettempdir(), ".fail_hook_fired")
+        local = self.store if self.store and not is_remote(self.store) else tempfile.gettempdir()
+        marker = os.path.join(local, ".fail_hook_fired")
         if not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
@@ -321,3 +318,26 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         batch["targets"] = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
     return batch
 
+
+
+def copy_checkpoint_dir(src: str, dest: Location) -> str:
+    """Copy the local checkpoint folder ``src`` to ``dest`` (local or object store); returns its path or URI.
+
+    Local: a complete copy is renamed into place (the old one removed after). Object store: every
+    file is one PUT and overwrites the old object of the same name; ``best.json``, written after,
+    is what says which step the folder holds.
+    """
+    if not is_remote(dest.uri):
+        tmp = dest.path + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        old = dest.path + ".old"
+        if os.path.exists(dest.path):
+            os.replace(dest.path, old)
+        os.replace(tmp, dest.path)
+        shutil.rmtree(old, ignore_errors=True)
+        return dest.path
+    for name in sorted(os.listdir(src)):
+        with open(os.path.join(src, name), "rb") as f:
+            dest.child(name).write_bytes_atomic(f.read())
+    return dest.uri

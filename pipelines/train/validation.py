@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pipelines.common.remote import fetch
+from pipelines.common.storage import locate
 from vloss.data.coco_panoptic import check_panoptic_png, read_coco_panoptic
 from vloss.data.images import read_image
 from vloss.data.transforms import resize_for_inference
@@ -43,9 +44,13 @@ class ValSplit:
     def check(self) -> None:
         """Raise FileNotFoundError naming the first missing part (before any training starts)."""
         for name in ("gt_json", "images", "png_dir"):
-            if not Path(getattr(self, name)).exists():
+            if not locate(getattr(self, name)).exists():
                 raise FileNotFoundError(f"validation split: {name} {getattr(self, name)} does not exist "
                                         f"(set train.eval_every=0 to train without validation)")
+
+    def local(self) -> "ValSplit":
+        """This split with object-store parts mirrored to this node (:func:`pipelines.common.remote.fetch`)."""
+        return ValSplit(*(fetch(getattr(self, n), f"validation {n}") for n in ("gt_json", "images", "png_dir")))
 
 
 class PanopticValidator:
@@ -61,6 +66,7 @@ class PanopticValidator:
 
     def __init__(self, split: ValSplit, size: int, limit: int = 0, batch_size: int = 2,
                  object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8) -> None:
+        split = split.local()
         self.dataset = read_coco_panoptic(split.gt_json, split.images, split.png_dir)
         self.images = self.dataset.images[:limit] if limit else self.dataset.images
         self.size, self.max_size, self.batch_size = size, 4 * size, batch_size

@@ -65,12 +65,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     Args:
         loop_config: ``job`` (TrainJobConfig dict), ``schedule`` (ScheduleConfig dict),
-            ``vocabularies`` ({task: names}), ``run_dir``, ``resume_from``, ``val`` (ValSplit fields or None),
-            ``progress`` (the driver's progress actor, or None).
+            ``vocabularies`` ({task: names}), ``metrics_dir`` (where rank 0 writes metrics; None when the
+            driver writes them), ``store`` (the run's storage for the best checkpoint), ``resume_from``,
+            ``val`` (ValSplit fields or None), ``progress`` (the driver's progress actor, or None).
     """
     job = from_dict(loop_config["job"], TrainJobConfig)
     schedule = StepSchedule(ScheduleConfig.from_dict(loop_config["schedule"]))
     runtime = _ray_runtime(schedule.config.tasks_used(), loop_config.get("progress"))
     val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
-    Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("run_dir"),
-            resume_from=loop_config.get("resume_from"), val=val).fit()
+    Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("metrics_dir"),
+            resume_from=loop_config.get("resume_from"), val=val, store=loop_config.get("store")).fit()
