@@ -1,0 +1,164 @@
+"""A real two-node Ray cluster on this machine, whose nodes share nothing but object storage.
+
+The head (``ray start --head``) and a second node (``ray start --address``, its own
+``--temp-dir``) each offer 2 logical CPUs. Every job goes in with ``ray job submit
+--working-dir . --runtime-env-json`` (the AWS variables of the S3 endpoint), as the README
+shows, and reads and writes ``s3://`` only, apart from the training run directory that the
+driver itself writes. Checked:
+
+- the pseudo-mask job, with a teacher actor per node, writes its shards into the bucket and
+  reports its mask quality (the box teacher: the Mask R-CNN teacher read through a URI is
+  tested in tests/pipelines/pseudo_masks/test_job.py);
+- a local ``--images`` path on this cluster is refused before any work (tasks on the other node
+  could not read it);
+- training places one Ray Train worker on each node (``cluster.cpus_per_worker=1.5`` leaves room
+  for one worker per node) and keeps its checkpoints in the bucket; the second node is then
+  killed mid-run: Ray Train's retries find no room, and the job stops with an error that says how
+  to continue; once the node is back, re-running the same command continues from the bucket's
+  latest checkpoint to the full number of optimizer steps; the evaluation job then scores that
+  checkpoint into the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_cluster import RAY, LocalCluster
+from tests.fixtures_s3 import S3Endpoint
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BUCKET = "vloss-cluster"
+HEAD, SECOND = {"vloss_head": 1}, {"vloss_second": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint: S3Endpoint, synthetic_world: Path, tmp_path_factory):
+    uri = s3_endpoint.create_bucket(BUCKET)
+    s3_endpoint.upload(synthetic_world, f"{uri}/world")
+    c = LocalCluster.create(tmp_path_factory.mktemp("two_nodes"))
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # this process reads the bucket through the project's code too
+            for k, v in s3_endpoint.env.items():
+                mp.setenv(k, v)
+            mp.setenv("VLOSS_CACHE", str(tmp_path_factory.mktemp("vloss_cache")))
+            c.start_head(2, HEAD)
+            c.add_node("second", 2, SECOND)
+            yield c, uri
+    finally:
+        c.shutdown()
+
+
+def _submit(c: LocalCluster, s3: S3Endpoint, args: list[str], tmp: Path, check: bool = True):
+    res = c.submit(["-m", *args], ROOT, {**s3.env, "VLOSS_CACHE": str(tmp / "vloss_cache")})
+    if check:
+        assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
+        assert "succeeded" in res.stdout + res.stderr
+    return res
+
+
+def test_pseudo_masks_job_on_two_nodes_into_the_bucket(cluster, s3_endpoint, tmp_path):
+    c, uri = cluster
+    out = f"{uri}/pseudo"
+    res = _submit(c, s3_endpoint, [
+        "jobs.pseudo_masks", "--annotations", f"{uri}/world/objects365/annotations/train.json",
+        "--images", f"{uri}/world/objects365/images/train", "--out", out, "--backend", "box",
+        "--set", "limit=16", "--set", "rows_per_shard=4", "--num-actors", "2",
+        "--eval-truth", f"{uri}/world/objects365/truth/train_masks.json"], tmp_path)
+    assert "Started a local Ray instance" not in res.stdout                  # joined the cluster
+    assert s3_endpoint.list(out, ".parquet") == [f"gen-0001/part-0000{k}.parquet" for k in range(4)]
+    manifest = json.loads(s3_endpoint.filesystem().open_input_stream(f"{BUCKET}/pseudo/_manifest.json").read())
+    assert manifest["counts"]["images"] == 16 and manifest["counts"]["masks_written"] == manifest["counts"]["boxes"]
+    assert re.search(r'"mean_iou": 0\.\d+', res.stdout)
+    assert "mean mask IoU" in res.stdout
+
+
+def test_local_paths_are_refused_on_two_nodes(cluster, s3_endpoint, synthetic_world, tmp_path):
+    c, uri = cluster
+    res = _submit(c, s3_endpoint, [
+        "jobs.pseudo_masks", "--annotations", f"{uri}/world/objects365/annotations/train.json",
+        "--images", str(synthetic_world / "objects365" / "images" / "train"), "--out", f"{uri}/refused",
+        "--backend", "box"], tmp_path, check=False)
+    assert res.returncode != 0
+    text = res.stdout + res.stderr
+    assert "Ray cluster of 2 nodes" in text and "--images" in text and "shared_fs=true" in text
+    assert not s3_endpoint.list(f"{uri}/refused", ".parquet")
+
+
+def _train_args(uri: str, run: Path, *sets: str) -> list[str]:
+    args = ["jobs.train", "--data", f"{uri}/world", "--box-masks", "--storage-path", f"{uri}/runs",
+            "--out", str(run), "--config", "tiny", "--from-scratch", "--workers", "2",
+            "--set", "cluster.cpus_per_worker=1.5", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=0",
+            "--set", "train.detection_images=8", "--set", "train.panoptic_images=8"]
+    for kv in sets:
+        args += ["--set", kv]
+    return args
+
+
+def _train_worker_nodes(c: LocalCluster) -> list[str]:
+    res = subprocess.run([RAY, "list", "actors", "--address", f"127.0.0.1:{c.gcs_port}", "--detail", "--format",
+                          "json", "--limit", "1000"], env=c.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return [a["node_id"] for a in json.loads(res.stdout) if "TrainWorker" in a.get("class_name", "")]
+
+
+def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(cluster, s3_endpoint, tmp_path):
+    """Ray Train retries placing the workers for about ``cluster.resource_wait_s`` (here 10 s, each
+    try waiting 10 s), then the job stops with what to do; the re-run after the node returned
+    finishes the schedule: 8 epochs x 2 steps = 16 optimizer steps in all."""
+    from pipelines.common.remote import fetch
+    from vloss.checkpoint import load_training_checkpoint
+
+    c, uri = cluster
+    run = tmp_path / "run"
+    args = _train_args(uri, run, "train.epochs=8", "cluster.resource_wait_s=10")
+    env_vars = {**s3_endpoint.env, "VLOSS_CACHE": str(tmp_path / "cache"),
+                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10"}
+    first = subprocess.Popen([RAY, "job", "submit", "--address", c.address, "--working-dir", str(ROOT),
+                              "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", sys.executable, "-m",
+                              *args], env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpts = f"{uri}/runs/run/ray_train"
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None and not s3_endpoint.list(ckpts, "meta.json"):
+        time.sleep(0.5)
+    assert first.poll() is None, first.stdout.read()[-4000:]
+    names = {n["node_id"]: ("head" if "vloss_head" in n["resources_total"] else "second") for n in c.alive_nodes()}
+    assert {names.get(n) for n in _train_worker_nodes(c)} == {"head", "second"}   # one worker on each node
+    t_kill = time.time()
+    next(n for n in c.nodes if n.name == "second").stop(signal.SIGKILL)   # the node goes away mid-run
+    out, _ = first.communicate(timeout=600)
+    stopped_after = time.time() - t_kill
+    assert first.returncode != 0, out[-4000:]
+    assert "training stopped" in out and "re-run the same command" in out, out[-4000:]
+    saved = [load_training_checkpoint(fetch(f"{ckpts}/{k.rsplit('/', 1)[0]}"))[1]["global_step"]
+             for k in s3_endpoint.list(ckpts, "meta.json")]
+    assert saved and max(saved) < 16
+    c.add_node("second", 2, SECOND)                                      # the node is back
+    res = c.submit(["-m", *args], ROOT, env_vars)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
+    assert "continuing this run from its latest checkpoint" in res.stdout
+    result = json.loads((run / "result.json").read_text())
+    assert result["checkpoint"].startswith(f"{ckpts}/checkpoint_")
+    state, meta = load_training_checkpoint(fetch(result["checkpoint"]))
+    assert state["optimizer_steps"] == meta["global_step"] == 16
+    print(f"node removed after step {max(saved)} was checkpointed; the job stopped {stopped_after:.0f} s later; "
+          f"the re-run trained to step 16")
+
+    ade = f"{uri}/world/ade20k_panoptic"
+    res = _submit(c, s3_endpoint, [
+        "jobs.evaluate", "--task", "ade20k_panoptic", "--checkpoint", result["checkpoint"],
+        "--gt-json", f"{ade}/ade20k_panoptic_val.json", "--images", f"{ade}/images/validation",
+        "--gt-dir", f"{ade}/ade20k_panoptic_val", "--out", f"{uri}/evals/ade", "--set", "limit=4",
+        "--set", "size=128"], tmp_path)
+    assert f"report:  {uri}/evals/ade/report.md" in res.stdout
+    metrics = json.loads(s3_endpoint.filesystem().open_input_stream(f"{BUCKET}/evals/ade/metrics.json").read())
+    assert metrics["metrics"]["All"]["n"] > 0 and 0.0 <= metrics["metrics"]["All"]["pq"] <= 1.0
