@@ -6,10 +6,10 @@ only through the standard AWS variables. What is checked:
 - pseudo masks: the job reads annotations and images from the bucket and writes its shards there;
   its driver is killed twice at different moments and the command re-run: the
   bucket then holds one row per image with boxes, each box once, equal to an uninterrupted run;
-- training: shards built into the bucket, 4 steps with Ray Train checkpoints in the bucket
-  (``--storage-path``), then the same command continues from the bucket's latest checkpoint;
-- evaluation: checkpoint, ground truth and images from the bucket, predictions and report into
-  it, with the same metrics as the same evaluation on local files.
+
+Training with its shards and Ray Train checkpoints in a bucket, resumed from it, and the
+evaluation from and into a bucket run on a two-node cluster in tests/test_two_node_cluster.py
+(the same endpoint fixture), where the nodes share nothing else.
 """
 
 from __future__ import annotations
@@ -128,76 +128,3 @@ def test_pseudo_masks_killed_twice_rerun_is_exact_in_the_bucket(pseudo_runs, syn
     assert manifest["counts"]["images"] == len(boxes_of) and manifest["counts"]["shards"] == total
     print(f"pseudo masks in the bucket: driver killed at {first} and {second} of {total} shards; the re-run "
           f"kept {kept} and wrote {written}; {len(got)} rows, {len(ids)} boxes, equal to the uninterrupted run")
-
-
-def _train_args(uri: str, run: Path) -> list[str]:
-    return ["--data", f"{uri}/world", "--pseudo-masks", f"{uri}/pseudo", "--storage-path", f"{uri}/runs",
-            "--out", str(run), "--config", "tiny", "--from-scratch", "--workers", "2",
-            "--set", "train.max_steps=4", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1",
-            "--set", "train.eval_every=1", "--set", "train.val_images=2", "--set", "train.detection_images=8",
-            "--set", "train.panoptic_images=8"]
-
-
-@pytest.fixture(scope="module")
-def trained(bucket, pseudo_runs, work):
-    uri, env = bucket
-    run = work / "run"
-    first = _job("jobs.train", _train_args(uri, run), env)
-    first_result = json.loads((run / "result.json").read_text())
-    from pipelines.common.remote import fetch
-    from vloss.checkpoint import load_training_checkpoint
-
-    first_result["meta"] = load_training_checkpoint(fetch(first_result["checkpoint"]))[1]  # pruned later
-    second = _job("jobs.train", _train_args(uri, run), env)
-    return uri, run, first, first_result, second
-
-
-def test_training_checkpoints_in_the_bucket_and_resumes_from_it(trained, s3_endpoint):
-    from pipelines.common.remote import fetch
-    from vloss.checkpoint import load_training_checkpoint
-
-    uri, run, first, first_result, second = trained
-    store = f"{uri}/runs/{run.name}"
-    assert first_result["checkpoint"].startswith(f"{store}/ray_train/checkpoint_")
-    assert s3_endpoint.list(f"{store}/data/shards", ".parquet")           # shards were built into the bucket
-    assert s3_endpoint.list(f"{store}/best_checkpoint") == ["meta.json", "state.pt"]
-    assert not (run / "ray_train").exists() and not (run / "data").exists()   # nothing of the storage locally
-    assert first_result["meta"]["global_step"] == 4
-    assert "continuing this run from its latest checkpoint" in second.stdout
-    result = json.loads((run / "result.json").read_text())
-    state, meta = load_training_checkpoint(fetch(result["checkpoint"]))
-    assert meta["global_step"] == 8 and state["optimizer_steps"] == 8
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))                                    # written by the driver, no gap, no repeat
-    assert result["best_checkpoint"] == f"{store}/best_checkpoint"
-
-
-def test_evaluation_from_the_bucket_equals_the_local_evaluation(trained, bucket, s3_endpoint, synthetic_world,
-                                                                tmp_path):
-    from pipelines.common.remote import fetch
-
-    uri, run, _, _, _ = trained
-    result = json.loads((run / "result.json").read_text())
-    ade = "world/ade20k_panoptic"
-    common = ["--task", "ade20k_panoptic", "--set", "limit=4", "--set", "size=128"]
-    _job("jobs.evaluate", common + ["--checkpoint", result["checkpoint"],
-                                    "--gt-json", f"{uri}/{ade}/ade20k_panoptic_val.json",
-                                    "--images", f"{uri}/{ade}/images/validation",
-                                    "--gt-dir", f"{uri}/{ade}/ade20k_panoptic_val", "--out", f"{uri}/evals/ade"],
-         bucket[1])
-    files = s3_endpoint.list(f"{uri}/evals/ade")
-    assert {"metrics.json", "report.md", "config.json", "predictions/manifest.json",
-            "predictions/panoptic.json"} <= set(files)
-    assert len([f for f in files if f.startswith("predictions/panoptic/")]) == 4
-    remote = json.loads(Path(fetch(f"{uri}/evals/ade/metrics.json")).read_text())
-    manifest = json.loads(Path(fetch(f"{uri}/evals/ade/predictions/manifest.json")).read_text())
-    assert manifest["inputs"]["images"] == f"{uri}/{ade}/images/validation"
-    assert manifest["inputs"]["checkpoint"] == result["checkpoint"]
-    local_ckpt = fetch(result["checkpoint"])
-    local = tmp_path / "eval_local"
-    _job("jobs.evaluate", common + ["--checkpoint", local_ckpt, "--data", str(synthetic_world), "--out", str(local)],
-         bucket[1])
-    local_metrics = json.loads((local / "metrics.json").read_text())
-    assert remote["metrics"]["All"]["n"] > 0
-    assert remote["metrics"] == local_metrics["metrics"]                 # every class's PQ, SQ, RQ
-    assert remote["checkpoint"]["sha256"] == local_metrics["checkpoint"]["sha256"]

@@ -15,8 +15,9 @@ driver itself writes. Checked:
   for one worker per node) and keeps its checkpoints in the bucket; the second node is then
   killed mid-run: Ray Train's retries find no room, and the job stops with an error that says how
   to continue; once the node is back, re-running the same command continues from the bucket's
-  latest checkpoint to the full number of optimizer steps; the evaluation job then scores that
-  checkpoint into the bucket.
+  latest checkpoint to the full number of optimizer steps (shards, checkpoints and the best
+  checkpoint in the bucket, metrics written by the driver); the evaluation job then scores the
+  checkpoint from the bucket into the bucket, with the metrics of the same evaluation on local files.
 """
 
 from __future__ import annotations
@@ -111,16 +112,20 @@ def _train_worker_nodes(c: LocalCluster) -> list[str]:
     return [a["node_id"] for a in json.loads(res.stdout) if "TrainWorker" in a.get("class_name", "")]
 
 
-def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(cluster, s3_endpoint, tmp_path):
+def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(cluster, s3_endpoint, synthetic_world,
+                                                                             ray_session, tmp_path):
     """Ray Train retries placing the workers for about ``cluster.resource_wait_s`` (here 10 s, each
     try waiting 10 s), then the job stops with what to do; the re-run after the node returned
     finishes the schedule: 8 epochs x 2 steps = 16 optimizer steps in all."""
     from pipelines.common.remote import fetch
+    from pipelines.evaluate.config import EvalJobConfig
+    from pipelines.evaluate.job import run_evaluation
     from vloss.checkpoint import load_training_checkpoint
 
     c, uri = cluster
     run = tmp_path / "run"
-    args = _train_args(uri, run, "train.epochs=8", "cluster.resource_wait_s=10")
+    args = _train_args(uri, run, "train.epochs=8", "cluster.resource_wait_s=10", "train.eval_every=4",
+                       "train.val_images=2")
     env_vars = {**s3_endpoint.env, "VLOSS_CACHE": str(tmp_path / "cache"),
                 "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10"}
     first = subprocess.Popen([RAY, "job", "submit", "--address", c.address, "--working-dir", str(ROOT),
@@ -150,6 +155,13 @@ def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(clus
     assert result["checkpoint"].startswith(f"{ckpts}/checkpoint_")
     state, meta = load_training_checkpoint(fetch(result["checkpoint"]))
     assert state["optimizer_steps"] == meta["global_step"] == 16
+    store = f"{uri}/runs/run"
+    assert s3_endpoint.list(f"{store}/data/shards", ".parquet")           # shards built into the bucket
+    assert result["best_checkpoint"] == f"{store}/best_checkpoint"
+    assert s3_endpoint.list(f"{store}/best_checkpoint") == ["meta.json", "state.pt"]
+    assert not (run / "ray_train").exists() and not (run / "data").exists()   # nothing of the storage locally
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-(16 - max(saved)):] == list(range(max(saved) + 1, 17))     # the driver wrote the re-run's rows
     print(f"node removed after step {max(saved)} was checkpointed; the job stopped {stopped_after:.0f} s later; "
           f"the re-run trained to step 16")
 
@@ -160,5 +172,17 @@ def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(clus
         "--gt-dir", f"{ade}/ade20k_panoptic_val", "--out", f"{uri}/evals/ade", "--set", "limit=4",
         "--set", "size=128"], tmp_path)
     assert f"report:  {uri}/evals/ade/report.md" in res.stdout
-    metrics = json.loads(s3_endpoint.filesystem().open_input_stream(f"{BUCKET}/evals/ade/metrics.json").read())
-    assert metrics["metrics"]["All"]["n"] > 0 and 0.0 <= metrics["metrics"]["All"]["pq"] <= 1.0
+    files = s3_endpoint.list(f"{uri}/evals/ade")
+    assert {"metrics.json", "report.md", "config.json", "predictions/manifest.json",
+            "predictions/panoptic.json"} <= set(files)
+    assert len([f for f in files if f.startswith("predictions/panoptic/")]) == 4
+    remote = json.loads(Path(fetch(f"{uri}/evals/ade/metrics.json")).read_text())
+    manifest = json.loads(Path(fetch(f"{uri}/evals/ade/predictions/manifest.json")).read_text())
+    assert manifest["inputs"]["images"] == f"{ade}/images/validation"
+    assert manifest["inputs"]["checkpoint"] == result["checkpoint"]
+    run_evaluation(EvalJobConfig(task="ade20k_panoptic", checkpoint=fetch(result["checkpoint"]),
+                                 data=str(synthetic_world), out=str(tmp_path / "eval_local"), limit=4, size=128))
+    local = json.loads((tmp_path / "eval_local" / "metrics.json").read_text())
+    assert remote["metrics"]["All"]["n"] > 0
+    assert remote["metrics"] == local["metrics"]                           # every class's PQ, SQ, RQ
+    assert remote["checkpoint"]["sha256"] == local["checkpoint"]["sha256"]
