@@ -337,10 +337,12 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
 
     ensure_ray()
     check_cluster(cluster)
+    run_dir = os.path.abspath(run_dir)
+    store = run_store(run_dir, cluster)
     check_shared({"training shards": shard_root, "the run's storage (--storage-path; the run directory without it)":
-                  run_store(os.path.abspath(run_dir), cluster), "--resume": resume_from},
-                 "the training job", cluster.shared_fs, "--set cluster.shared_fs=true")
-    continuing = claim_run(job, shard_root, os.path.abspath(run_dir), cluster, resume_from, overwrite, resume)
+                  store, "--resume": resume_from}, "the training job", cluster.shared_fs,
+                 "--set cluster.shared_fs=true")
+    continuing = claim_run(job, shard_root, run_dir, cluster, resume_from, overwrite, resume)
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
@@ -353,9 +355,7 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         print(f"[train] shards of {', '.join(cached)} cached in Ray's object store (each at most "
               f"cluster.cache_shards_mb={cluster.cache_shards_mb:g} MB); passes re-run only the transforms", flush=True)
     vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
-    run_dir = os.path.abspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
-    store = run_store(run_dir, cluster)
     job_dict = to_dict(job)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": to_dict(cluster)}, f, indent=1)

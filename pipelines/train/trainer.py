@@ -38,7 +38,7 @@ from typing import Any, Callable, ContextManager
 import torch
 import torch.nn as nn
 
-from pipelines.common.remote import fetch, is_remote
+from pipelines.common.remote import fetch, is_remote, publish
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.schedule import StepSchedule
@@ -323,9 +323,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def copy_checkpoint_dir(src: str, dest: Location) -> str:
     """Copy the local checkpoint folder ``src`` to ``dest`` (local or object store); returns its path or URI.
 
-    Local: a complete copy is renamed into place (the old one removed after). Object store: every
-    file is one PUT and overwrites the old object of the same name; ``best.json``, written after,
-    is what says which step the folder holds.
+    Local: a complete copy is renamed into place (the old one removed after). Object store:
+    :func:`~pipelines.common.remote.publish` (one PUT per file, objects of an older copy that the
+    new one lacks removed); ``best.json``, written after, is what says which step the folder holds.
     """
     if not is_remote(dest.uri):
         tmp = dest.path + ".tmp"
@@ -337,7 +337,5 @@ def copy_checkpoint_dir(src: str, dest: Location) -> str:
         os.replace(tmp, dest.path)
         shutil.rmtree(old, ignore_errors=True)
         return dest.path
-    for name in sorted(os.listdir(src)):
-        with open(os.path.join(src, name), "rb") as f:
-            dest.child(name).write_bytes_atomic(f.read())
+    publish(src, dest.uri)
     return dest.uri
