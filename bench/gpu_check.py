@@ -315,6 +315,7 @@ class Context:
         self._world: Path | None = None
         self._teacher: tuple[Path, str] | None = None
         self.ray_started = False
+        self.profile = False
         self.prepare_s: dict[str, float] = {}
 
     def world(self) -> Path:
@@ -490,6 +491,7 @@ def section_train_step(ctx: Context) -> dict[str, Any]:
         step()
         _sync(device)
         times.append(time.perf_counter() - t0)
+    profile = _profile_steps(step, device, ctx.logs / "train_step_profile.txt") if ctx.profile else None
     if device.type == "cuda":
         peak_mib, peak_kind = torch.cuda.max_memory_allocated() / 2 ** 20, "torch.cuda.max_memory_allocated"
     else:
@@ -515,7 +517,35 @@ def section_train_step(ctx: Context) -> dict[str, Any]:
             "flops_patch_embed_conv": flops["layer_conv"],
             "achieved_tflops": flops["step"] * cfg.steps / seconds / 1e12,
             "peak_bf16_tflops": peak, "peak_source": source,
-            "mfu": mfu(flops["step"], cfg.steps, seconds, peak) if device.type == "cuda" else None}
+            "mfu": mfu(flops["step"], cfg.steps, seconds, peak) if device.type == "cuda" else None,
+            **({"profile": profile} if profile else {})}
+
+
+def _profile_steps(step: Callable[[], None], device: torch.device, path: Path, steps: int = 3) -> dict[str, Any]:
+    """``--profile``: where a train step's time goes, from ``torch.profiler`` over ``steps`` steps.
+
+    Writes the operator tables (sorted by device time and by CPU time) to ``path`` and returns
+    the totals: wall time per step, device-busy time per step (sum of kernel times) and their
+    ratio, which says whether the step is bound by the device or by the host feeding it.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        wall = (time.perf_counter() - t0) / steps
+    events = prof.key_averages()
+    dev_attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    busy_us = sum(getattr(e, dev_attr, 0) for e in events) / steps
+    sort_dev = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.write_text(events.table(sort_by=sort_dev, row_limit=40) + "\n\n"
+                    + events.table(sort_by="cpu_time_total", row_limit=40) + "\n")
+    return {"wall_ms_per_step": 1000 * wall, "device_busy_ms_per_step": busy_us / 1000,
+            "device_busy_frac": busy_us / 1e6 / wall if wall else None, "table": str(path)}
 
 
 # --------------------------------------------------------------------------- 2. Ray Train
@@ -756,6 +786,11 @@ def _rows(name: str, s: dict[str, Any]) -> list[tuple[str, str]]:
                  ("achieved TFLOP/s", _g(s["achieved_tflops"])),
                  ("dense bf16 peak TFLOP/s", f"{_g(s['peak_bf16_tflops'])} ({s['peak_source']})"),
                  ("MFU", "n/a" if s["mfu"] is None else f"{100 * s['mfu']:.1f} %")]
+        if has("profile"):
+            p = s["profile"]
+            rows += [("profiled step: wall / device busy (ms)",
+                      f"{p['wall_ms_per_step']:.1f} / {p['device_busy_ms_per_step']:.1f} "
+                      f"({100 * (p['device_busy_frac'] or 0):.0f} % busy)")]
     elif name == "ray_train" and has("img_per_s"):
         rows += [("run", f"{s['preset']}, {s['steps']} steps, {s['workers']} worker x {s['gpus_per_worker']} GPU, "
                          f"batch {s['dense_batch']} dense / {s['caption_batch']} captions"),
@@ -845,6 +880,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-weights", default=None,
                    help="teacher state dict (.pth); default: a randomly initialised one saved under OUT/work")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (overrides the table)")
+    p.add_argument("--profile", action="store_true",
+                   help="train_step: also profile 3 steps with torch.profiler (OUT/logs/train_step_profile.txt)")
     p.add_argument("--verbose", action="store_true", help="the jobs' and Ray's output on the console, not in OUT/logs")
     return p.parse_args(argv)
 
@@ -884,6 +921,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
     out = Path(a.out or Path(tempfile.gettempdir()) / "vloss_gpu_check").resolve()
     ctx = Context(cfg, out, Path(a.work).resolve() if a.work else None, a.verbose)
+    ctx.profile = a.profile
     shutil.rmtree(ctx.work, ignore_errors=True)  # every run starts from a fresh world and fresh job outputs
     shutil.rmtree(ctx.logs, ignore_errors=True)
     ctx.logs.mkdir(parents=True)
@@ -898,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
             report["sections"][name] = run_section(name, ctx)
             print(f"[gpu-check] {name}: {report['sections'][name]['status']} "
                   f"({report['sections'][name]['seconds']:.1f} s)", flush=True)
+            # written after every section too, so that a run stopped at its time limit keeps what it measured
+            (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
     finally:
         if ctx.ray_started:
             import ray

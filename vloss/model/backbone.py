@@ -1,7 +1,7 @@
 """Image feature extractor f_I: a timm model used as a multi-scale feature pyramid.
 
 Swin comes out of timm channels-last (NHWC); :class:`Backbone` permutes to NCHW in exactly
-one place (:meth:`Backbone.forward`). Swin is built with ``dynamic_img_size=True`` and
+one place (:meth:`Backbone.forward`). Swin is built with ``strict_img_size=False`` and
 ``always_partition=True``: any input whose sides are divisible by 32 works, and every stage
 keeps the 7x7 windows and shifted windows it was pre-trained with (padding partial windows),
 as Mask2Former's Swin does.
@@ -31,7 +31,9 @@ def timm_kwargs(cfg: BackboneConfig) -> dict[str, Any]:
         features_only=True, out_indices=tuple(cfg.out_indices), drop_path_rate=cfg.drop_path_rate
     )
     if _is_swin(cfg.name):
-        kwargs.update(dynamic_img_size=True, always_partition=True)
+        # strict_img_size=False, not dynamic_img_size=True: timm < 1.0.31 has no dynamic_img_size for
+        # Swin and swallows it, leaving the 224x224 size check in (seen on the GPU image's timm 1.0.29)
+        kwargs.update(strict_img_size=False, always_partition=True)
         if cfg.embed_dim is not None:
             kwargs["embed_dim"] = cfg.embed_dim
         if cfg.depths is not None:

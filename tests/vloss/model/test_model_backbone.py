@@ -20,7 +20,7 @@ def small_swin_cfg(**kw) -> BackboneConfig:
 
 def timm_classifier(**kw) -> torch.nn.Module:
     """The timm classification model a published checkpoint comes from (same architecture)."""
-    return timm.create_model("swin_tiny_patch4_window7_224", dynamic_img_size=True, always_partition=True,
+    return timm.create_model("swin_tiny_patch4_window7_224", strict_img_size=False, always_partition=True,
                              **SMALL_SWIN, **kw).eval()
 
 
