@@ -3,8 +3,8 @@
 Runs the same ``tiny()`` training steps (forward, Eq. 6 loss, backward, AdamW) twice in one
 process on the synthetic world's panoptic shards:
 
-* **ray**: batches streamed from ``pipelines.train.datasets.task_dataset`` (decode + LSJ in Ray
-  Data tasks, collate in the loop), exactly as the Ray Train workers read them;
+* **ray**: batches streamed from ``pipelines.train.datasets.pass_opener`` (seeded shuffled passes,
+  decode + LSJ in Ray Data tasks, collate in the loop), exactly as the Ray Train workers read them;
 * **memory**: the same number of batches, taken from that pipeline beforehand and held in a list.
 
 Prints steps/s of both and the ratio ray/memory (target >= 0.9: the input pipeline keeps up).
@@ -31,9 +31,6 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the training step (1 leaves a core for Ray Data on 2 cores)")
-    p.add_argument("--repeat", type=int, default=8,
-                   help="read the shards this many times per pass, so a pass is as long as a real "
-                        "epoch's and the per-pass start-up is not what gets measured")
     p.add_argument("--rounds", type=int, default=3, help="alternating memory/ray rounds (median ratio)")
     p.add_argument("--work", default=None, help="reuse a work dir (world + shards)")
     a = p.parse_args()
@@ -41,8 +38,7 @@ def main() -> int:
     import torch
 
     from pipelines.common.ray_env import ensure_ray
-    from pipelines.train.collate import collate_fns
-    from pipelines.train.datasets import task_dataset
+    from pipelines.train.datasets import pass_opener, task_shards
     from pipelines.train.job import prepare_shards
     from pipelines.train.shards import read_vocabulary
     from vloss.config import resolve
@@ -55,16 +51,16 @@ def main() -> int:
     ensure_ray(2)
     work = a.work or tempfile.mkdtemp(prefix="vloss-bench-")
     shards = prepare_shards(None, work, rows_per_shard=32)
-    job = resolve("tiny", [f"input.dense_size={a.size}"])
+    job = resolve("tiny", [f"input.dense_size={a.size}", f"train.dense_batch_size={a.batch}"])
     names = read_vocabulary(shards, "panoptic").names
 
+    open_pass = pass_opener(task_shards(shards, ["panoptic"]), job, rank=0, world=1)
+
     def batches():
-        while True:  # cycle passes until enough steps
-            ds = task_dataset(shards, "panoptic", job.input)
-            if a.repeat > 1:
-                ds = ds.union(*[task_dataset(shards, "panoptic", job.input) for _ in range(a.repeat - 1)])
-            yield from ds.iter_torch_batches(batch_size=a.batch, collate_fn=collate_fns()["panoptic"], drop_last=True,
-                                             prefetch_batches=2)
+        p = 0
+        while True:  # one seeded pass after another, as training reads them
+            yield from open_pass("panoptic", p, 0)
+            p += 1
 
     def run(source) -> float:
         torch.manual_seed(0)

@@ -271,6 +271,8 @@ class TrainConfig:
             ``paper`` and ``baseline`` presets, cleared by ``--from-scratch``.
         reset_optimizer_between_stages: a multi-stage schedule ("pretrain") starts the
             fine-tune with fresh AdamW moments, as a separate fine-tuning run would.
+        record_batches: write the image ids every rank trained on at every step into the
+            metric rows (``batches``), for auditing a run's data order and its resumes.
     """
 
     schedule: str = "stt"
@@ -294,6 +296,7 @@ class TrainConfig:
     val_batch_size: int = 2
     require_pretrained: bool = False
     reset_optimizer_between_stages: bool = True
+    record_batches: bool = False
 
     def tasks_used(self) -> tuple[str, ...]:
         """The training tasks this run draws from (panoptic always; detection unless the schedule is
@@ -319,7 +322,7 @@ class TrainConfig:
         return total // workers
 
     def images_cap(self, task: str) -> int:
-        """Rows read per pass of ``task``'s dataset (0 = all)."""
+        """Rows of ``task`` that take part in training: the first this many in shard order (0 = all)."""
         return {"panoptic": self.panoptic_images, "detection": self.detection_images,
                 "captions": self.caption_images}[task]
 

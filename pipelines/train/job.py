@@ -28,7 +28,7 @@ from pipelines.common.resources import check_fits
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate, read_json
 from pipelines.train.config import ClusterConfig
-from pipelines.train.datasets import shard_bytes, task_dataset
+from pipelines.train.datasets import task_shards
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.plan import dataset_sizes, schedule_config
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
@@ -348,9 +348,8 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     schedule = StepSchedule(sched_cfg)
     val = val_split(job, shard_root)
     tasks = sched_cfg.tasks_used()
-    cached = [t for t in tasks if 0 < shard_bytes(shard_root, t) <= cluster.cache_shards_mb * 2 ** 20]
-    datasets = {t: task_dataset(shard_root, t, job.input, job.train.images_cap(t), cluster.transform_cpus,
-                                cache=t in cached) for t in tasks}
+    shards = task_shards(shard_root, tasks, cluster.cache_shards_mb)
+    cached = [t for t in tasks if shards[t].cached]
     if cached:
         print(f"[train] shards of {', '.join(cached)} cached in Ray's object store (each at most "
               f"cluster.cache_shards_mb={cluster.cache_shards_mb:g} MB); passes re-run only the transforms", flush=True)
@@ -369,12 +368,14 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         train_loop_per_worker,
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
                            "metrics_dir": None, "store": store, "resume_from": resume_from,
-                           "val": asdict(val) if val else None, "progress": sink},
+                           "val": asdict(val) if val else None, "progress": sink,
+                           "shards": {t: asdict(v) for t, v in shards.items()},
+                           "input": {"transform_cpus": cluster.transform_cpus,
+                                     "verify": cluster.verify_shards == "full"}},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
                                                               if cluster.gpus_per_worker else {})}),
-        datasets=datasets,
         run_config=RunConfig(name="ray_train", storage_path=store,
                              checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cluster.max_failures,

@@ -38,6 +38,7 @@ from pipelines.common.output_set import entry_of_file, shard_entry, verified_sha
 from pipelines.common.progress import ProgressLine
 from pipelines.common.shards import shard_name
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
+from pipelines.train.pass_plan import ROW_GROUP_ROWS
 
 TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
@@ -196,7 +197,9 @@ def _write_one_shard(item: dict) -> dict:
     out: Location = item["out"]
     table = build_rows(images, item["task"], item["dataset"])
     buf = io.BytesIO()
-    pq.write_table(table, buf)
+    # fixed row groups: the unit a training pass reads and shuffles (pipelines.train.pass_plan); page
+    # checksums: a damaged or altered page is refused where it is read, without hashing whole shards
+    pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
     data = buf.getvalue()
     out.write_bytes_atomic(data)
     return shard_entry(item["name"], data, table.num_rows)
@@ -271,9 +274,13 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, gener
             "entries": [entries[n] for n in sorted(entries)]}
 
 
-def shard_set(root: str | Location) -> tuple[dict, list[Location]]:
-    """The verified manifest and shard files of a shard root (refuses an incomplete or changed set)."""
-    return verified_shards(root, MANIFEST_NAME, allowed=(VOCAB_NAME,))
+def shard_set(root: str | Location, check_sha: bool = False) -> tuple[dict, list[Location]]:
+    """The manifest and shard files of a shard root (refuses an incomplete set or a changed size).
+
+    Whole-file checksums are compared only with ``check_sha``: a training start must not read the
+    whole dataset; the page checksums written into every shard are verified where it is read.
+    """
+    return verified_shards(root, MANIFEST_NAME, allowed=(VOCAB_NAME,), check_sha=check_sha)
 
 
 def task_shard_locations(root: str | Location, task: str) -> list[Location]:

@@ -11,7 +11,10 @@ joined to the user's roots and read inside the shard tasks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import posixpath
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,6 +26,7 @@ from pipelines.common.output_set import ShardSetError, claim_output, commit_mani
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import locate, read_json
+from pipelines.train.pass_plan import ROW_GROUP_ROWS
 from pipelines.train.shards import MANIFEST_NAME, SourceImage, Vocabulary, shard_set, write_task_shards
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_detection import read_coco_detection
@@ -201,6 +205,18 @@ def caption_sources(sources: list[CaptionSource]) -> list[tuple[str, list[Source
     return out
 
 
+def pseudo_mask_identity(pseudo_masks: str) -> str:
+    """The content of a pseudo-mask output: a hash of its shards (file name, rows, sha256).
+
+    Not the manifest file's hash: every run rewrites run bookkeeping into it (shards written or
+    kept, seconds, absolute paths), and a no-op re-run or a moved folder must keep the training
+    shards built from it valid.
+    """
+    manifest = read_json(locate(pseudo_masks).child(PSEUDO_MANIFEST))
+    entries = sorted((posixpath.basename(e["name"]), int(e["rows"]), e["sha256"]) for e in manifest.get("shards", []))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 def shards_fingerprint(sources: TrainingSources, rows_per_shard: int) -> dict[str, Any]:
     """What determines a shard root: the annotation files' contents, the masks' source, the sharding.
 
@@ -211,9 +227,8 @@ def shards_fingerprint(sources: TrainingSources, rows_per_shard: int) -> dict[st
 
     masks = None
     if sources.detection_json:
-        masks = "filled boxes" if sources.box_masks else \
-            locate(sources.pseudo_masks).child(PSEUDO_MANIFEST).sha256()
-    return {"format": 1, "rows_per_shard": rows_per_shard,
+        masks = "filled boxes" if sources.box_masks else pseudo_mask_identity(sources.pseudo_masks)
+    return {"format": 2, "rows_per_shard": rows_per_shard, "row_group_rows": ROW_GROUP_ROWS,
             "panoptic_json_sha256": sha(sources.panoptic_json),
             "detection_json_sha256": sha(sources.detection_json), "detection_masks": masks,
             "captions": [[c.name, sha(c.json)] for c in sources.captions]}
@@ -241,7 +256,8 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
         except ShardSetError:
             pass  # incomplete or damaged: complete it below
     gen = claim.generation
-    manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard, "tasks": {}}
+    manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard,
+                                "row_group_rows": ROW_GROUP_ROWS, "tasks": {}}
     entries: list[dict] = []
     if sources.panoptic_json:
         imgs, vocab = panoptic_sources(sources.panoptic_json, sources.panoptic_images, sources.panoptic_png_dir)

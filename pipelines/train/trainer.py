@@ -42,7 +42,7 @@ from pipelines.common.remote import fetch, is_remote, publish
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.metrics import MetricsWriter
 from pipelines.train.schedule import StepSchedule
-from pipelines.train.streams import TaskStreams
+from pipelines.train.streams import OpenPass, TaskStreams
 from pipelines.train.validation import PanopticValidator, ValSplit
 from vloss.checkpoint import load_training_checkpoint, save_training_checkpoint
 from vloss.config import TrainJobConfig
@@ -64,7 +64,8 @@ class WorkerRuntime:
         rank: this worker's global rank.
         world_size: number of workers.
         device: the device this worker trains on.
-        datasets: task -> this worker's dataset shard (``iter_torch_batches``).
+        open_pass: ``open_pass(task, pass_index, skip_batches)`` -> this worker's batches of that
+            pass (:data:`pipelines.train.streams.OpenPass`).
         wrap_model: turns the step module into its distributed form (DDP), or returns it.
         report: ``report(metrics, checkpoint_dir or None)``, called on every rank at every log step.
         restored_checkpoint: a context manager giving the directory of the checkpoint to restore
@@ -75,7 +76,7 @@ class WorkerRuntime:
     rank: int
     world_size: int
     device: torch.device
-    datasets: dict[str, Any]
+    open_pass: OpenPass
     wrap_model: Callable[[nn.Module], nn.Module]
     report: Callable[[dict[str, Any], str | None], None]
     restored_checkpoint: Callable[[], ContextManager[str | None]]
@@ -108,6 +109,7 @@ class Trainer:
         self.val = val
         self.optimizer_steps = 0
         self.best: dict[str, Any] | None = None
+        self._batches: list[dict[str, Any]] = []  # train.record_batches, since the last metric row
         self.setup()
 
     # ---- set-up and restore ------------------------------------------------------------
@@ -127,9 +129,7 @@ class Trainer:
         self.contrastive = ContrastiveLoss.from_config(job.loss)
         if rt.world_size == 1:
             self.contrastive.gather = False
-        tasks = self.schedule.config.tasks_used()
-        self.streams = TaskStreams(rt.datasets, {t: job.train.worker_batch_size(t, rt.world_size) for t in tasks},
-                                   rt.device)
+        self.streams = TaskStreams(rt.open_pass, rt.device)
         self.writer = MetricsWriter(self.run_dir if rt.rank == 0 else None)
         self.validator = None
         if rt.rank == 0 and self.val is not None and job.train.eval_every > 0:
@@ -160,6 +160,9 @@ class Trainer:
         Returns:
             (the unweighted loss terms, the total, images in this worker's batch).
         """
+        # per-step, per-rank torch seed: drop-path and point sampling differ across ranks (as in
+        # detectron2) and a resumed run draws what the uninterrupted one drew at the same step
+        torch.manual_seed(step_seed(self.job.seed, self.rt.rank, self.schedule.global_step(epoch, step)))
         cursor = self.schedule.cursor(epoch, step)
         batch = _to_device(self.streams.next(task, cursor.pass_index, cursor.batch_index), self.rt.device)
         self.model.train()
@@ -189,7 +192,18 @@ class Trainer:
         self.scheduler.step()
         self.optimizer_steps += 1
         self.schedule.mark_done(epoch, step)
+        if self.job.train.record_batches:
+            self._record(schedule_step=self.schedule.global_step(epoch, step), task=task, ids=batch["image_ids"])
         return losses, total, int(batch["images"].shape[0])
+
+    def _record(self, schedule_step: int, task: str, ids: list[int]) -> None:
+        """``train.record_batches``: rank 0 keeps every rank's image ids of this step for the next metric row."""
+        per_rank = [list(map(int, ids))]
+        if self.rt.world_size > 1 and torch.distributed.is_initialized():
+            per_rank = [None] * self.rt.world_size
+            torch.distributed.all_gather_object(per_rank, list(map(int, ids)))
+        if self.rt.rank == 0:
+            self._batches.append({"step": schedule_step + 1, "task": task, "image_ids": per_rank})
 
     # ---- log and checkpoint --------------------------------------------------------------
     def save_checkpoint(self, directory: str, global_step: int, epoch: int, sub_epoch: str | None) -> None:
@@ -210,6 +224,8 @@ class Trainer:
             for k, v in a.items():
                 if k != "n":
                     metrics[f"{t}/{k}"] = v / a["n"]
+        if self._batches:
+            metrics["batches"], self._batches = self._batches, []
         return metrics
 
 
@@ -242,8 +258,8 @@ class Trainer:
             self.save_checkpoint(staging, metrics["step"], epoch, sub_epoch)
             self._keep_if_best(staging, metrics)
         try:
-            self.rt.report({**{k: v for k, v in metrics.items() if not isinstance(v, str)}, "task": metrics["task"]},
-                           staging)
+            self.rt.report({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                            "task": metrics["task"]}, staging)
         finally:
             if staging is not None:  # report() uploads synchronously; the staging copy is no longer needed
                 shutil.rmtree(staging, ignore_errors=True)
@@ -297,6 +313,14 @@ class Trainer:
                 t_window = time.perf_counter()
             if last:
                 break
+
+
+def step_seed(seed: int, rank: int, global_step: int) -> int:
+    """The torch seed of one rank's step (a function of the run's seed, the rank and the step)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}/{rank}/{global_step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
 def metrics_line(metrics: dict[str, Any], total_steps: int) -> str:

@@ -4,33 +4,39 @@
   ``num_masks`` int32, ``labels`` int32 bytes;
 * caption rows -> ``image`` [s, s, 3] uint8, ``caption`` string.
 
-Crowd regions (``iscrowd``) are not targets, as in Mask2Former; they are counted in
-``dropped_crowd`` per row so nothing disappears unseen. This module imports no torch.
+Every random choice of a sample (jitter scale, crop, flip, the caption picked) comes from one
+generator seeded by (run seed, task, pass, image id) and nothing else, so two runs with the same
+seed see bit-equal batches and a pass re-run after a resume sees what the first run saw, while
+each pass draws a fresh augmentation. Crowd regions (``iscrowd``) are not targets, as in
+Mask2Former; they are counted in ``dropped_crowd`` per row so nothing disappears unseen. This
+module imports no torch.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from pipelines.common.images import decode_rgb
+from pipelines.train.pass_plan import task_code
 from vloss.data.masks import decode_rle
 from vloss.data.transforms import large_scale_jitter, pack_masks, pick_caption, random_resized_crop
 
 
-def _rng(seed: int, image_id: int) -> np.random.Generator:
-    # fresh augmentation every pass: OS entropy mixed with (seed, image id)
-    return np.random.default_rng([seed & 0xFFFFFFFF, image_id & 0xFFFFFFFFFFFF,
-                                  int.from_bytes(os.urandom(8), "little")])
+def sample_rng(seed: int, task: str, pass_index: int, image_id: int) -> np.random.Generator:
+    """The generator of one sample's augmentation: (seed, task, pass, image id) and nothing else."""
+    return np.random.default_rng([int(seed), task_code(task), int(pass_index),
+                                  int(image_id) & 0xFFFFFFFFFFFF])
 
 
 class DenseTransform:
-    """Ray Data row transform for panoptic / detection rows (LSJ to ``size``)."""
+    """Ray Data row transform for panoptic / detection rows (LSJ to ``size``) of one pass."""
 
-    def __init__(self, size: int, min_scale: float, max_scale: float, seed: int) -> None:
+    def __init__(self, size: int, min_scale: float, max_scale: float, seed: int, task: str = "panoptic",
+                 pass_index: int = 0) -> None:
         self.size, self.min_scale, self.max_scale, self.seed = size, min_scale, max_scale, seed
+        self.task, self.pass_index = task, pass_index
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         image = decode_rgb(row["image"])
@@ -43,8 +49,8 @@ class DenseTransform:
         for k, inst in enumerate(keep):
             masks[k] = decode_rle({"size": [h, w], "counts": inst["segmentation"]})
         labels = np.array([i["label"] for i in keep], dtype=np.int64)
-        sample = large_scale_jitter(image, masks, labels, self.size, _rng(self.seed, int(row["image_id"])),
-                                    self.min_scale, self.max_scale)
+        rng = sample_rng(self.seed, self.task, self.pass_index, int(row["image_id"]))
+        sample = large_scale_jitter(image, masks, labels, self.size, rng, self.min_scale, self.max_scale)
         return {"image_id": int(row["image_id"]), "image": sample.image,
                 "masks": pack_masks(sample.masks), "num_masks": np.int32(len(sample.labels)),
                 "labels": sample.labels.astype(np.int32).tobytes(),
@@ -52,12 +58,12 @@ class DenseTransform:
 
 
 class CaptionTransform:
-    """Ray Data row transform for image-text rows (random resized crop + one caption)."""
+    """Ray Data row transform for image-text rows (random resized crop + one caption) of one pass."""
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed = size, seed
+    def __init__(self, size: int, seed: int, pass_index: int = 0) -> None:
+        self.size, self.seed, self.pass_index = size, seed, pass_index
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        rng = _rng(self.seed, int(row["image_id"]))
+        rng = sample_rng(self.seed, "captions", self.pass_index, int(row["image_id"]))
         image = random_resized_crop(decode_rgb(row["image"]), self.size, rng)
         return {"image_id": int(row["image_id"]), "image": image, "caption": pick_caption(row["captions"], rng)}

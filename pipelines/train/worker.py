@@ -7,15 +7,22 @@ from typing import Any, Iterator
 
 import torch
 
+from pipelines.train.datasets import TaskShards, pass_opener
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
+from pipelines.train.streams import OpenPass
 from pipelines.train.trainer import Trainer, WorkerRuntime
 from pipelines.train.validation import ValSplit
 from vloss.config import TrainJobConfig
 from vloss.config_io import from_dict
 
 
-def _ray_runtime(tasks: tuple[str, ...], sink: Any = None) -> WorkerRuntime:
-    """The trainer's runtime on a Ray Train worker (``sink``: the driver's progress actor)."""
+def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: dict[str, Any],
+                 sink: Any = None) -> WorkerRuntime:
+    """The trainer's runtime on a Ray Train worker (``sink``: the driver's progress actor).
+
+    Each worker reads its own rows of every pass (:mod:`pipelines.train.pass_plan`); Ray Train's
+    dataset split is not used, since its streaming split gives rows to whichever rank asks first.
+    """
     import ray.train
     import ray.train.torch
 
@@ -41,22 +48,26 @@ def _ray_runtime(tasks: tuple[str, ...], sink: Any = None) -> WorkerRuntime:
         with ckpt.as_directory() as directory:  # a local path, or a temporary download removed after use
             yield directory
 
-    datasets = {t: ray.train.get_dataset_shard(t) for t in tasks}  # same order on every rank
+    rank = ctx.get_world_rank()
+    open_pass = pass_opener(shards, job, rank, world, float(input_cfg.get("transform_cpus", 0.25)),
+                            bool(input_cfg.get("verify", False)))
     progress = (lambda row: sink.put.remote(row)) if sink is not None else None
-    return WorkerRuntime(rank=ctx.get_world_rank(), world_size=world, device=device, datasets=datasets,
+    return WorkerRuntime(rank=rank, world_size=world, device=device, open_pass=open_pass,
                          wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress)
 
 
-def local_runtime(datasets: dict[str, Any], device: str = "cpu") -> WorkerRuntime:
-    """A one-process runtime: no DDP, no Ray Train; ``datasets`` are Ray datasets (or anything with
-    ``iter_torch_batches``). For debugging a recipe and for tests that run a few steps of many recipes."""
+def local_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], device: str = "cpu",
+                  open_pass: OpenPass | None = None) -> WorkerRuntime:
+    """A one-process runtime: no DDP, no Ray Train, the same passes as rank 0 of 1 (Ray Data reads
+    them). For debugging a recipe and for tests that run a few steps of many recipes."""
 
     @contextlib.contextmanager
     def nothing() -> Iterator[None]:
         yield None
 
     dev = torch.device(device)
-    return WorkerRuntime(rank=0, world_size=1, device=dev, datasets=datasets, wrap_model=lambda m: m.to(dev),
+    return WorkerRuntime(rank=0, world_size=1, device=dev, open_pass=open_pass or pass_opener(shards, job, 0, 1),
+                         wrap_model=lambda m: m.to(dev),
                          report=lambda metrics, checkpoint_dir: None, restored_checkpoint=nothing)
 
 
@@ -67,11 +78,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loop_config: ``job`` (TrainJobConfig dict), ``schedule`` (ScheduleConfig dict),
             ``vocabularies`` ({task: names}), ``metrics_dir`` (where rank 0 writes metrics; None when the
             driver writes them), ``store`` (the run's storage for the best checkpoint), ``resume_from``,
-            ``val`` (ValSplit fields or None), ``progress`` (the driver's progress actor, or None).
+            ``val`` (ValSplit fields or None), ``progress`` (the driver's progress actor, or None),
+            ``shards`` ({task: TaskShards fields}), ``input`` (``transform_cpus``, ``verify``).
     """
     job = from_dict(loop_config["job"], TrainJobConfig)
     schedule = StepSchedule(ScheduleConfig.from_dict(loop_config["schedule"]))
-    runtime = _ray_runtime(schedule.config.tasks_used(), loop_config.get("progress"))
+    shards = {t: TaskShards(**d) for t, d in loop_config["shards"].items()}
+    runtime = _ray_runtime(job, shards, loop_config.get("input", {}), loop_config.get("progress"))
     val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
     Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("metrics_dir"),
             resume_from=loop_config.get("resume_from"), val=val, store=loop_config.get("store")).fit()

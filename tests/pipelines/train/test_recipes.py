@@ -51,7 +51,7 @@ def test_recipe_groups_match_the_paper():
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_every_recipe_trains_two_steps_on_the_synthetic_world(name, train_shards, ray_session, tmp_path):
     """The recipe's switches over the tiny network, two steps through the real Trainer (one process)."""
-    from pipelines.train.datasets import task_dataset
+    from pipelines.train.datasets import task_shards
     from pipelines.train.shards import read_vocabulary
     from pipelines.train.trainer import Trainer
     from pipelines.train.worker import local_runtime
@@ -59,9 +59,9 @@ def test_every_recipe_trains_two_steps_on_the_synthetic_world(name, train_shards
     job = build_recipe(name, "tiny", SMALL)
     schedule = StepSchedule(schedule_config(job, dataset_sizes(job, shard_root=str(train_shards)), 1))
     tasks = schedule.config.tasks_used()
-    datasets = {t: task_dataset(str(train_shards), t, job.input) for t in tasks}
+    shards = task_shards(str(train_shards), tasks)
     vocabs = {t: read_vocabulary(train_shards, t).names for t in tasks if t != "captions"}
-    Trainer(job, schedule, vocabs, local_runtime(datasets), run_dir=str(tmp_path)).fit()
+    Trainer(job, schedule, vocabs, local_runtime(job, shards), run_dir=str(tmp_path)).fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert [r["task"] for r in rows] == [t for _, _, t in list(schedule)[:2]]
