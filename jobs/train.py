@@ -168,7 +168,8 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
     result = run_training(job, shard_root, out, cluster, resume_from=resume_from, overwrite=a.overwrite,
                           resume="none" if a.resume == "none" else "auto")
     print(f"[train] run directory: {out}")
-    print(f"[train] last checkpoint: {checkpoint_uri(result.checkpoint)}")
+    if result is not None:
+        print(f"[train] last checkpoint: {checkpoint_uri(result.checkpoint)}")
     print(f"[train] {log_locations()}")
     return 0
 

@@ -260,7 +260,8 @@ class TrainConfig:
             paper epoch is hours, so this is on; the demo's epochs last seconds and turn it off
             (a checkpoint is still written at every validation and at the end).
         log_every: steps between metric lines.
-        max_steps: stop after this many steps of this run (trials); 0 = the whole schedule.
+        max_steps: stop once the run has trained this many steps in all (trials; a re-run of a
+            finished trial trains nothing, a larger value continues it); 0 = the whole schedule.
         keep_checkpoints: the latest checkpoints Ray Train keeps (the best one is kept besides).
         eval_every: validate (PQ on the panoptic val split) every this many epochs and at the
             end; 0 turns validation off. Sec. 4.1 selects the best checkpoint on COCO val.

@@ -130,6 +130,19 @@ def _files_under(out: Location, folder: str) -> list[str]:
     return sorted(i.path.replace("\\", "/")[len(base):] for i in infos if i.type == pafs.FileType.File)
 
 
+def manifest_identity(manifest: dict[str, Any]) -> str:
+    """The content of a shard set: a hash of its shards' names (less the generation folder), rows
+    and sha256. Run bookkeeping (counts written or kept, timings, paths, the generation) is not
+    part of it, so a re-run that changes nothing, a rebuilt byte-identical set or a moved folder
+    keeps the same identity and every output made from it stays valid."""
+    def name(n: str) -> str:
+        first, _, rest = n.partition("/")
+        return rest if rest and GEN_RE.match(first) else n
+
+    entries = sorted((name(e["name"]), int(e["rows"]), e["sha256"]) for e in manifest.get("shards", []))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
 def shard_entry(name: str, data: bytes, rows: int) -> dict[str, Any]:
     """The manifest entry of a shard written from ``data`` (``name`` relative to the output)."""
     return {"name": name, "rows": int(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipelines.common.errors import JobError
-from pipelines.common.output_set import OutputConflictError, claim_output
+from pipelines.common.output_set import OutputConflictError, claim_output, manifest_identity
 from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.ray_env import ensure_ray
@@ -236,7 +236,9 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
         recipe["train"].pop(key, None)
     recipe.pop("debug", None)
     return {"recipe": recipe, "workers": cluster.workers, "gpu": cluster.gpus_per_worker > 0,
-            "shards_manifest_sha256": locate(shard_root).child(MANIFEST_NAME).sha256()}
+            "shards": manifest_identity(read_json(locate(shard_root).child(MANIFEST_NAME))),
+            "vocabularies": {t: read_vocabulary(shard_root, t).to_json() for t in job.train.tasks_used()
+                             if t != "captions"}}
 
 
 def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
@@ -319,7 +321,7 @@ def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> s
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                  resume_from: str | None = None, overwrite: bool = False, resume: str = "auto") -> Any:
-    """Fit VLOSS with Ray Train; returns the ``ray.train.Result``.
+    """Fit VLOSS with Ray Train; returns the ``ray.train.Result`` (None: the run was already complete).
 
     Args:
         job: the resolved recipe.
@@ -346,6 +348,13 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
+    target = min(schedule.total_steps, job.train.max_steps or schedule.total_steps)
+    done = finished_steps(run_dir) if continuing else 0
+    if done >= target:
+        print(f"[train] this run is complete: {done} of {target} steps trained (its result: "
+              f"{os.path.join(run_dir, 'result.json')}); nothing to train. --overwrite starts it again; a larger "
+              f"train.max_steps continues it", flush=True)
+        return None
     val = val_split(job, shard_root)
     tasks = sched_cfg.tasks_used()
     shards = task_shards(shard_root, tasks, cluster.cache_shards_mb)
@@ -395,10 +404,21 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
                "best": best,
                "metrics": {k: v for k, v in (result.metrics or {}).items()
                            if isinstance(v, (int, float, str))},
-               "total_steps": schedule.total_steps}
+               "total_steps": schedule.total_steps,
+               "steps_done": int((result.metrics or {}).get("step", 0))}
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return result
+
+
+def finished_steps(run_dir: str) -> int:
+    """Steps a run directory's last completed launch had trained up to (0: none recorded)."""
+    path = os.path.join(run_dir, "result.json")
+    try:
+        with open(path) as f:
+            return int(json.load(f).get("steps_done", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def checkpoint_uri(checkpoint: Any) -> str | None:

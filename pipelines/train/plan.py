@@ -159,6 +159,7 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
         epochs.append({"epoch": e, "steps": schedule.steps_in_epoch(e), "tasks": schedule.counts(e),
                        "sub_epochs": subs})
     milestones = lr_milestones(schedule.stage_lengths, job.optim)
+    mix = data_mix(job, schedule, {t: sched_cfg_rows(sched_cfg, t) for t in tasks})
     plan: dict[str, Any] = {
         "workers": cluster.workers, "gpus_per_worker": cluster.gpus_per_worker,
         "dataset_rows": {t: sizes[t] for t in tasks}, "dataset_rows_source": source,
@@ -167,6 +168,7 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
                         else job.input.dense_size, "steps_per_pass": schedule.pass_lengths[t]} for t in tasks},
         "schedule": {"mode": sched_cfg.mode, "epochs": sched_cfg.epochs, "total_steps": schedule.total_steps,
                      "stages": schedule.stage_lengths, "per_epoch": epochs},
+        "mix": mix,
         "lr": {"base": job.optim.base_lr, "text": job.optim.text_lr,
                "backbone": job.optim.base_lr * job.optim.backbone_lr_mult, "gamma": job.optim.gamma,
                "milestones": [{"step": m, "epoch": schedule.position(m)[0]} for m in milestones]},
@@ -188,6 +190,39 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
     return plan
 
 
+def sched_cfg_rows(cfg: Any, task: str) -> int:
+    """Rows of ``task`` a pass covers (after the ``train.*_images`` cap)."""
+    return int(getattr(cfg, task).num_images)
+
+
+def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int]) -> dict[str, Any]:
+    """Per task: steps and images per epoch and over the run, passes over its data, share of compute.
+
+    The compute share counts a training image by its pixels (``input.dense_size``^2 for dense
+    tasks, ``input.caption_size``^2 for image-text pairs): the backbone and pixel decoder dominate
+    a step and scale with pixels; the text tower and the losses are left out of the estimate.
+    """
+    epochs = schedule.config.epochs
+    out: dict[str, Any] = {}
+    cost = {}
+    for t in rows:
+        size = job.input.caption_size if t == "captions" else job.input.dense_size
+        per_epoch = [schedule.counts(e).get(t, 0) for e in range(epochs)]
+        images = [n * job.train.batch_size(t) for n in per_epoch]
+        total = sum(images)
+        cost[t] = total * size * size
+        out[t] = {"rows": rows[t], "steps_per_epoch": per_epoch, "images_per_epoch": images,
+                  "passes_per_epoch": [round(i / rows[t], 3) if rows[t] else 0.0 for i in images],
+                  "steps": sum(per_epoch), "images": total,
+                  "passes": round(total / rows[t], 3) if rows[t] else 0.0}
+    all_cost = sum(cost.values()) or 1
+    all_steps = sum(v["steps"] for v in out.values()) or 1
+    for t in out:
+        out[t]["share_of_steps"] = round(out[t]["steps"] / all_steps, 4)
+        out[t]["share_of_compute"] = round(cost[t] / all_cost, 4)
+    return out
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a few console lines."""
     s = plan["schedule"]
@@ -196,6 +231,11 @@ def format_plan(plan: dict[str, Any]) -> str:
     for t, b in plan["batches"].items():
         lines.append(f"[plan]   {t:9s} rows {plan['dataset_rows'][t]:>9,}  batch {b['global']} "
                      f"({b['per_worker']}/worker) at {b['input_size']}px  {b['steps_per_pass']} steps/pass")
+    for t, m in plan.get("mix", {}).items():
+        lines.append(f"[plan]   {t:9s} {m['steps']:,} steps ({100 * m['share_of_steps']:.0f}% of steps), "
+                     f"{m['images']:,} images = {m['passes']:g} passes over its {m['rows']:,} rows "
+                     f"({m['passes_per_epoch'][0]:g} in epoch 0), {100 * m['share_of_compute']:.0f}% of the compute "
+                     f"(by pixels)")
     e0 = s["per_epoch"][0]
     lines.append(f"[plan]   epoch 0: {e0['steps']} steps {e0['tasks']}; sub-epochs "
                  + ", ".join(f"{x['name']} {x['steps']}" for x in e0["sub_epochs"]))

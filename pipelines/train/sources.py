@@ -11,10 +11,7 @@ joined to the user's roots and read inside the shard tasks.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import posixpath
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,7 +19,7 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
-from pipelines.common.output_set import ShardSetError, claim_output, commit_manifest
+from pipelines.common.output_set import ShardSetError, claim_output, commit_manifest, manifest_identity
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import locate, read_json
@@ -206,15 +203,9 @@ def caption_sources(sources: list[CaptionSource]) -> list[tuple[str, list[Source
 
 
 def pseudo_mask_identity(pseudo_masks: str) -> str:
-    """The content of a pseudo-mask output: a hash of its shards (file name, rows, sha256).
-
-    Not the manifest file's hash: every run rewrites run bookkeeping into it (shards written or
-    kept, seconds, absolute paths), and a no-op re-run or a moved folder must keep the training
-    shards built from it valid.
-    """
-    manifest = read_json(locate(pseudo_masks).child(PSEUDO_MANIFEST))
-    entries = sorted((posixpath.basename(e["name"]), int(e["rows"]), e["sha256"]) for e in manifest.get("shards", []))
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    """The content of a pseudo-mask output (:func:`pipelines.common.output_set.manifest_identity`),
+    not its manifest file's hash: every run rewrites run bookkeeping into that file."""
+    return manifest_identity(read_json(locate(pseudo_masks).child(PSEUDO_MANIFEST)))
 
 
 def shards_fingerprint(sources: TrainingSources, rows_per_shard: int) -> dict[str, Any]:

@@ -276,7 +276,7 @@ class Trainer:
             os._exit(1)
 
     def fit(self) -> None:
-        """Restore, then run the schedule from its next position to the end (or ``train.max_steps``)."""
+        """Restore, then run the schedule from its next position to the end (or step ``train.max_steps``)."""
         self.restore()
         schedule, train = self.schedule, self.job.train
         t_window, images_window, steps_this_run = time.perf_counter(), 0, 0
@@ -297,7 +297,7 @@ class Trainer:
                     acc[k] = acc.get(k, 0.0) + float(losses[k].detach())
             acc["total"] = acc.get("total", 0.0) + float(total.detach())
 
-            last = (g + 1 == schedule.total_steps) or bool(train.max_steps and steps_this_run >= train.max_steps)
+            last = (g + 1 == schedule.total_steps) or bool(train.max_steps and g + 1 >= train.max_steps)
             sub_end = schedule.sub_epoch_end(epoch, step)
             epoch_end = step + 1 == schedule.steps_in_epoch(epoch)
             do_val = bool(train.eval_every > 0 and self.val is not None

@@ -167,6 +167,17 @@ def test_plan_of_the_table1_recipe_on_8_workers_at_paper_sizes():
     assert plan["lr"]["milestones"] == [{"step": total * 8 // 12, "epoch": 8}, {"step": total * 11 // 12, "epoch": 11}]
     images = 12 * ((det + pan) * 32 + (det // 2 + pan // 2) * 512 * (224 / 768) ** 2)
     assert plan["estimate"]["hours"] == pytest.approx(images / 40.0 / 3600, abs=0.01)
+    # the data mix (issue #21 item 5), written out: caption steps are half the dense ones
+    mix = plan["mix"]
+    cap_steps = 12 * (det // 2 + pan // 2)
+    assert mix["captions"]["steps"] == cap_steps and mix["detection"]["steps"] == 12 * det
+    assert mix["captions"]["passes"] == pytest.approx(cap_steps * 512 / 118_287, abs=1e-3)  # about 632
+    assert mix["captions"]["passes_per_epoch"][0] == pytest.approx(cap_steps / 12 * 512 / 118_287, abs=1e-3)
+    assert mix["panoptic"]["passes"] == pytest.approx(12 * pan * 32 / 118_287, abs=1e-3)
+    pixels = {t: mix[t]["images"] * (224 if t == "captions" else 768) ** 2 for t in mix}
+    for t in mix:
+        assert mix[t]["share_of_compute"] == pytest.approx(pixels[t] / sum(pixels.values()), abs=1e-4)
+    assert sum(m["share_of_steps"] for m in mix.values()) == pytest.approx(1, abs=1e-3)
 
 
 def test_dry_run_counts_rows_from_the_data_root_and_trains_nothing(synthetic_world, tmp_path):

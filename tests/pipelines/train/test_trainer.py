@@ -235,3 +235,14 @@ def test_a_rerun_into_an_existing_run_is_the_same_run_or_refused(stopped_then_re
     with pytest.raises(OutputConflictError, match=r"workers: 2 -> 1"):
         run_training(_job("train.dense_batch_size=4", "train.caption_batch_size=4"), str(train_shards),
                      str(root / "second"), ClusterConfig(workers=1))
+
+
+def test_a_finished_run_rerun_is_complete_and_trains_nothing(stopped_then_resumed, train_shards, capsys):
+    """Issue #21 item 9: the same command on a finished run (the whole schedule, or a
+    train.max_steps trial) reports it complete and trains nothing."""
+    root, first, second = stopped_then_resumed
+    for run, extra in ((root / "second", ()), (root / "first", ("train.max_steps=9",))):
+        before = (run / "metrics.jsonl").read_text()
+        assert run_training(_job(*extra), str(train_shards), str(run), ClusterConfig(workers=2)) is None
+        assert "this run is complete" in capsys.readouterr().out
+        assert (run / "metrics.jsonl").read_text() == before
