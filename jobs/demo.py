@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = os.path.join(out, "run")
     overrides = [x for o in DEMO_TRAIN + list(args.overrides) for x in ("--set", o)]
     code = _stage("train", times, train.main, ["--config", "tiny", "--data", world, "--pseudo-masks", pm_out,
-                                               "--out", run_dir, "--workers", str(args.workers), *overrides, *verbose])
+                                               "--out", run_dir, "--workers", str(args.workers),
+                                               "--extra-image-text", *overrides, *verbose])
     if code:
         print(f"training failed (exit {code}); see the lines above and {run_dir}", file=sys.stderr)
         return code

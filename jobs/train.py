@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
                                                 "(default: generate the synthetic world)")
     p.add_argument("--shards", default=None, help="existing training-shard root (skips data preparation)")
     p.add_argument("--pseudo-masks", default=None, help="output dir of python -m jobs.pseudo_masks for the boxes")
+    p.add_argument("--extra-image-text", action="store_true",
+                   help="also train L_con on the data root's extra image-text pairs (image_text/), besides COCO "
+                        "Captions; no recipe of the paper does")
     p.add_argument("--box-masks", action="store_true",
                    help="train detection on filled boxes instead of pseudo masks (the weak baseline of Sec. 3.2)")
     p.add_argument("--from-scratch", action="store_true",
@@ -113,7 +116,9 @@ def dry_run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig, 
         sizes, source = dataset_sizes(job, shard_root=a.shards), a.shards
     else:
         root = a.data or synthetic_world(out, job.seed)
-        sizes, source = dataset_sizes(job, data_root=root, pseudo_masks=a.pseudo_masks), root
+        sizes, source = dataset_sizes(job, data_root=root, pseudo_masks=a.pseudo_masks,
+                                      extra_image_text=a.extra_image_text), root
+        source += " (captions: COCO Captions" + (" + image_text/)" if a.extra_image_text else ")")
     plan = make_plan(job, cluster, sizes, weights, a.img_per_s, source)
     path = write_plan(plan, out)
     print(format_plan(plan))
@@ -160,11 +165,12 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
     elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given
         shard_root = prepare_shards(None, work, a.pseudo_masks, cluster.rows_per_shard, job.seed,
                                     box_masks=True if a.box_masks or a.pseudo_masks is None else None,
-                                    tasks=job.train.tasks_used(), overwrite=a.overwrite)
+                                    tasks=job.train.tasks_used(), overwrite=a.overwrite,
+                                    extra_image_text=a.extra_image_text)
     else:
         shard_root = prepare_shards(a.data, locate(work).child("data").uri, a.pseudo_masks, cluster.rows_per_shard,
                                     job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used(),
-                                    overwrite=a.overwrite)
+                                    overwrite=a.overwrite, extra_image_text=a.extra_image_text)
     result = run_training(job, shard_root, out, cluster, resume_from=resume_from, overwrite=a.overwrite,
                           resume="none" if a.resume == "none" else "auto")
     print(f"[train] run directory: {out}")

@@ -70,7 +70,8 @@ def synthetic_world(work_dir: str, seed: int = 0) -> str:
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
                    rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None,
-                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions"), overwrite: bool = False) -> str:
+                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions"), overwrite: bool = False,
+                   extra_image_text: bool = False) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
 
     Args:
@@ -85,13 +86,14 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
         tasks: the tasks the run trains (``TrainConfig.tasks_used()``); sources of other tasks are
             not read (a COCO-only recipe needs no pseudo masks).
         overwrite: replace a shard root built for another plan instead of refusing.
+        extra_image_text: add the data root's extra image-text source (``image_text/``) to the captions.
     """
     from pipelines.train.sources import TrainingSources
 
     if data_root is None:
         data_root = synthetic_world(work_dir, seed)
     shard_root = os.path.join(work_dir, "shards")
-    sources = TrainingSources.from_layout(data_root)
+    sources = TrainingSources.from_layout(data_root, extra_image_text=extra_image_text)
     if "captions" not in tasks:
         sources.captions = []
     if "detection" not in tasks:

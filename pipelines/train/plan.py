@@ -86,7 +86,8 @@ def _images_with(data: dict, field: str = "image_id") -> int:
 
 
 def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_root: str | None = None,
-                  pseudo_masks: str | None = None, sizes: str | None = None) -> dict[str, int]:
+                  pseudo_masks: str | None = None, sizes: str | None = None,
+                  extra_image_text: bool = False) -> dict[str, int]:
     """Rows each task trains on, before the ``train.*_images`` trial caps.
 
     Args:
@@ -108,7 +109,7 @@ def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_ro
         raise ValueError("dataset_sizes needs shards, a data root or sizes='paper'")
     from pipelines.train.sources import TrainingSources
 
-    src = TrainingSources.from_layout(data_root)
+    src = TrainingSources.from_layout(data_root, extra_image_text=extra_image_text)
     out = {"panoptic": _count_json(src.panoptic_json)}
     manifest = locate(pseudo_masks).child("_manifest.json") if pseudo_masks else None
     if manifest is not None and manifest.exists():

@@ -65,17 +65,24 @@ class TrainingSources:
     val_png_dir: str | None = None
 
     @classmethod
-    def from_layout(cls, root: str, pseudo_masks: str | None = None) -> "TrainingSources":
+    def from_layout(cls, root: str, pseudo_masks: str | None = None,
+                    extra_image_text: bool = False) -> "TrainingSources":
         """Sources under a data root laid out as ``docs/DATA_LAYOUT.md``.
 
-        COCO Captions is the paper's image-text source and is required; the extra image-text
-        source (``image_text/``) is used when its annotation file exists, and left out otherwise.
+        COCO Captions is the paper's image-text source and is required. The extra image-text
+        source (``image_text/``) is used only when asked for (``extra_image_text``; ``--extra-image-text``
+        of the training job): no recipe of the paper trains on it, so it is never added silently.
+
+        Raises:
+            FileNotFoundError: ``extra_image_text`` but ``image_text/`` has no annotation file.
         """
         j = lambda *p: os.path.join(root, *p)  # noqa: E731
         captions = [CaptionSource(j("coco_panoptic", "annotations", "captions_train2017.json"),
                                   j("coco_panoptic", "train2017"), "coco_captions")]
         extra = CaptionSource(j("image_text", "annotations", "captions.json"), j("image_text", "images"), "image_text")
-        if locate(extra.json).exists():
+        if extra_image_text:
+            if not locate(extra.json).exists():
+                raise FileNotFoundError(f"--extra-image-text: no {extra.json} (the layout of docs/DATA_LAYOUT.md)")
             captions.append(extra)
         return cls(
             panoptic_json=j("coco_panoptic", "annotations", "panoptic_train2017.json"),

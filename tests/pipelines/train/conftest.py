@@ -22,4 +22,5 @@ def train_shards(synthetic_world: Path, ray_session, tmp_path_factory) -> Path:
                                          images=str(o365 / "images" / "train"), out=str(work / "pseudo_masks"),
                                          teacher=TeacherConfig(backend="box"), rows_per_shard=32))
     return Path(prepare_shards(str(synthetic_world), str(work), pseudo_masks=str(work / "pseudo_masks"),
+                               extra_image_text=True,
                                rows_per_shard=32))

@@ -120,7 +120,8 @@ def test_data_root_without_pseudo_masks_is_an_error_naming_the_command(synthetic
 
 
 def test_coco_captions_alone_is_enough(synthetic_world, tmp_path):
-    """The extra image-text source is optional: a data root without image_text/ uses COCO Captions."""
+    """The extra image-text source is an explicit choice (issue #21 item 7): a data root with
+    image_text/ still trains on COCO Captions alone unless --extra-image-text asks for it."""
     from pipelines.train.sources import TrainingSources
 
     root = tmp_path / "data"
@@ -129,8 +130,11 @@ def test_coco_captions_alone_is_enough(synthetic_world, tmp_path):
         (root / name).symlink_to(synthetic_world / name)
     sources = TrainingSources.from_layout(str(root))
     assert [c.name for c in sources.captions] == ["coco_captions"]
-    assert [c.name for c in TrainingSources.from_layout(str(synthetic_world)).captions] == ["coco_captions",
-                                                                                            "image_text"]
+    assert [c.name for c in TrainingSources.from_layout(str(synthetic_world)).captions] == ["coco_captions"]
+    assert [c.name for c in TrainingSources.from_layout(str(synthetic_world), extra_image_text=True).captions] \
+        == ["coco_captions", "image_text"]
+    with pytest.raises(FileNotFoundError, match="--extra-image-text"):
+        TrainingSources.from_layout(str(root), extra_image_text=True)
     sizes = dataset_sizes(job_preset("tiny"), data_root=str(root))
     captions = json.loads((synthetic_world / "coco_panoptic/annotations/captions_train2017.json").read_text())
     assert sizes["captions"] == len({a["image_id"] for a in captions["annotations"]})

@@ -88,7 +88,8 @@ def test_sources_given_as_uris_give_the_same_rows(train_shards: Path, synthetic_
     """Every source named by a file:// URI (the object-store code path) -> identical rows."""
     from pipelines.train.sources import TrainingSources, build_training_shards
 
-    local = TrainingSources.from_layout(str(synthetic_world), str(train_shards.parent / "pseudo_masks"))
+    local = TrainingSources.from_layout(str(synthetic_world), str(train_shards.parent / "pseudo_masks"),
+                                        extra_image_text=True)
     uri = lambda p: Path(p).resolve().as_uri()  # noqa: E731
     remote = TrainingSources(
         panoptic_json=uri(local.panoptic_json), panoptic_images=uri(local.panoptic_images),
@@ -150,3 +151,39 @@ def test_a_shard_root_is_exact_and_belongs_to_one_plan(synthetic_world: Path, tm
         list(iter_rows(root, "panoptic"))
     again = build_training_shards(sources, str(root), rows_per_shard=16)  # the same plan: completes it
     assert again["tasks"]["panoptic"]["written"] == 1 and count_rows(root, "panoptic") == n
+
+
+def test_rerunning_the_pseudo_mask_job_or_moving_the_tree_keeps_the_shards(synthetic_world: Path, tmp_path,
+                                                                            ray_session):
+    """Issue #21 item 9: a no-op re-run of the pseudo-mask job rewrites its manifest's bookkeeping
+    (shards written/kept, seconds, paths); the training shards built from it stay valid, also
+    after the whole output tree moved to another path."""
+    import shutil
+
+    from pipelines.pseudo_masks.config import PseudoMaskJobConfig
+    from pipelines.pseudo_masks.job import run_pseudo_masks
+    from pipelines.train.job import prepare_shards
+    from vloss.teacher.config import TeacherConfig
+
+    o365 = synthetic_world / "objects365"
+
+    def pseudo(out: Path) -> None:
+        run_pseudo_masks(PseudoMaskJobConfig(annotations=str(o365 / "annotations" / "train.json"),
+                                             images=str(o365 / "images" / "train"), out=str(out),
+                                             teacher=TeacherConfig(backend="box"), rows_per_shard=32))
+
+    work = tmp_path / "a"
+    pseudo(work / "pseudo_masks")
+    root = prepare_shards(str(synthetic_world), str(work), pseudo_masks=str(work / "pseudo_masks"), rows_per_shard=32)
+    manifest = (Path(root) / "_manifest.json").read_text()
+    pm_manifest = (work / "pseudo_masks" / "_manifest.json").read_text()
+    pseudo(work / "pseudo_masks")  # the same command again: keeps every shard, rewrites its manifest
+    assert (work / "pseudo_masks" / "_manifest.json").read_text() != pm_manifest
+    assert prepare_shards(str(synthetic_world), str(work), pseudo_masks=str(work / "pseudo_masks"),
+                          rows_per_shard=32) == root
+    assert (Path(root) / "_manifest.json").read_text() == manifest  # nothing rebuilt
+    moved = tmp_path / "b"
+    shutil.move(str(work), str(moved))
+    again = prepare_shards(str(synthetic_world), str(moved), pseudo_masks=str(moved / "pseudo_masks"),
+                           rows_per_shard=32)
+    assert (Path(again) / "_manifest.json").read_text() == manifest
