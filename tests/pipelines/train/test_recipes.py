@@ -187,7 +187,7 @@ def test_plan_of_the_table1_recipe_on_8_workers_at_paper_sizes():
 def test_dry_run_counts_rows_from_the_data_root_and_trains_nothing(synthetic_world, tmp_path):
     out = tmp_path / "run"
     assert train_main(["--data", str(synthetic_world), "--config", "tiny", "--box-masks", "--dry-run",
-                       "--out", str(out), "--workers", "2"]) == 0
+                       "--out", str(out), "--workers", "2", "--extra-image-text"]) == 0
     plan = json.loads((out / "plan.json").read_text())
     load = lambda p: json.loads((synthetic_world / p).read_text())  # noqa: E731
     pan = load("coco_panoptic/annotations/panoptic_train2017.json")
