@@ -89,9 +89,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
             preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
             job = resolve(preset, recipe_overrides)
         apply_overrides(cluster, routed["cluster"], default_section=None, prefix="cluster.")
-        job.train.worker_batch_size("panoptic", cluster.workers)  # global batches must divide: fail now
-        if job.train.caption_ratio > 0:
-            job.train.worker_batch_size("captions", cluster.workers)
     except ValueError as exc:
         p.error(str(exc))
     if a.from_scratch:
@@ -135,17 +132,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> int:
-    from pipelines.common.remote import fetch
     from pipelines.common.storage import locate
-    from pipelines.train.plan import check_weights
-    from vloss.checkpoint import is_training_checkpoint
+    from pipelines.train.preflight import check_run
 
-    weights = check_weights(job, a.from_scratch)  # before any data or Ray work
     resume_from = None if a.resume in ("auto", "none") else a.resume
-    if resume_from and not is_training_checkpoint(fetch(resume_from, "--resume")):
-        raise FileNotFoundError(f"--resume {resume_from}: not a training checkpoint directory (state.pt + meta.json); "
-                                f"or use --resume auto|none")
     out = os.path.abspath(a.out)
+    # every check of the launch, before Ray and before anything is written; all failures in one message
+    pre = check_run(job, cluster, out=out, data=a.data, shards=a.shards, pseudo_masks=a.pseudo_masks,
+                    box_masks=a.box_masks, from_scratch=a.from_scratch, resume_from=resume_from,
+                    extra_image_text=a.extra_image_text, sizes_only=bool(a.dry_run and a.sizes))
+    pre.raise_if_failed()
+    weights = pre.weights
     if a.dry_run:
         return dry_run(a, job, cluster, weights, out)
     from pipelines.common.ray_env import ensure_ray, log_locations

@@ -105,8 +105,7 @@ def test_named_weights_are_checked_and_hashed(tmp_path, capsys):
 
 
 def test_global_batches_must_divide_across_workers(capsys):
-    with pytest.raises(SystemExit):
-        train_main(["--config", "paper", "--workers", "3", "--dry-run", "--sizes", "paper", "--from-scratch"])
+    assert train_main(["--config", "paper", "--workers", "3", "--dry-run", "--sizes", "paper", "--from-scratch"]) == 2
     assert "train.dense_batch_size=32" in capsys.readouterr().err
     assert job_preset("paper").train.worker_batch_size("captions", 8) == 64
 
@@ -198,3 +197,28 @@ def test_dry_run_counts_rows_from_the_data_root_and_trains_nothing(synthetic_wor
                                     "captions": sum(len({a["image_id"] for a in c["annotations"]}) for c in caps)}
     assert plan["config"]["model"]["encoder"]["transformer_dim"] == 64  # the tiny network
     assert sorted(p.name for p in out.iterdir()) == ["plan.json"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_every_failing_check_in_one_message_before_ray_and_nothing_written(tmp_path, capsys, dry_run):
+    """Issue #21 item 8: the dry run runs every check of the launch (weights, data, pseudo masks,
+    batch divisibility) and names all failures at once; the launch refuses the same, before Ray
+    starts and without leaving an output folder."""
+    import ray
+
+    was_up = ray.is_initialized()
+    out = tmp_path / "run"
+    argv = ["--config", "paper", "--data", str(tmp_path / "typo"), "--workers", "3", "--out", str(out)]
+    assert train_main(argv + (["--dry-run"] if dry_run else [])) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "problems:" in err
+    assert "train.dense_batch_size=32" in err and "model.backbone.weights" in err and "typo: no such folder" in err
+    assert not out.exists() and ray.is_initialized() == was_up
+
+
+def test_missing_pseudo_masks_are_a_dry_run_refusal_too(synthetic_world, tmp_path, capsys):
+    """The dry run used to pass (exit 0) what the launch refused after starting Ray."""
+    out = tmp_path / "run"
+    assert train_main(["--config", "tiny", "--data", str(synthetic_world), "--dry-run", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no pseudo-mask output" in err and "--box-masks" in err and not out.exists()
