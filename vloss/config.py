@@ -12,9 +12,11 @@ The engine that applies ``--set key=value`` overrides and round-trips configs th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from vloss.checks import at_least, divides, fraction, non_negative, positive
 from vloss.config_io import apply_overrides
 from vloss.data.class_names import NameCleaning
 from vloss.losses.config import LossConfig
@@ -78,6 +80,10 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.kind not in ENCODER_KINDS:
             raise ValueError(f"encoder.kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
+        at_least("model.encoder", 1, hidden_dim=self.hidden_dim, mask_dim=self.mask_dim, num_heads=self.num_heads,
+                 ffn_dim=self.ffn_dim, num_points=self.num_points)
+        at_least("model.encoder", 0, num_layers=self.num_layers)
+        fraction("model.encoder", closed_high=False, dropout=self.dropout)
 
 
 @dataclass
@@ -103,6 +109,14 @@ class DecoderConfig:
     global_query: bool = True
     mask_threshold: float = 0.5
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        at_least("model.decoder", 1, hidden_dim=self.hidden_dim, num_queries=self.num_queries,
+                 num_heads=self.num_heads, ffn_dim=self.ffn_dim)
+        at_least("model.decoder", 0, num_layers=self.num_layers)  # 0: queries straight from f0
+        fraction("model.decoder", closed_high=False, dropout=self.dropout)
+        if not math.isfinite(self.mask_threshold):  # outside [0, 1] is allowed: masks nothing / everything
+            raise ValueError(f"model.decoder.mask_threshold must be finite, got {self.mask_threshold}")
 
 
 @dataclass
@@ -236,6 +250,12 @@ class InputConfig:
     lsj_max_scale: float = 2.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        at_least("input", 32, dense_size=self.dense_size)
+        at_least("input", 8, caption_size=self.caption_size)
+        positive("input", lsj_min_scale=self.lsj_min_scale, lsj_max_scale=self.lsj_max_scale)
+        at_least("input", 0, seed=self.seed)
+
 
 @dataclass
 class TrainConfig:
@@ -299,6 +319,16 @@ class TrainConfig:
     reset_optimizer_between_stages: bool = True
     record_batches: bool = False
 
+    def __post_init__(self) -> None:
+        at_least("train", 1, epochs=self.epochs, dense_batch_size=self.dense_batch_size,
+                 caption_batch_size=self.caption_batch_size, checkpoint_every=self.checkpoint_every,
+                 log_every=self.log_every, keep_checkpoints=self.keep_checkpoints,
+                 val_batch_size=self.val_batch_size)
+        at_least("train", 0, panoptic_images=self.panoptic_images, detection_images=self.detection_images,
+                 caption_images=self.caption_images, max_steps=self.max_steps, eval_every=self.eval_every,
+                 val_images=self.val_images)
+        non_negative("train", caption_ratio=self.caption_ratio, grad_clip=self.grad_clip)
+
     def tasks_used(self) -> tuple[str, ...]:
         """The training tasks this run draws from (panoptic always; detection unless the schedule is
         panoptic-only; captions when caption_ratio > 0)."""
@@ -346,6 +376,16 @@ class TrainJobConfig(VLOSSConfig):
 
     def check(self) -> None:
         """Raise ValueError for combinations that cannot train (checked again after overrides)."""
+        m = self.model
+        divides("model.decoder", "num_heads", m.decoder.num_heads, "hidden_dim", m.decoder.hidden_dim)
+        divides("model.text", "heads", m.text.heads, "width", m.text.width)
+        if m.encoder.kind == "deform":
+            divides("model.encoder", "num_heads", m.encoder.num_heads, "hidden_dim", m.encoder.hidden_dim)
+        elif m.encoder.kind == "fpn_style" and m.encoder.transformer_dim:
+            divides("model.encoder", "num_heads", m.encoder.num_heads, "transformer_dim", m.encoder.transformer_dim)
+        if self.input.lsj_min_scale > self.input.lsj_max_scale:
+            raise ValueError(f"input.lsj_min_scale={self.input.lsj_min_scale} is above "
+                             f"input.lsj_max_scale={self.input.lsj_max_scale}")
         if self.train.caption_ratio > 0 and not self.model.decoder.global_query:
             raise ValueError("train.caption_ratio > 0 trains L_con on the global image query, but "
                              "model.decoder.global_query is false; set train.caption_ratio=0 or "

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from vloss.checks import at_least, non_negative, positive
+
 
 @dataclass
 class ClusterConfig:
@@ -57,5 +59,11 @@ class ClusterConfig:
     verify_shards: str = "fast"
 
     def __post_init__(self) -> None:
+        at_least("cluster", 1, workers=self.workers, rows_per_shard=self.rows_per_shard)
+        at_least("cluster", 0, max_failures=self.max_failures)
+        non_negative("cluster", gpus_per_worker=self.gpus_per_worker, cache_shards_mb=self.cache_shards_mb)
+        positive("cluster", cpus_per_worker=self.cpus_per_worker, transform_cpus=self.transform_cpus)
+        if self.resource_wait_s is not None:
+            non_negative("cluster", resource_wait_s=self.resource_wait_s)
         if self.verify_shards not in ("fast", "full"):
             raise ValueError(f"cluster.verify_shards must be 'fast' or 'full', got {self.verify_shards!r}")

@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from vloss.checks import at_least, fraction, non_negative, positive
+
 # name fragments of parameters that never get weight decay (matched on the leaf name only)
 NO_DECAY_NAME_KEYS: tuple[str, ...] = ("embed", "logit_scale", "relative_position_bias_table",
                                        "temperature")
@@ -71,6 +73,14 @@ class OptimConfig:
     reference_epochs: int = 12
     warmup_iters: int = 0
     warmup_factor: float = 0.001
+
+    def __post_init__(self) -> None:
+        positive("optim", base_lr=self.base_lr, text_lr=self.text_lr, gamma=self.gamma,
+                 warmup_factor=self.warmup_factor)
+        non_negative("optim", backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay)
+        fraction("optim", closed_high=False, beta1=self.betas[0], beta2=self.betas[1])
+        at_least("optim", 1, reference_epochs=self.reference_epochs)
+        at_least("optim", 0, warmup_iters=self.warmup_iters)
 
 
 def is_no_decay(name: str, param: nn.Parameter, owner: nn.Module) -> bool:
