@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipelines.common import output_lock
 from pipelines.common.errors import JobError
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 
@@ -79,13 +80,26 @@ def claim_output(out: str | Location, fingerprint: dict[str, Any], *, overwrite:
 
     Raises:
         OutputConflictError: the directory holds another plan's output and ``overwrite`` is false.
+        OutputBusyError: another live job is writing the directory (:mod:`pipelines.common.output_lock`).
     """
     out = locate(out)
     out.makedirs()
+    output_lock.acquire(out, what)  # one writer per output, held until this process ends
     loc = out.child(FINGERPRINT_NAME)
     fingerprint = json.loads(json.dumps(fingerprint))  # normalised as it will be stored
+    record: dict[str, Any] | None = None
     if loc.is_file():
-        record = read_json(loc)
+        try:
+            record = read_json(loc)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except Exception as exc:  # noqa: BLE001 - truncated or damaged by hand
+            if not overwrite:
+                raise OutputConflictError(
+                    f"{loc.uri} is damaged ({type(exc).__name__}: {exc}), so whose output {out.uri} holds cannot be "
+                    f"told; pass {command_hint or '--overwrite'} to start it again") from exc
+            record = {"generation": _latest_generation(out)}
+    if record is not None:
         if record.get("fingerprint") == fingerprint:
             return Claim(record["generation"], True)
         if not overwrite:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.common import output_lock
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.inference_decode import decode_eval_images
@@ -100,6 +101,13 @@ def run_prediction(cfg: PredictJobConfig, on_commit: Callable[[str], None] | Non
         OutputConflictError: the output holds another plan's shards.
         PredictJobError: every image failed.
     """
+    try:
+        return _run_prediction_locked(cfg, on_commit)
+    finally:
+        output_lock.release(locate(cfg.out))  # the next job may write it
+
+
+def _run_prediction_locked(cfg: PredictJobConfig, on_commit: Callable[[str], None] | None = None) -> dict[str, Any]:
     t0 = time.time()
     paths = list_images(cfg.images)
     paths = paths[:cfg.limit] if cfg.limit else paths

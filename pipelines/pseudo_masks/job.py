@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
 
+from pipelines.common import output_lock
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry
@@ -197,6 +198,14 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
         OutputConflictError: the output holds another plan's shards.
         PseudoMaskJobError: every image failed (or the first failure with ``strict``).
     """
+    try:
+        return _run_pseudo_masks_locked(config, on_commit)
+    finally:
+        output_lock.release(locate(config.out))  # the next job may write it
+
+
+def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
+                             on_commit: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     t0 = time.time()
     ann_loc = locate(config.annotations)
     det = load_detection_input(config.annotations)

@@ -123,7 +123,15 @@ def write_shard(out: Location, result: ShardResult) -> bytes:
     pq.write_table(shard_table(result), buf, compression="zstd")
     data = buf.getvalue()
     out.child(result.spec.name).write_bytes_atomic(data)
+    # the shard's checksum, recorded when it is written: a re-run keeps the shard only if its
+    # bytes still hash to it (a rewritten shard with a valid footer, a flipped bit anywhere)
+    out.child(checksum_name(result.spec.name)).write_bytes_atomic(hashlib.sha256(data).hexdigest().encode())
     return data
+
+
+def checksum_name(name: str) -> str:
+    """The hidden file beside a shard holding the sha256 it had when it was written."""
+    return f".{name}.sha256"
 
 
 
@@ -137,8 +145,19 @@ def validate_shard(out: Location, spec: ShardSpec) -> tuple[dict | None, str]:
     loc = out.child(spec.name)
     if not loc.is_file():
         return None, "missing"
+    recorded = out.child(checksum_name(spec.name))
+    try:
+        want = recorded.read_bytes().decode().strip() if recorded.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        want = None
+    if want is None:
+        return None, "no checksum recorded when it was written"
+    if loc.sha256() != want:
+        return None, "changed since it was written (sha256 differs)"
     try:
         table, meta = read_shard(loc)
+        if not isinstance(meta, dict):
+            raise ValueError("footer metadata is not an object")
     except Exception as exc:  # truncated / corrupted Parquet, bad footer JSON
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     if meta.get("fingerprint") != spec.fingerprint or meta.get("image_ids") != spec.image_ids:

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
+from pipelines.common import output_lock
 from pipelines.common.output_set import ShardSetError, claim_output, commit_manifest, manifest_identity
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
@@ -244,6 +245,14 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
     Raises:
         OutputConflictError: ``out`` holds shards of another plan.
     """
+    try:
+        return _build_training_shards_locked(sources, out, rows_per_shard, overwrite)
+    finally:
+        output_lock.release(locate(out))  # the next job may write it
+
+
+def _build_training_shards_locked(sources: TrainingSources, out: str, rows_per_shard: int = 256,
+                                  overwrite: bool = False) -> dict[str, Any]:
     claim = claim_output(out, shards_fingerprint(sources, rows_per_shard), overwrite=overwrite,
                          what="training shards", command_hint="--overwrite")
     if claim.resumed:
