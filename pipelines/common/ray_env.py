@@ -13,6 +13,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from pipelines.common.errors import install_sigterm
+
 
 @dataclass
 class _Output:
@@ -93,6 +95,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
         _STARTED_LOCALLY["value"] = True
     _quiet_ray_logging()  # Ray configures its loggers during init
+    install_sigterm()  # after ray.init, which sets its own (exit from deep inside a blocking call)
     if _OUTPUT.log_dir and not _OUTPUT.verbose:
         _link_session_logs(_OUTPUT.log_dir)
 

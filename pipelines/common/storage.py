@@ -143,6 +143,8 @@ def read_json(loc: Location) -> Any:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataFormatError(loc.uri, f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # "[[[[..." thousands deep: Python's parser gives up
+        raise DataFormatError(loc.uri, "JSON nested too deeply to parse (not an annotation file)") from exc
 
 
 def write_json_atomic(loc: Location, obj: Any) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from pipelines.common import output_lock
 from pipelines.common.errors import JobError
 from pipelines.common.output_set import OutputConflictError, claim_output, manifest_identity
 from pipelines.common.progress import ProgressLine, progress_sink
@@ -310,15 +311,48 @@ def restart_attempts(cluster: ClusterConfig) -> int:
     return int(wait // per_try) if per_try > 0 else 0
 
 
+def failure_cause(exc: BaseException) -> tuple[str, bool]:
+    """The cause of a stopped Ray Train run in one line, and whether it was a lost worker or node.
+
+    Ray Train's own message is a per-rank traceback snippet whose first line is empty when the
+    traceback is long (the bare ``[Rank 0 Error Snippet]:.`` users saw); the worker's exception
+    itself is in ``worker_failures`` (or ``controller_failure``), wrapped with its traceback text.
+    """
+    failures = getattr(exc, "worker_failures", None) or {}
+    if failures:
+        rank, err = sorted(failures.items(), key=lambda kv: kv[0])[0]
+        where = f"rank {rank}"
+    else:
+        err, where = getattr(exc, "controller_failure", None) or exc, "the Ray Train controller"
+    seen: set[int] = set()
+    while id(err) not in seen:  # unwrap Ray's wrappers to the exception the user's code raised
+        seen.add(id(err))
+        inner = getattr(err, "_base_exc", None) or getattr(err, "cause", None) or err.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        err = inner
+    name = type(err).__name__
+    lost = any(k in name for k in ("HealthCheck", "ActorDied", "NodeDied", "WorkerCrashed", "ActorUnavailable",
+                                   "OutOfMemory", "Preemption"))
+    text = " ".join(str(err).split()) or "(no message)"
+    if text.startswith("Traceback"):  # a bare traceback string: its last line names the exception
+        text = str(err).strip().splitlines()[-1]
+        name = ""
+    return f"{where}: {name + ': ' if name else ''}{text[:600]}", lost
+
+
 def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> str:
-    """What a stopped run tells the user: the cause in one line and how to continue."""
-    cause = str(getattr(exc, "controller_failure", None) or exc).strip().splitlines()
-    first = next((line for line in cause if line.strip() and not line.startswith("Training failed")), str(exc))
-    needs = f"{cluster.workers} workers x {cluster.cpus_per_worker:g} CPU" + (
-        f" x {cluster.gpus_per_worker:g} GPU" if cluster.gpus_per_worker else "")
-    return (f"training stopped: {first.strip()[:400]}. The checkpoints so far are under "
-            f"{locate(store).child('ray_train').uri}; once the cluster can place {needs} again (a lost node back, "
-            f"or fewer --workers is another run), re-run the same command to continue from the latest one.")
+    """What a stopped run tells the user: the worker's exception in one line and how to continue."""
+    cause, lost = failure_cause(exc)
+    ckpts = locate(store).child("ray_train").uri
+    if lost:
+        needs = f"{cluster.workers} workers x {cluster.cpus_per_worker:g} CPU" + (
+            f" x {cluster.gpus_per_worker:g} GPU" if cluster.gpus_per_worker else "")
+        return (f"training stopped: {cause}. The checkpoints so far are under {ckpts}; once the cluster can place "
+                f"{needs} again (a lost node back, or fewer --workers is another run), re-run the same command to "
+                f"continue from the latest one.")
+    return (f"training stopped: {cause}. The checkpoints so far are under {ckpts}; after fixing the cause, re-run "
+            f"the same command to continue from the latest one.")
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
@@ -336,6 +370,14 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         resume: ``auto``: a re-run of the same run continues from its latest checkpoint;
             ``none``: refuse to continue it.
     """
+    try:
+        return _run_training_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume)
+    finally:
+        output_lock.release(locate(run_dir))  # the next job may write it
+
+
+def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
+                         resume_from: str | None = None, overwrite: bool = False, resume: str = "auto") -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -372,8 +414,10 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     print(f"[train] schedule {sched_cfg.mode}: {schedule.total_steps} steps over {sched_cfg.epochs} epochs; "
           f"epoch 0 = {schedule.counts(0)}", flush=True)
     if continuing:
-        print(f"[train] continuing this run from its latest checkpoint under {store} "
-              f"(--resume none refuses, --overwrite starts again)", flush=True)
+        step = tidy_checkpoints(store)
+        print(f"[train] continuing this run from its latest checkpoint under {store}"
+              + (f", at step {step}" if step is not None else "")
+              + " (--resume none refuses, --overwrite starts again)", flush=True)
     sink = progress_sink()
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -411,6 +455,40 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return result
+
+
+def tidy_checkpoints(store: str) -> int | None:
+    """Remove partial checkpoint folders of a run (a write cut by a full disk or a kill: no
+    ``state.pt`` or ``meta.json``), which Ray Train never lists but which would pile up, and return
+    the step of the newest complete checkpoint (None: none readable)."""
+    import zipfile
+
+    from vloss.checkpoint import META_FILE, STATE_FILE
+
+    storage = locate(store).child("ray_train")
+    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path, allow_not_found=True))
+    best = None
+    for info in sorted(infos, key=lambda i: i.path):
+        name = info.path.replace(os.sep, "/").rsplit("/", 1)[-1]
+        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
+            continue
+        ckpt = storage.child(name)
+        if not (ckpt.child(STATE_FILE).is_file() and ckpt.child(META_FILE).is_file()):
+            storage.fs.delete_dir(ckpt.path)
+            print(f"[train] removed the partial checkpoint folder {ckpt.uri} (no {STATE_FILE} or {META_FILE})",
+                  flush=True)
+            continue
+        try:
+            step = int(read_json(ckpt.child(META_FILE)).get("global_step"))
+            if isinstance(ckpt.fs, pafs.LocalFileSystem):
+                with zipfile.ZipFile(ckpt.child(STATE_FILE).path) as zf:  # reads only the directory at its end
+                    zf.namelist()
+        except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:
+            print(f"[train] checkpoint {ckpt.uri} is damaged ({type(exc).__name__}: {exc}); the workers continue "
+                  f"from the newest checkpoint before it", flush=True)
+            continue
+        best = step
+    return best
 
 
 def finished_steps(run_dir: str) -> int:

@@ -142,7 +142,12 @@ class Trainer:
             directory = restored or (fetch(self.resume_from, "--resume") if self.resume_from else None)
             if not directory:
                 return
-            state, _ = load_training_checkpoint(directory)
+            try:
+                state, _ = load_training_checkpoint(directory)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                if not restored:  # an explicit --resume: the user's file, say so
+                    raise
+                state = self._earlier_checkpoint(directory, exc)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
@@ -152,6 +157,33 @@ class Trainer:
         self.optimizer_steps = int(state["optimizer_steps"])
         if self.rt.rank == 0 and self.store and locate(self.store).child(BEST_FILE).is_file():
             self.best = read_json(locate(self.store).child(BEST_FILE))
+
+    def _earlier_checkpoint(self, damaged: str, exc: BaseException) -> dict[str, Any]:
+        """The state of the newest loadable checkpoint of this run older than ``damaged`` (a
+        truncated latest checkpoint, a disk that filled up mid-write): every rank picks the same."""
+        import posixpath
+
+        import pyarrow.fs as pafs
+
+        storage = locate(self.store).child("ray_train") if self.store else None
+        infos = storage.fs.get_file_info(pafs.FileSelector(storage.path, allow_not_found=True)) if storage else []
+        names = sorted((posixpath.basename(i.path.replace(os.sep, "/")) for i in infos
+                        if i.type == pafs.FileType.Directory), reverse=True)
+        names = [n for n in names if n.startswith("checkpoint_")]
+        bad = os.path.basename(os.path.normpath(damaged))
+        for name in names:
+            if name >= bad:
+                continue
+            try:
+                state, meta = load_training_checkpoint(fetch(storage.child(name).uri, "checkpoint"))
+            except (ValueError, FileNotFoundError, OSError):
+                continue
+            if self.rt.rank == 0:
+                print(f"[train] the latest checkpoint {bad} cannot be loaded ({exc}); continuing from the "
+                      f"earlier {name} (step {meta.get('global_step')})", flush=True)
+            return state
+        raise ValueError(f"the latest checkpoint {damaged} cannot be loaded ({exc}) and no earlier one of this run "
+                         f"can; --overwrite starts the run again") from exc
 
     # ---- one step ------------------------------------------------------------------------
     def train_step(self, epoch: int, step: int, task: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:

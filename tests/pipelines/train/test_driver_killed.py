@@ -113,3 +113,38 @@ def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: P
     assert rerun and rerun == list(range(last_saved + 1, total + 1)), (last_saved, steps)
     print(f"killed after checkpoint at step {last_saved}; re-run trained steps {last_saved + 1}..{total} "
           f"(total {total} optimizer steps)")
+
+
+def test_sigterm_stops_cleanly_and_the_rerun_logs_every_step_once(train_shards: Path, tmp_path: Path):
+    """Issue #28 item 7: SIGTERM (a scheduler, Kubernetes) ends the driver with exit 143 and one
+    line, not an abort with a C++ stack; the re-run continues and metrics.jsonl holds each step once."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.train", "--shards", str(train_shards), "--out", str(run), "--workers", "2",
+           "--config", "tiny"]
+    for kv in SETS:
+        cmd += ["--set", kv]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    ckpts = run / "ray_train"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(p.name.startswith("checkpoint_") for p in ckpts.iterdir()) \
+                and (run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) > 4:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])
+    assert err.count("stopped by SIGTERM") == 1 and "Traceback" not in err and "SIGABRT" not in err, err[-3000:]
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    job = resolve("tiny", SETS)
+    total = StepSchedule(build_schedule_config(job, str(train_shards), 2)).total_steps
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, total + 1))

@@ -235,6 +235,18 @@ def test_a_rerun_into_an_existing_run_is_the_same_run_or_refused(stopped_then_re
     with pytest.raises(OutputConflictError, match=r"workers: 2 -> 1"):
         run_training(_job("train.dense_batch_size=4", "train.caption_batch_size=4"), str(train_shards),
                      str(root / "second"), ClusterConfig(workers=1))
+    # issue #28 item 1: class names swapped in vocab.json are another plan, not a silent retrain
+    import shutil
+
+    edited = root / "edited_shards"
+    shutil.copytree(train_shards, edited)
+    vocab = next(edited.glob("gen-*/panoptic/vocab.json"))
+    data = json.loads(vocab.read_text())
+    data["categories"][0]["name"], data["categories"][1]["name"] = (data["categories"][1]["name"],
+                                                                    data["categories"][0]["name"])
+    vocab.write_text(json.dumps(data))
+    with pytest.raises(OutputConflictError, match=r"vocabularies\.panoptic"):
+        run_training(_job(), str(edited), str(root / "second"), ClusterConfig(workers=2))
 
 
 def test_a_finished_run_rerun_is_complete_and_trains_nothing(stopped_then_resumed, train_shards, capsys):
@@ -246,3 +258,29 @@ def test_a_finished_run_rerun_is_complete_and_trains_nothing(stopped_then_resume
         assert run_training(_job(*extra), str(train_shards), str(run), ClusterConfig(workers=2)) is None
         assert "this run is complete" in capsys.readouterr().out
         assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_a_damaged_latest_checkpoint_falls_back_and_partial_folders_are_removed(train_shards, tmp_path, capsys):
+    """Issue #28 item 5: the latest checkpoint truncated (a full disk, a kill mid-write) is skipped
+    for the newest complete one, a partial checkpoint folder is removed, the driver says at which
+    step it continues, and metrics.jsonl ends with every step once."""
+    run = tmp_path / "run"
+    run_training(_job("train.max_steps=8", "train.eval_every=0"), str(train_shards), str(run),
+                 ClusterConfig(workers=2))
+    ckpts = sorted(p for p in (run / "ray_train").iterdir() if p.name.startswith("checkpoint_"))
+    steps = [json.loads((p / "meta.json").read_text())["global_step"] for p in ckpts]
+    assert steps[-1] == 8 and len(steps) >= 2
+    state = ckpts[-1] / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    partial = run / "ray_train" / "checkpoint_9999-12-31_23-59-59.000000"
+    partial.mkdir()
+    (partial / "meta.json").write_text("{}")
+    capsys.readouterr()
+    result = run_training(_job("train.max_steps=12", "train.eval_every=0"), str(train_shards), str(run),
+                          ClusterConfig(workers=2))
+    out = capsys.readouterr().out
+    assert "removed the partial checkpoint folder" in out and not partial.exists()
+    assert "is damaged" in out and f"at step {steps[-2]}" in out
+    _, meta = load_training_checkpoint(result.checkpoint.path)
+    assert meta["global_step"] == 12
+    assert [r["step"] for r in _metrics(run)] == list(range(1, 13))
