@@ -19,15 +19,37 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from vloss.data.images import IMAGE_SUFFIXES
+
+# bytes of memory one input pixel may cost: the paper network's forward took 0.67-0.69 KB per
+# input pixel (fp32, CPU, 512^2 and 1024^2 inputs, peak RSS), and the 100 query masks upsampled for
+# post-processing take 0.4 KB more; 2 KB leaves headroom. --size is capped so that a square input of
+# that side fits in the memory this machine has free (the --size 100000 run grew to 24 GB)
+BYTES_PER_INPUT_PIXEL = 2048
 
 
-def expand_inputs(items: list[str]) -> list[Path]:
+def max_size(available_bytes: int | None = None) -> int:
+    """The largest ``--size`` whose square input fits in memory (at least 512)."""
+    if available_bytes is None:
+        try:
+            available_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            available_bytes = 8 << 30
+    return max(512, int((available_bytes / BYTES_PER_INPUT_PIXEL) ** 0.5) // 32 * 32)
+
+
+def expand_inputs(items: list[str], skipped: list[dict] | None = None) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns -> image paths.
+
+    Args:
+        items: what the user named.
+        skipped: receives ``{"image", "reason"}`` for every file of a named folder that is not
+            read: not an image by its suffix, or a symlink leading outside the folder.
 
     Raises:
         FileNotFoundError: an item that is none of these (names it).
@@ -36,7 +58,19 @@ def expand_inputs(items: list[str]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            root = p.resolve()
+            for q in sorted(p.iterdir()):
+                if not q.is_file():
+                    continue
+                if q.suffix.lower() not in IMAGE_SUFFIXES:
+                    reason = f"not read: {q.suffix or 'no suffix'} is not an image type ({' '.join(IMAGE_SUFFIXES)})"
+                elif not q.resolve().is_relative_to(root):
+                    reason = f"not read: a symlink leading outside {p} (to {q.resolve()})"
+                else:
+                    out.append(q)
+                    continue
+                if skipped is not None:
+                    skipped.append({"image": str(q), "reason": reason})
         elif p.is_file():
             out.append(p)
         elif any(ch in item for ch in "*?["):
@@ -52,12 +86,17 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 
 def _stems(paths: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+    """Output names per input: the stem, numbered when taken (never equal to another's, also when
+    an input's own stem looks numbered: ``x.png``, ``x.jpg``, ``x_1.jpg``)."""
+    taken: set[str] = set()
     stems = []
     for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        stems.append(p.stem if n == 0 else f"{p.stem}_{n}")
+        stem, n = p.stem, 0
+        while stem.lower() in taken:
+            n += 1
+            stem = f"{p.stem}_{n}"
+        taken.add(stem.lower())
+        stems.append(stem)
     return stems
 
 
@@ -120,8 +159,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from vloss.predictor import Predictor
     from vloss.progress import ProgressLine
 
+    check_arguments(args)
     vocab = read_vocabulary(args)
-    paths = expand_inputs(args.images)
+    skipped: list[dict] = []
+    paths = expand_inputs(args.images, skipped)
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, preset=args.config,
                                           task=args.task, size=args.size, batch_size=args.batch_size,
                                           threshold=args.threshold, overlap_threshold=args.overlap_threshold,
@@ -133,7 +174,7 @@ def run_predict(args: argparse.Namespace) -> int:
         [{"id": k + 1, "name": n, "isthing": t} for k, (n, t) in enumerate(zip(vocab.names, vocab.isthing))], indent=1))
     stems = _stems(paths)
     line = ProgressLine("predict", len(paths), unit="img")
-    images, annotations, results, failed = [], [], [], []
+    images, annotations, results, failed = [], [], [], list(skipped)
     for start in range(0, len(paths), args.batch_size):
         chunk = list(range(start, min(start + args.batch_size, len(paths))))
         for k, pred in zip(chunk, _predict_chunk(predictor, [paths[k] for k in chunk])):
@@ -166,10 +207,27 @@ def run_predict(args: argparse.Namespace) -> int:
     (out / "predictions.json").write_text(json.dumps(coco) + "\n")
     (out / "errors.json").write_text(json.dumps(failed, indent=1) + "\n")
     print(f"[predict] {len(images)}/{len(paths)} images segmented into {out} "
-          f"({len(vocab.names)} classes, task {args.task})")
+          f"({len(vocab.names)} classes, task {args.task})"
+          + (f"; {len(skipped)} other file(s) not read (errors.json)" if skipped else ""))
     for f in failed[:10]:
         print(f"[predict] skipped {f['image']}: {f['reason']}", file=sys.stderr)
     return 0 if images or not paths else 1
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse settings that cannot work before any model is loaded (names the flag)."""
+    import math
+
+    for flag, value in (("--threshold", args.threshold), ("--overlap-threshold", args.overlap_threshold)):
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError(f"{flag} must be in [0, 1], got {value}")
+    if args.topk < 1 or args.batch_size < 1:
+        raise ValueError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+    if args.size is not None:
+        cap = max_size()
+        if not 32 <= args.size <= cap:
+            raise ValueError(f"--size {args.size} is outside [32, {cap}]: {cap} is the largest square input "
+                             f"whose activations fit in this machine's free memory")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:

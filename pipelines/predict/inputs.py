@@ -5,13 +5,13 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import posixpath
 
 import pyarrow.fs as pafs
 
 from pipelines.common.storage import locate
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from vloss.data.images import IMAGE_SUFFIXES
 
 
 def list_images(spec: str) -> list[str]:
@@ -33,6 +33,13 @@ def list_images(spec: str) -> list[str]:
         rel = sorted(i.path[len(base) + 1:].replace("\\", "/") for i in infos
                      if i.type == pafs.FileType.File and posixpath.splitext(i.path)[1].lower() in IMAGE_SUFFIXES)
         out = [loc.child(r).uri for r in rel]
+        if isinstance(loc.fs, pafs.LocalFileSystem):  # symlinks must not lead outside the folder
+            root = os.path.realpath(loc.path)
+            escaping = [u for u in out if os.path.commonpath([root, os.path.realpath(locate(u).path)]) != root]
+            if escaping:
+                raise ValueError(f"{spec}: {len(escaping)} file(s) lead outside the folder through symlinks "
+                                 f"(first: {escaping[0]} -> {os.path.realpath(locate(escaping[0]).path)}); "
+                                 f"remove them or copy the images in")
     elif "://" not in spec and any(ch in spec for ch in "*?["):
         out = sorted(p for p in glob.glob(spec, recursive=True) if posixpath.splitext(p)[1].lower() in IMAGE_SUFFIXES)
     else:

@@ -56,7 +56,8 @@ def test_panoptic_outputs_score_pq_1_against_themselves(photos: Path, tmp_path: 
     err = capsys.readouterr()
     assert "3/4 images segmented" in err.out and "skipped" in err.err and "broken.jpg" in err.err
     errors = json.loads((out / "errors.json").read_text())
-    assert [Path(e["image"]).name for e in errors] == ["broken.jpg"]
+    # every file found is segmented or reported: the text file too (issue #28 item 8)
+    assert sorted(Path(e["image"]).name for e in errors) == ["broken.jpg", "notes.txt"]
     coco = json.loads((out / "predictions.json").read_text())
     assert [c["name"] for c in coco["categories"]] == ["person", "car", "dog", "sky", "grass"]
     assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4, 5]
@@ -144,3 +145,46 @@ def test_module_entry_point(tmp_path: Path, photos: Path, tiny_weights_file: Pat
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o" / "small.overlay.png").is_file()
+
+
+def test_output_names_never_collide():
+    from vloss.predict_cli import _stems
+
+    stems = _stems([Path("a/x.png"), Path("b/x.jpg"), Path("c/x_1.jpg"), Path("d/X.png")])
+    assert len({s.lower() for s in stems}) == 4 and stems[0] == "x"
+
+
+def test_every_file_is_segmented_or_reported_and_settings_are_bounded(tmp_path: Path, photos: Path,
+                                                                      tiny_checkpoint_dir: Path, capsys):
+    """Issue #28 item 8: colliding names, an animated GIF (first frame), a zero-byte file, a
+    symlink leading outside the folder; NaN or negative thresholds and a huge --size refused."""
+    d = tmp_path / "in"
+    d.mkdir()
+    first = sorted(photos.glob("*.jpg"))[0]
+    small = Image.open(first).convert("RGB").resize((96, 64))
+    small.save(d / "x.png")
+    small.save(d / "x.jpg")
+    small.save(d / "x_1.jpg")
+    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (d / "empty.jpg").write_bytes(b"")
+    secret = tmp_path / "secret.png"
+    small.save(secret)
+    (d / "link.png").symlink_to(secret)
+    out = tmp_path / "out"
+    args = [str(d), "--checkpoint", str(tiny_checkpoint_dir), "--things", "dog", "--out", str(out)]
+    assert main(args) == 0
+    written = sorted(p.name for p in out.glob("*.json") if p.name not in ("predictions.json", "errors.json",
+                                                                           "vocabulary.json"))
+    # x.jpg -> x, x.png -> x_1, x_1.jpg -> x_1 is taken -> x_1_1: three outputs, none overwritten
+    assert written == ["anim.json", "x.json", "x_1.json", "x_1_1.json"]
+    errors = {Path(e["image"]).name: e["reason"] for e in json.loads((out / "errors.json").read_text())}
+    assert set(errors) == {"empty.jpg", "link.png"}
+    assert "empty file" in errors["empty.jpg"] and "0x" not in errors["empty.jpg"]
+    assert "outside" in errors["link.png"]
+    capsys.readouterr()
+    for bad, message in ((["--threshold", "nan"], "--threshold must be in [0, 1]"),
+                         (["--overlap-threshold", "-0.5"], "--overlap-threshold must be in [0, 1]"),
+                         (["--size", "100000"], "--size 100000 is outside [32, ")):
+        assert main(args + bad) == 2
+        assert message in capsys.readouterr().err

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+# file suffixes read as images (an animated GIF gives its first frame)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -56,8 +58,11 @@ def decode_image(data: bytes) -> np.ndarray:
         PIL.UnidentifiedImageError / OSError: not an image, a truncated one, or one over Pillow's
             decompression-bomb limit (``2 * Image.MAX_IMAGE_PIXELS`` pixels).
     """
+    if not data:
+        raise OSError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            im.seek(0)  # an animated GIF / APNG / multi-page TIFF: its first frame
             im.load()  # a truncated file fails here, not later
             return to_rgb(im)
     except Image.DecompressionBombError as exc:  # not an OSError: callers that skip bad images would crash
@@ -73,6 +78,8 @@ def read_image(path) -> np.ndarray:
     """
     with open(path, "rb") as f:
         data = f.read()
+    if not data:
+        raise OSError(f"{path}: empty file (0 bytes)")
     try:
         return decode_image(data)
     except OSError as exc:  # Pillow names only the in-memory buffer
