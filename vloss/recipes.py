@@ -13,8 +13,9 @@ Where the paper is silent, the choice is written beside the row (``note``) and i
   last row is Table 1's VLOSS, and Sec. 3.4 says the training strategy is studied "after
   improving the network architecture". Row 1 is Table 1's Mask2Former+CLIP (deformable encoder,
   no global query). ``--set model.encoder.kind=deform`` gives the other reading.
-* Table 4 "w/ Mixing" mixes all three data kinds as Fig. 3 (left) draws it, captions included
-  (its published PQ equals Table 3's "+pos L_cls" row, which has no L_con).
+* Table 4 "w/ Mixing" mixes COCO panoptic and Objects365 batches at random in every epoch, without
+  captions: its published PQ (10.225) equals Table 3's "+pos L_cls" row, which has no L_con, so the
+  row is read as that run (Fig. 3 (left) also draws captions; ``--set train.caption_ratio=0.5`` adds them).
 * Table 4 "w/ Pretrain": 12 detection (+ image-text) epochs, then a 12-epoch panoptic (+ image-text)
   fine-tune with its own LR schedule (x0.1 at epochs 8 and 11 of the fine-tune); the paper does not
   state the pretraining length, 12 epochs is the standard 1x schedule.

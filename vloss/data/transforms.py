@@ -9,7 +9,8 @@
   chosen at random.
 
 Each function takes a ``numpy.random.Generator`` so a (seed, row) pair always yields the same
-sample; the pipeline derives the generator from the seed, the epoch and the image id.
+sample; the training pipeline derives the generator from the run's data seed, the task, the pass
+over the task's data and the image id (``pipelines.train.transforms.sample_rng``).
 """
 
 from __future__ import annotations
