@@ -9,6 +9,7 @@ of every error.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,20 +24,31 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryEr
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143, what a shell and Kubernetes expect from a SIGTERM'd process
 
 
-class Terminated(BaseException):
-    """SIGTERM (a scheduler, Kubernetes, ``kill``): raised in the main thread to stop the job cleanly.
-
-    A ``BaseException`` like ``KeyboardInterrupt``, so that code catching ``Exception`` does not
-    swallow it; Ray's blocking calls check signals and raise it where they wait.
-    """
+_PROG = {"name": ""}
 
 
 def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+    """SIGTERM (a scheduler, Kubernetes, ``kill``): one line, exit 143, now.
+
+    Raising an exception from the handler is not safe here: Ray's blocking calls check signals
+    from inside C code, and an exception raised there surfaced as ``SystemError: ... returned a
+    result with an exception set`` (seen in the drill). Nothing is lost by leaving at once:
+    shards and checkpoints are committed atomically, the embedded Ray's processes end with the
+    driver, a partial checkpoint folder is removed by the re-run, the output lock's holder is
+    seen dead and taken over, and the step in flight is trained again from the latest checkpoint.
+    """
+    prog = _PROG["name"] or os.path.basename(sys.argv[0] or "job")
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(f"{prog}: stopped by SIGTERM; what was complete is kept (finished shards, the latest "
+                         f"checkpoint): re-run the same command to continue\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(SIGTERM_EXIT)
 
 
 def install_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated` in the main thread (no-op elsewhere)."""
+    """Handle SIGTERM with :func:`_on_sigterm` in the main thread (no-op elsewhere)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -49,13 +61,10 @@ def report_errors(prog: str, fn: Callable[[], int], verbose: bool = False) -> in
         fn: the job's body, returning its exit status.
         verbose: let the error propagate with its traceback.
     """
+    _PROG["name"] = prog
     install_sigterm()
     try:
         return fn()
-    except Terminated:
-        print(f"{prog}: stopped by SIGTERM; what was complete is kept (finished shards, the latest "
-              f"checkpoint): re-run the same command to continue", file=sys.stderr)
-        return SIGTERM_EXIT
     except USER_ERRORS as exc:
         if verbose:
             raise

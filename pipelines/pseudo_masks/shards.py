@@ -122,10 +122,11 @@ def write_shard(out: Location, result: ShardResult) -> bytes:
     buf = io.BytesIO()
     pq.write_table(shard_table(result), buf, compression="zstd")
     data = buf.getvalue()
-    out.child(result.spec.name).write_bytes_atomic(data)
-    # the shard's checksum, recorded when it is written: a re-run keeps the shard only if its
-    # bytes still hash to it (a rewritten shard with a valid footer, a flipped bit anywhere)
+    # the shard's checksum, recorded as it is written: a re-run keeps the shard only if its bytes
+    # still hash to it (a rewritten shard with a valid footer, a flipped bit anywhere). Written
+    # first, so that a shard on disk always has its checksum (a kill in between leaves no shard).
     out.child(checksum_name(result.spec.name)).write_bytes_atomic(hashlib.sha256(data).hexdigest().encode())
+    out.child(result.spec.name).write_bytes_atomic(data)
     return data
 
 

@@ -174,18 +174,9 @@ def test_worker_crash_recovers_with_the_same_number_of_steps(train_shards, tmp_p
     _, _, second = stopped_then_resumed
     uninterrupted, _ = load_training_checkpoint(second.checkpoint.path)
     assert state["optimizer_steps"] == uninterrupted["optimizer_steps"] == 6 * EPOCHS
-    steps = [r["step"] for r in _metrics(run)]
-    # exactly one restart, which resumes right after a checkpointed step (every 4th step or a
-    # sub-epoch end: 3, 6, 9, ...) that lies before the crash, then runs on to the end
-    resets = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
-    assert len(resets) == 1, steps
-    restart = steps[resets[0]]
-    schedule = _schedule(_job(), train_shards)
-    checkpointed = {g + 1 for g in range(schedule.total_steps)
-                    if (g + 1) % 4 == 0 or schedule.sub_epoch_end(*schedule.position(g)) is not None}
-    assert restart - 1 in checkpointed and restart <= 8
-    assert steps[resets[0]:] == list(range(restart, 6 * EPOCHS + 1))
-    assert steps[:resets[0]] == list(range(1, steps[resets[0] - 1] + 1))
+    # the restart resumed from the last checkpoint before the crash and logged its steps again; the
+    # driver's metrics.jsonl keeps each step once, as trained by the run that continued (issue #28)
+    assert [r["step"] for r in _metrics(run)] == list(range(1, 6 * EPOCHS + 1))
 
 
 def test_validation_every_epoch_keeps_the_best_checkpoint(stopped_then_resumed, synthetic_world, tmp_path):
@@ -267,7 +258,7 @@ def test_a_damaged_latest_checkpoint_falls_back_and_partial_folders_are_removed(
     run = tmp_path / "run"
     run_training(_job("train.max_steps=8", "train.eval_every=0"), str(train_shards), str(run),
                  ClusterConfig(workers=2))
-    ckpts = sorted(p for p in (run / "ray_train").iterdir() if p.name.startswith("checkpoint_"))
+    ckpts = sorted(p for p in (run / "ray_train").iterdir() if p.name.startswith("checkpoint_") and p.is_dir())
     steps = [json.loads((p / "meta.json").read_text())["global_step"] for p in ckpts]
     assert steps[-1] == 8 and len(steps) >= 2
     state = ckpts[-1] / "state.pt"
