@@ -2,8 +2,8 @@
 
 The overfit test (``tests/vloss/test_overfit.py``) proves the machinery can memorise three
 images; this one proves that the distributed training job *generalises*: two Ray Train workers
-(DDP, Ray Data shards with fresh large-scale jitter every pass) train ``tiny`` for a fixed number
-of steps on the small world's COCO-style panoptic train split, and the run's own validation
+(DDP; seeded shuffled passes read by Ray Data, a fresh seeded large-scale jitter every pass) train
+``tiny`` for a fixed number of steps on the small world's COCO-style panoptic train split, and the run's own validation
 (:class:`pipelines.train.validation.PanopticValidator`, the evaluation's real thresholds 0.8 /
 0.8) scores the COCO-style **val** split, whose images training never sees.
 
@@ -33,13 +33,15 @@ pytestmark = pytest.mark.slow
 EPOCHS = 50  # 6 panoptic steps of 8 images per epoch on the small world: 300 optimizer steps
 SETTINGS = ["train.schedule=panoptic", "train.caption_ratio=0", f"train.epochs={EPOCHS}", "train.eval_every=5",
             "train.log_every=30", "train.checkpoint_every=1000", "train.checkpoint_sub_epochs=false"]
-# COCO-style val PQ of the best validation, calibration runs of this recipe (2 CPU cores, 2 workers,
-# 2026-11-27) with seeds 0, 1, 2: best 0.2336 / 0.2343 / 0.2153 (first validation, after 30 steps:
-# 0.000 / 0.000 / 0.002). Golden = their mean; tolerance = 3x their spread, which stays far above the
-# untrained model's PQ (0.0).
-GOLDEN_RUNS = (0.2336, 0.2343, 0.2153)
+# COCO-style val PQ of the best validation, calibration runs of this recipe (2 CPU cores, 2 workers) with
+# seeds 0, 1, 2. Re-calibrated 2026-12-04 after the training input became a seeded shuffle per pass
+# (issue #21): 0.2410 / 0.2440 / 0.2054 (first validation, after 30 steps: 0.009 / 0.000 / 0.000);
+# before it (2026-11-27, file-order passes, unseeded augmentation): 0.2336 / 0.2343 / 0.2153.
+# Golden = the mean; tolerance = 3 standard deviations of the runs (0.0215), which stays far above
+# the untrained model's PQ (0.0).
+GOLDEN_RUNS = (0.2410, 0.2440, 0.2054)
 GOLDEN_PQ = round(sum(GOLDEN_RUNS) / len(GOLDEN_RUNS), 4)
-TOLERANCE = 0.06
+TOLERANCE = 0.065
 UNTRAINED_MAX = 0.05
 
 
