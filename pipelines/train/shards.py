@@ -168,8 +168,27 @@ def _filled_boxes(inst: list[dict], height: int, width: int) -> list[dict]:
     return out
 
 
+def _displayed_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of an encoded image as a viewer shows it (EXIF rotation applied), from its
+    header alone; None when the bytes are not an image Pillow knows (the transform reports it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
-    """Read the pixels (and panoptic PNGs) of ``images`` and make Parquet rows."""
+    """Read the pixels (and panoptic PNGs) of ``images`` and make Parquet rows.
+
+    Raises:
+        ValueError: an image whose size differs from its annotation (names file and image id),
+            found here rather than mid-training.
+    """
     rows = []
     for im in images:
         image_bytes = locate(im.image_uri).read_bytes()
@@ -179,6 +198,10 @@ def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
                                        int(im.height), int(im.width))
         elif any(i.get("segmentation") is None for i in inst):
             inst = _filled_boxes(inst, im.height, im.width)
+        size = _displayed_size(image_bytes)  # after the PNG's own checks, which name the PNG
+        if size is not None and size != (int(im.height), int(im.width)):
+            raise ValueError(f"{dataset} image {im.image_id} ({im.image_uri}): the image is {size[1]}x{size[0]} "
+                             f"(WxH) but its annotation says {int(im.width)}x{int(im.height)}")
         rows.append({
             "task": task, "dataset": dataset, "image_id": int(im.image_id), "file_name": im.file_name,
             "image": image_bytes, "height": int(im.height), "width": int(im.width),

@@ -187,3 +187,25 @@ def test_rerunning_the_pseudo_mask_job_or_moving_the_tree_keeps_the_shards(synth
     again = prepare_shards(str(synthetic_world), str(moved), pseudo_masks=str(moved / "pseudo_masks"),
                            rows_per_shard=32)
     assert (Path(again) / "_manifest.json").read_text() == manifest
+
+
+def test_an_image_whose_size_differs_from_its_annotation_is_refused_while_shards_are_built(tmp_path):
+    """Issue #28 item 6: found when the shards are built, not a minute into training; an EXIF-rotated
+    photo is compared in the orientation a viewer shows (the annotation's)."""
+    from PIL import Image
+
+    from pipelines.train.shards import SourceImage, build_rows
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")  # 40 wide, 30 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: shown 30 wide, 40 high
+    Image.new("RGB", (40, 30)).save(tmp_path / "r.jpg", exif=exif)
+
+    def src(name, h, w):
+        return SourceImage(image_id=7, image_uri=str(tmp_path / name), file_name=name, height=h, width=w,
+                           instances=[], captions=["a photo"])
+
+    assert build_rows([src("a.png", 30, 40), src("r.jpg", 40, 30)], "captions", "coco_captions").num_rows == 2
+    with pytest.raises(ValueError, match=r"coco_captions image 7 \(.*a.png\): the image is 40x30 \(WxH\) but its "
+                                         r"annotation says 30x40"):
+        build_rows([src("a.png", 40, 30)], "captions", "coco_captions")
