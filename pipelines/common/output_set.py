@@ -117,7 +117,7 @@ def claim_output(out: str | Location, fingerprint: dict[str, Any], *, overwrite:
 
 
 def _latest_generation(out: Location) -> str | None:
-    gens = sorted(n for n in _subdirs(out) if GEN_RE.match(n))
+    gens = [n for n in out.list_dirs() if GEN_RE.match(n)]
     return gens[-1] if gens else None
 
 
@@ -125,13 +125,6 @@ def _next_generation(previous: str | None) -> str:
     n = int(GEN_RE.match(previous).group(1)) if previous and GEN_RE.match(previous) else 0
     return f"gen-{n + 1:04d}"
 
-
-def _subdirs(out: Location) -> list[str]:
-    if out.fs.get_file_info(out.path).type != pafs.FileType.Directory:
-        return []
-    sel = pafs.FileSelector(out.path, recursive=False)
-    return sorted(posixpath.basename(i.path.replace("\\", "/")) for i in out.fs.get_file_info(sel)
-                  if i.type == pafs.FileType.Directory)
 
 
 def _files_under(out: Location, folder: str) -> list[str]:
@@ -180,7 +173,7 @@ def commit_manifest(out: str | Location, manifest_name: str, manifest: dict[str,
     out = locate(out)
     manifest = {**manifest, "generation": generation}
     write_json_atomic(out.child(manifest_name), manifest)
-    for name in _subdirs(out):
+    for name in out.list_dirs():
         if GEN_RE.match(name) and name != generation:
             out.fs.delete_dir(out.child(name).path)
 

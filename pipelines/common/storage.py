@@ -104,6 +104,14 @@ class Location:
         return sorted(posixpath.basename(i.path.replace(os.sep, "/")) for i in self.fs.get_file_info(sel)
                       if i.type == pafs.FileType.File)
 
+    def list_dirs(self) -> list[str]:
+        """Base names of the folders directly under this directory (empty if it does not exist)."""
+        if self.fs.get_file_info(self.path).type != pafs.FileType.Directory:
+            return []
+        sel = pafs.FileSelector(self.path, recursive=False)
+        return sorted(posixpath.basename(i.path.replace(os.sep, "/")) for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.Directory)
+
     def mtime_ns(self) -> int | None:
         info = self.fs.get_file_info(self.path)
         return None if info.mtime_ns is None else int(info.mtime_ns)

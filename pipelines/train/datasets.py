@@ -88,10 +88,13 @@ class _ReadWindow:
 
         sh = self.shards
         tables = {}
+        cached: dict[int, pa.Table] = {}
         for s, g in item["reads"]:
             ref = self.refs.get(str(s))
             if ref is not None:  # the whole shard is in the object store (zero-copy): slice the group out
-                tables[(s, g)] = ray.get(ref).slice(g * sh.row_group_rows, sh.row_group_rows)
+                if s not in cached:
+                    cached[s] = ray.get(ref)
+                tables[(s, g)] = cached[s].slice(g * sh.row_group_rows, sh.row_group_rows)
             else:
                 tables[(s, g)] = read_row_group(sh.root, sh.names[s], g,
                                                 sh.sha256[s] if self.verify and sh.sha256 else None)

@@ -107,17 +107,21 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     if box_masks is None:
         box_masks = not has_pseudo and not explicit
     if not box_masks and not has_pseudo:
-        raise FileNotFoundError(f"no pseudo-mask output at {pseudo_masks} (no {PSEUDO_MASK_MANIFEST}); make it with "
-                                f"python -m jobs.pseudo_masks --annotations {sources.detection_json} --images "
-                                f"{sources.detection_images} --checkpoint TEACHER.pth --out {pseudo_masks} "
-                                f"and pass --pseudo-masks {pseudo_masks}, or train detection on filled boxes "
-                                f"(the weak baseline of Sec. 3.2) with --box-masks")
+        raise FileNotFoundError(missing_pseudo_masks(pseudo_masks, sources.detection_json, sources.detection_images))
     if box_masks:
         print("[train] detection masks: the filled boxes (weakly-supervised baseline, no pseudo masks)", flush=True)
     else:
         sources.pseudo_masks = pseudo_masks
     sources.box_masks = box_masks
     return _build(sources, shard_root, rows_per_shard, overwrite)
+
+
+def missing_pseudo_masks(where: str, annotations: str, images: str) -> str:
+    """What a run that needs pseudo masks says when ``where`` holds none: the command that makes them."""
+    return (f"no pseudo-mask output at {where} (no {PSEUDO_MASK_MANIFEST}); make it with python -m jobs.pseudo_masks "
+            f"--annotations {annotations} --images {images} --checkpoint TEACHER.pth --out {where} and pass "
+            f"--pseudo-masks {where}, or train detection on filled boxes (the weak baseline of Sec. 3.2) with "
+            f"--box-masks")
 
 
 def _build(sources, shard_root: str, rows_per_shard: int, overwrite: bool) -> str:
@@ -263,7 +267,7 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
     """
     store = run_store(run_dir, cluster)
     storage = locate(store).child("ray_train")
-    has_state = bool(storage.exists() and any(True for _ in _checkpoint_dirs(storage)))
+    has_state = bool(storage.list_dirs())
     claim = claim_output(run_dir, run_fingerprint(job, cluster, shard_root), overwrite=overwrite,
                          what="a training run", command_hint="--overwrite")
     if claim.resumed and has_state and resume_from:
@@ -284,10 +288,6 @@ def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clust
                 loc.delete()
     return bool(claim.resumed and has_state)
 
-
-def _checkpoint_dirs(storage) -> list[str]:
-    sel = pafs.FileSelector(storage.path, recursive=False)
-    return [i.path for i in storage.fs.get_file_info(sel) if i.type == pafs.FileType.Directory]
 
 
 class TrainingStoppedError(JobError):
@@ -466,11 +466,9 @@ def tidy_checkpoints(store: str) -> int | None:
     from vloss.checkpoint import META_FILE, STATE_FILE
 
     storage = locate(store).child("ray_train")
-    infos = storage.fs.get_file_info(pafs.FileSelector(storage.path, allow_not_found=True))
     best = None
-    for info in sorted(infos, key=lambda i: i.path):
-        name = info.path.replace(os.sep, "/").rsplit("/", 1)[-1]
-        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
+    for name in storage.list_dirs():
+        if not name.startswith("checkpoint_"):
             continue
         ckpt = storage.child(name)
         if not (ckpt.child(STATE_FILE).is_file() and ckpt.child(META_FILE).is_file()):

@@ -95,16 +95,13 @@ def check_run(job: TrainJobConfig, cluster: ClusterConfig, *, out: str, data: st
     pre.problems += _data_problems(job, data, extra_image_text)
     uses_detection = "detection" in job.train.tasks_used()
     if uses_detection and not box_masks:
-        from pipelines.train.job import run_store
+        from pipelines.train.job import missing_pseudo_masks, run_store
+        from pipelines.train.sources import TrainingSources
 
         where = pseudo_masks or locate(run_store(os.path.abspath(out), cluster)).child("data", "pseudo_masks").uri
         if not locate(where).child("_manifest.json").is_file():
-            pre.problems.append(
-                f"no pseudo-mask output at {where} (no _manifest.json): make it with python -m jobs.pseudo_masks "
-                f"--annotations {os.path.join(data, 'objects365', 'annotations', 'train.json')} --images "
-                f"{os.path.join(data, 'objects365', 'images', 'train')} --checkpoint TEACHER.pth --out {where} and "
-                f"pass --pseudo-masks {where}, or train detection on filled boxes (the weak baseline of Sec. 3.2) "
-                f"with --box-masks")
+            src = TrainingSources.from_layout(data)
+            pre.problems.append(missing_pseudo_masks(where, src.detection_json, src.detection_images))
     return pre
 
 

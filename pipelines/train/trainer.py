@@ -161,15 +161,9 @@ class Trainer:
     def _earlier_checkpoint(self, damaged: str, exc: BaseException) -> dict[str, Any]:
         """The state of the newest loadable checkpoint of this run older than ``damaged`` (a
         truncated latest checkpoint, a disk that filled up mid-write): every rank picks the same."""
-        import posixpath
-
-        import pyarrow.fs as pafs
-
         storage = locate(self.store).child("ray_train") if self.store else None
-        infos = storage.fs.get_file_info(pafs.FileSelector(storage.path, allow_not_found=True)) if storage else []
-        names = sorted((posixpath.basename(i.path.replace(os.sep, "/")) for i in infos
-                        if i.type == pafs.FileType.Directory), reverse=True)
-        names = [n for n in names if n.startswith("checkpoint_")]
+        names = sorted((n for n in (storage.list_dirs() if storage else []) if n.startswith("checkpoint_")),
+                       reverse=True)
         bad = os.path.basename(os.path.normpath(damaged))
         for name in names:
             if name >= bad:

@@ -61,13 +61,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: Path, tmp_path: Path):
-    run = tmp_path / "run"
+def _train_command(train_shards: Path, run: Path) -> tuple[list[str], dict[str, str]]:
+    """``python -m jobs.train`` as a user runs it on ``run``, and an environment with its own embedded Ray."""
     cmd = [sys.executable, "-m", "jobs.train", "--shards", str(train_shards), "--out", str(run), "--workers", "2",
            "--config", "tiny"]
     for kv in SETS:
         cmd += ["--set", kv]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return cmd, {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    cmd, env = _train_command(train_shards, run)
     log1 = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log1, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     ckpts = run / "ray_train"
@@ -119,11 +124,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_logs_every_step_once(train_shards: 
     """Issue #28 item 7: SIGTERM (a scheduler, Kubernetes) ends the driver with exit 143 and one
     line, not an abort with a C++ stack; the re-run continues and metrics.jsonl holds each step once."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "jobs.train", "--shards", str(train_shards), "--out", str(run), "--workers", "2",
-           "--config", "tiny"]
-    for kv in SETS:
-        cmd += ["--set", kv]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd, env = _train_command(train_shards, run)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     ckpts = run / "ray_train"
