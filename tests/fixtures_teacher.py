@@ -33,7 +33,8 @@ def world(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("world")
     generate_world(root, seed=0, sizes=WorldSizes(coco_panoptic_train=1, coco_panoptic_val=1, objects365_train=10,
-                                                  image_text=1, ade20k_val=1, lvis_val=1))
+                                                  image_text=1, ade20k_val=1, lvis_val=1,
+                                                  pretrain_corpus=1))
     return root
 
 

@@ -108,7 +108,7 @@ def test_layout_matches_the_contract(synthetic_world):
     assert resolved["lvis"]["val_json"] == (synthetic_world / "lvis/lvis_v1_val.json").resolve()
     assert all(p.is_absolute() and p.exists() for g in resolved.values() for p in g.values())
     assert world["sizes"] == {"coco_panoptic_train": 48, "coco_panoptic_val": 12, "objects365_train": 96,
-                              "image_text": 96, "ade20k_val": 16, "lvis_val": 16}
+                              "image_text": 96, "ade20k_val": 16, "lvis_val": 16, "pretrain_corpus": 4800}
 
 
 def test_image_files_match_json_sizes(synthetic_world):
@@ -276,7 +276,7 @@ def _tree_hash(root: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
-    sizes = WorldSizes(4, 2, 4, 4, 2, 2)
+    sizes = WorldSizes(4, 2, 4, 4, 2, 2, 3)  # pretrain_corpus: 3 images and their captions JSON
     generate_world(tmp_path / "a", seed=7, sizes=sizes)
     # The second copy comes from the CLI in a fresh interpreter with another string-hash
     # seed, so nothing may depend on set or dict iteration order.
@@ -286,7 +286,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
     generate_world(tmp_path / "c", seed=8, sizes=sizes)
     ha, hb, hc = (_tree_hash(tmp_path / k) for k in "abc")
-    assert ha == hb and len(ha) == 9 + 4 + 4 + 2 + 2 + 4 + 4 + 2 + 2 + 2
+    assert ha == hb and len(ha) == 9 + 4 + 4 + 2 + 2 + 4 + 4 + 2 + 2 + 2 + (1 + 3)
     assert ha.keys() == hc.keys()
     differ = [k for k in ha if ha[k] != hc[k]]
     assert any(k.endswith(".jpg") for k in differ) and any(k.endswith(".png") for k in differ)
@@ -296,7 +296,7 @@ def test_cli_sizes_summary_and_refusal(tmp_path, capsys):
     out = tmp_path / "w"
     args = ["--out", str(out), "--seed", "3"] + [f"--n={k}=1" for k in
                                                   ("coco_panoptic_train", "coco_panoptic_val", "objects365_train",
-                                                   "image_text", "ade20k_val", "lvis_val")]
+                                                   "image_text", "ade20k_val", "lvis_val", "pretrain_corpus")]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "coco_panoptic_train" in printed and "unseen" in printed
@@ -317,7 +317,7 @@ def test_an_interrupted_generation_leaves_nothing_a_rerun_would_trust(tmp_path, 
     from vloss.data.synthetic import WorldSizes, generate_world, load_world
 
     sizes = WorldSizes(coco_panoptic_train=2, coco_panoptic_val=1, objects365_train=2, image_text=1,
-                       ade20k_val=1, lvis_val=1)
+                       ade20k_val=1, lvis_val=1, pretrain_corpus=2)
 
     def killed(*a, **k):
         raise KeyboardInterrupt("killed while writing LVIS")

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vloss.data.masks import id2rgb
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the pretraining corpus
 
 # The ``licenses`` block of every COCO-style JSON of the world.
 LICENSES = [{"id": 1, "name": "CC0 (generated)", "url": ""}]

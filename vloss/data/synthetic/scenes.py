@@ -26,7 +26,7 @@ from vloss.data.synthetic.vocab import COLOURS, SHAPES, STUFF, WorldVocabulary, 
 
 SPLIT_CODES = {
     "coco_panoptic_train": 1, "coco_panoptic_val": 2, "objects365_train": 3,
-    "image_text": 4, "ade20k_val": 5, "lvis_val": 6,
+    "image_text": 4, "ade20k_val": 5, "lvis_val": 6, "pretrain_corpus": 7,
 }
 
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

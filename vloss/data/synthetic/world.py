@@ -1,8 +1,8 @@
 """The whole synthetic world: its layout, its sizes, and the generator that writes every dataset.
 
 ``generate_world`` writes the tree of ``docs/DATA_LAYOUT.md`` (COCO panoptic + captions,
-Objects365 boxes with hidden true masks, image-text pairs, ADE20K panoptic val, LVIS v1
-val) through one writer per dataset, then ``world.json``. The same seed gives
+Objects365 boxes with hidden true masks, image-text pairs, the towers' pretraining corpus,
+ADE20K panoptic val, LVIS v1 val) through one writer per dataset, then ``world.json``. The same seed gives
 byte-identical files; every image is drawn from a generator seeded by (seed, split, image
 index), so the writers do not share random state.
 
@@ -28,6 +28,7 @@ from vloss.data.synthetic.files import GENERATOR_VERSION, dump_json
 from vloss.data.synthetic.image_text import write_image_text
 from vloss.data.synthetic.lvis import write_lvis
 from vloss.data.synthetic.objects365 import write_objects365
+from vloss.data.synthetic.pretrain_corpus import write_pretrain_corpus
 from vloss.data.synthetic.scenes import ClassCounter
 from vloss.data.synthetic.vocab import build_vocabulary
 
@@ -54,6 +55,11 @@ PATHS = {
         "images": "image_text/images",
         "captions": "image_text/annotations/captions.json",
     },
+    "pretrain_corpus": {
+        "root": "pretrain_corpus",
+        "images": "pretrain_corpus/images",
+        "captions": "pretrain_corpus/annotations/captions.json",
+    },
     "ade20k_panoptic": {
         "root": "ade20k_panoptic",
         "val_images": "ade20k_panoptic/images/validation",
@@ -77,6 +83,7 @@ class WorldSizes:
         coco_panoptic_val: COCO-panoptic val images.
         objects365_train: Objects365 detection images.
         image_text: extra image-caption pairs.
+        pretrain_corpus: image-caption pairs only the tower pretraining reads (``jobs/pretrain.py``).
         ade20k_val: ADE20K-panoptic val images.
         lvis_val: LVIS v1 val images.
     """
@@ -87,6 +94,7 @@ class WorldSizes:
     image_text: int = 96
     ade20k_val: int = 16
     lvis_val: int = 16
+    pretrain_corpus: int = 4800
 
     @classmethod
     def preset(cls, name: str) -> "WorldSizes":
@@ -94,7 +102,7 @@ class WorldSizes:
         if name == "small":
             return cls()
         if name == "medium":
-            return cls(200, 50, 400, 400, 64, 64)
+            return cls(200, 50, 400, 400, 64, 64, 9600)
         raise ValueError(f"unknown size preset {name!r} (small|medium)")
 
     def override(self, items: dict[str, int]) -> "WorldSizes":
@@ -164,6 +172,7 @@ def _write_world(root: Path, seed: int, sizes: WorldSizes, size_preset: str) -> 
                               PATHS["coco_panoptic"])
     o365 = write_objects365(root, seed, sizes.objects365_train, vocab, train, PATHS["objects365"])
     it = write_image_text(root, seed, sizes.image_text, vocab, PATHS["image_text"])
+    pre = write_pretrain_corpus(root, seed, sizes.pretrain_corpus, vocab, PATHS["pretrain_corpus"])
     ade = write_ade20k(root, seed, sizes.ade20k_val, vocab, PATHS["ade20k_panoptic"])
     n_train = sizes.coco_panoptic_train + sizes.objects365_train
     lvis = write_lvis(root, seed, sizes.lvis_val, vocab, train, n_train, PATHS["lvis"])
@@ -175,7 +184,8 @@ def _write_world(root: Path, seed: int, sizes: WorldSizes, size_preset: str) -> 
     eval_stuff = sorted(vocab.ade_stuff)
     unseen_things = [n for n in eval_things if n not in annotated]
     unseen_stuff = [n for n in eval_stuff if n not in annotated]
-    counts = {**pan["counts"], **o365["counts"], **it["counts"], **ade["counts"], **lvis["counts"]}
+    counts = {**pan["counts"], **o365["counts"], **it["counts"], **pre["counts"], **ade["counts"],
+              **lvis["counts"]}
     world = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -190,6 +200,7 @@ def _write_world(root: Path, seed: int, sizes: WorldSizes, size_preset: str) -> 
             "lvis": {"things": list(vocab.lvis_things),
                      "note": "lvis_v1_val.json spells names with underscores"},
             "image_text": {"classes": sorted(mentioned), "words": list(vocab.words())},
+            "pretrain_corpus": {"classes": pre["classes"]},
         },
         "classes": {
             "training_annotated": sorted(annotated),
