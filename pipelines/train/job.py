@@ -147,10 +147,12 @@ class TrainingProgress:
         poll_s: seconds between polls.
         run_dir: where the driver writes every row to ``metrics.jsonl`` and TensorBoard (the
             rank-0 worker may run on another machine than the run directory's).
+        label: the stage's name on the line (``train``, ``pretrain``).
     """
 
-    def __init__(self, sink: Any, total_steps: int, poll_s: float = 1.0, run_dir: str | None = None) -> None:
-        self.sink, self.total, self.poll_s = sink, total_steps, poll_s
+    def __init__(self, sink: Any, total_steps: int, poll_s: float = 1.0, run_dir: str | None = None,
+                 label: str = "train") -> None:
+        self.sink, self.total, self.poll_s, self.label = sink, total_steps, poll_s, label
         self.writer = MetricsWriter(run_dir)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vloss-train-progress", daemon=True)
@@ -172,11 +174,11 @@ class TrainingProgress:
         for row in ray.get(self.sink.drain.remote()):
             self.writer.write({k: v for k, v in row.items() if k != "total_steps"})
             if self.line is None:
-                self.line = ProgressLine("train", self.total, unit="step")
+                self.line = ProgressLine(self.label, self.total, unit="step")
             postfix = " ".join(f"{k.split('/')[0]} {v:.3g}" for k, v in row.items()
                                if isinstance(v, float) and k.endswith("/total"))
             self.line.set(row["step"], postfix)
-            self.line.message(metrics_line(row, self.total))
+            self.line.message(metrics_line(row, self.total, self.label))
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):

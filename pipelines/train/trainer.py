@@ -349,11 +349,11 @@ def step_seed(seed: int, rank: int, global_step: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
-def metrics_line(metrics: dict[str, Any], total_steps: int) -> str:
-    """One console line for a logged step: losses per task, lr, throughput, validation."""
+def metrics_line(metrics: dict[str, Any], total_steps: int, label: str = "train") -> str:
+    """One console line for a logged step: losses per task, lr, throughput, validation (``label``: the stage)."""
     parts = " ".join(f"{k.split('/')[0]}={v:.4g}" for k, v in metrics.items()
                      if isinstance(v, float) and "/" in k and k.endswith("total"))
-    line = (f"[train] step {metrics['step']}/{total_steps} epoch {metrics['epoch']} {metrics['task']:9s} {parts} "
+    line = (f"[{label}] step {metrics['step']}/{total_steps} epoch {metrics['epoch']} {metrics['task']:9s} {parts} "
             f"lr={metrics['lr']:.3g} {metrics['images_per_s']:.1f} img/s "
             f"data-wait {100 * metrics['data_wait_frac']:.0f}%")
     if "val/pq" in metrics:

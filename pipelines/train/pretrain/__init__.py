@@ -1,0 +1,1 @@
+"""Pretraining the tiny image and text towers CLIP-style on a caption corpus (Ray Train)."""
