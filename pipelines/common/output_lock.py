@@ -9,9 +9,11 @@ live output is never what a user wants). The holder rewrites its heartbeat every
 this host and its process is gone, otherwise once its heartbeat is older than the lease
 (``VLOSS_LOCK_LEASE_S``, default 120 s).
 
-Object stores have no exclusive create through pyarrow's filesystem; there the lock is written
-and read back (a heartbeat guard against a second job started later, not against two started
-in the same second).
+On S3 the lock is created with a conditional write (``If-None-Match: *``,
+:mod:`pipelines.common.s3_conditional`), which S3 grants to exactly one of two jobs started
+together. Where that cannot be sent (another object store, or boto3 missing) the lock is
+written and read back: a guard against a second job started later, not against two started in
+the same second.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipelines.common.errors import JobError
+from pipelines.common.s3_conditional import put_if_absent
 from pipelines.common.storage import Location
 
 LOCK_NAME = "_lock.json"
@@ -82,6 +85,9 @@ def _alive_here(rec: dict[str, Any]) -> bool | None:
 def _create_exclusive(loc: Location, rec: dict[str, Any]) -> bool:
     data = json.dumps(rec).encode()
     if not isinstance(loc.fs, pafs.LocalFileSystem):
+        created = put_if_absent(loc, data)
+        if created is not None:
+            return created
         if loc.is_file():
             return False
         loc.write_bytes_atomic(data)
