@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install lint test demo bench ablations clean
+.PHONY: install lint browser test demo bench ablations clean
 
 install: $(STAMP)
 
@@ -22,7 +22,17 @@ $(STAMP): pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+# Chromium for the demo page's browser test (tests/pipelines/demo/test_page_browser.py), from the
+# system's packages: installed with apt-get where we are root (CI), otherwise a line saying how
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the page test"; \
+	    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: the page test is skipped"; \
+	  else echo "no chromium: install the system's chromium package to run the page test (it is skipped)"; fi
+
+test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install
