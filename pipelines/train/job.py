@@ -417,6 +417,9 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
           f"epoch 0 = {schedule.counts(0)}", flush=True)
     if continuing:
         step = tidy_checkpoints(store)
+        fallback = repair_snapshot(store)
+        if fallback is not None:  # Ray Train would not restore: the workers load the folder themselves
+            resume_from, step = fallback
         print(f"[train] continuing this run from its latest checkpoint under {store}"
               + (f", at step {step}" if step is not None else "")
               + " (--resume none refuses, --overwrite starts again)", flush=True)
@@ -489,6 +492,67 @@ def tidy_checkpoints(store: str) -> int | None:
             continue
         best = step
     return best
+
+
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of a run's checkpoints (Ray 2.60)
+
+
+def repair_snapshot(store: str) -> tuple[str, int] | None:
+    """Check Ray Train's run snapshot before a run continues; set a damaged one aside.
+
+    Ray writes the snapshot in place (not atomically), so a kill or a full disk can leave it
+    truncated, and a snapshot can name a checkpoint folder that is gone; either way Ray Train
+    refuses to start. A damaged snapshot is renamed ``SNAPSHOT.damaged-N`` (kept for a look) and
+    the run continues from the newest complete checkpoint folder, which the workers load as an
+    explicit resume point, with one line saying so.
+
+    Returns:
+        ``(checkpoint folder URI, its step)`` to continue from when the snapshot was set aside
+        (``("", 0)`` when no complete folder is left), or None when the snapshot is sound or absent.
+    """
+    import zipfile
+
+    from vloss.checkpoint import META_FILE, STATE_FILE
+
+    storage = locate(store).child("ray_train")
+    snap = storage.child(SNAPSHOT_FILE)
+    if not snap.is_file():
+        return None
+    folders = set(storage.list_dirs())
+    try:
+        state = read_json(snap)
+        names = [r["checkpoint_dir_name"] for r in state["checkpoint_results"]]
+        missing = [n for n in names if n not in folders]
+        problem = f"it names checkpoint folders that are gone ({', '.join(missing[:3])})" if missing else None
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
+    if problem is None:
+        return None
+    newest: tuple[int, str] | None = None
+    for name in sorted(folders):
+        ckpt = storage.child(name)
+        if not (name.startswith("checkpoint_") and ckpt.child(STATE_FILE).is_file()
+                and ckpt.child(META_FILE).is_file()):
+            continue
+        try:
+            step = int(read_json(ckpt.child(META_FILE))["global_step"])
+            if isinstance(ckpt.fs, pafs.LocalFileSystem):
+                with zipfile.ZipFile(ckpt.child(STATE_FILE).path) as zf:  # a truncated state.pt has no directory
+                    zf.namelist()
+        except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile):
+            continue
+        if newest is None or step > newest[0]:
+            newest = (step, ckpt.uri)
+    n = 1
+    while storage.child(f"{SNAPSHOT_FILE}.damaged-{n}").exists():
+        n += 1
+    aside = storage.child(f"{SNAPSHOT_FILE}.damaged-{n}")
+    storage.fs.move(snap.path, aside.path)
+    where = f"continuing from the newest complete checkpoint folder {newest[1]}" if newest else \
+        "no complete checkpoint folder is left, so the run starts again from step 0"
+    print(f"[train] Ray Train's run snapshot {snap.uri} is damaged: {problem}; set aside as {aside.uri}, {where}",
+          flush=True)
+    return (newest[1], newest[0]) if newest else ("", 0)
 
 
 def finished_steps(run_dir: str) -> int:

@@ -275,3 +275,23 @@ def test_a_damaged_latest_checkpoint_falls_back_and_partial_folders_are_removed(
     _, meta = load_training_checkpoint(result.checkpoint.path)
     assert meta["global_step"] == 12
     assert [r["step"] for r in _metrics(run)] == list(range(1, 13))
+
+
+def test_a_damaged_ray_snapshot_is_set_aside_and_the_run_continues(train_shards, tmp_path, capsys):
+    """Issue #28 item 5: Ray Train's run snapshot truncated (Ray writes it in place) no longer
+    stops the run: it is set aside with one line and the run continues from the newest complete
+    checkpoint folder, every step logged once."""
+    run = tmp_path / "run"
+    run_training(_job("train.max_steps=8", "train.eval_every=0"), str(train_shards), str(run),
+                 ClusterConfig(workers=2))
+    snap = run / "ray_train" / "checkpoint_manager_snapshot.json"
+    snap.write_bytes(snap.read_bytes()[: snap.stat().st_size // 2])
+    capsys.readouterr()
+    result = run_training(_job("train.max_steps=12", "train.eval_every=0"), str(train_shards), str(run),
+                          ClusterConfig(workers=2))
+    out = capsys.readouterr().out
+    assert "run snapshot" in out and "is damaged: it cannot be read" in out and "at step 8" in out
+    assert (run / "ray_train" / "checkpoint_manager_snapshot.json.damaged-1").exists()
+    _, meta = load_training_checkpoint(result.checkpoint.path)
+    assert meta["global_step"] == 12
+    assert [r["step"] for r in _metrics(run)] == list(range(1, 13))
