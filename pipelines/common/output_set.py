@@ -137,6 +137,18 @@ def _files_under(out: Location, folder: str) -> list[str]:
     return sorted(i.path.replace("\\", "/")[len(base):] for i in infos if i.type == pafs.FileType.File)
 
 
+def remove_strays(out: str | Location, generation: str, listed: set[str], keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete the files in ``out/generation`` that no manifest entry names (a copy left by hand, an
+    editor's backup): a re-run leaves exactly the set its manifest lists. Hidden files and the
+    base names in ``keep`` (``vocab.json``) stay. Returns the removed paths, relative to ``out``."""
+    out = locate(out)
+    gone = [n for n in _files_under(out, generation) if n not in listed
+            and not posixpath.basename(n).startswith(".") and posixpath.basename(n) not in keep]
+    for name in gone:
+        out.child(name).delete()
+    return gone
+
+
 def manifest_identity(manifest: dict[str, Any]) -> str:
     """The content of a shard set: a hash of its shards' names (less the generation folder), rows
     and sha256. Run bookkeeping (counts written or kept, timings, paths, the generation) is not

@@ -283,6 +283,7 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, gener
     for n in out_dir.list_names():  # files of no planned shard would make the set unreadable
         if f"{generation}/{task}/{n}" not in planned and n != VOCAB_NAME:
             out_dir.child(n).delete()
+            print(f"[train] removed {out_dir.child(n).uri}: not a shard of this set", flush=True)
     if vocab is not None:
         write_json_atomic(out_dir.child(VOCAB_NAME), vocab.to_json())
     if items:

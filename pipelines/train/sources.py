@@ -20,12 +20,18 @@ from typing import Any, Iterator
 import pyarrow.fs as pafs
 
 from pipelines.common import output_lock
-from pipelines.common.output_set import ShardSetError, claim_output, commit_manifest, manifest_identity
+from pipelines.common.output_set import (
+    ShardSetError,
+    claim_output,
+    commit_manifest,
+    manifest_identity,
+    remove_strays,
+)
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import locate, read_json
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
-from pipelines.train.shards import MANIFEST_NAME, SourceImage, Vocabulary, shard_set, write_task_shards
+from pipelines.train.shards import MANIFEST_NAME, VOCAB_NAME, SourceImage, Vocabulary, shard_set, write_task_shards
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_detection import read_coco_detection
 from vloss.data.coco_panoptic import read_coco_panoptic
@@ -294,6 +300,8 @@ def _build_training_shards_locked(sources: TrainingSources, out: str, rows_per_s
         manifest["tasks"]["captions"] = {**res["counts"], "per_source": {n: len(i) for n, i in per_source}}
         entries += res["entries"]
     manifest["shards"] = entries
+    for name in remove_strays(out, gen, {e["name"] for e in entries}, keep=(VOCAB_NAME,)):
+        print(f"[train] removed {locate(out).child(name).uri}: not a shard of this set", flush=True)
     commit_manifest(out, MANIFEST_NAME, manifest, gen)
     manifest["generation"] = gen
     return manifest

@@ -209,3 +209,30 @@ def test_an_image_whose_size_differs_from_its_annotation_is_refused_while_shards
     with pytest.raises(ValueError, match=r"coco_captions image 7 \(.*a.png\): the image is 40x30 \(WxH\) but its "
                                          r"annotation says 30x40"):
         build_rows([src("a.png", 40, 30)], "captions", "coco_captions")
+
+
+def test_a_stray_file_among_the_shards_is_named_then_removed_by_the_rerun(synthetic_world: Path, tmp_path,
+                                                                          ray_session, capsys):
+    """Issue #28 item 2: a file the manifest does not list (a copy left by hand) is named by the
+    readers, and the same build command removes it and keeps the set; no shard is rewritten."""
+    from pipelines.common.output_set import ShardSetError
+    from pipelines.train.sources import TrainingSources, build_training_shards
+
+    sources = TrainingSources.from_layout(str(synthetic_world))
+    sources.detection_json, sources.captions = None, []
+    root = tmp_path / "shards"
+    first = build_training_shards(sources, str(root), rows_per_shard=32)
+    shard = sorted((root / "gen-0001" / "panoptic").glob("part-*.parquet"))[0]
+    stray = shard.with_name("part-00000 (copy).parquet")
+    stray.write_bytes(shard.read_bytes())
+    loose = root / "gen-0001" / "notes.txt"  # beside the task folders
+    loose.write_text("left by hand")
+    with pytest.raises(ShardSetError, match=r"part-00000 \(copy\).parquet not in the manifest"):
+        list(iter_rows(root, "panoptic"))
+    capsys.readouterr()
+    again = build_training_shards(sources, str(root), rows_per_shard=32)
+    out = capsys.readouterr().out
+    assert f"removed {stray}" in out and f"removed {loose}" in out
+    assert not stray.exists() and not loose.exists() and (root / "gen-0001" / "panoptic" / "vocab.json").exists()
+    assert again["tasks"]["panoptic"]["written"] == 0 and again["shards"] == first["shards"]
+    assert count_rows(root, "panoptic") == first["tasks"]["panoptic"]["images"]
