@@ -798,3 +798,12 @@ def test_every_row_of_the_catalogue_has_its_case():
     documented = re.findall(r"`test_bad_input\[([\w-]+)\]`", CATALOGUE.read_text())
     assert sorted(documented) == sorted(p.id for p in CASES)
     assert len(documented) == len(set(documented))
+
+
+def test_every_test_the_catalogue_names_exists():
+    """Rows that name a test elsewhere (``tests/PATH.py::NAME`` or ``tests/PATH.py``) name one that exists."""
+    refs = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", CATALOGUE.read_text())
+    assert refs
+    for path, name in refs:
+        source = (REPO / path).read_text()
+        assert not name or re.search(rf"^def {name}\(", source, re.M), f"{path}::{name} named in ERRORS.md"

@@ -20,6 +20,10 @@ class JobError(RuntimeError):
     """A job cannot finish for a reason the user can act on (the message says which)."""
 
 
+class StoppedBySignal(Exception):
+    """A job stopped cleanly on SIGTERM after saving its work: ``PROG: MESSAGE`` and exit status 143."""
+
+
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, JobError)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143, what a shell and Kubernetes expect from a SIGTERM'd process
 
@@ -65,6 +69,10 @@ def report_errors(prog: str, fn: Callable[[], int], verbose: bool = False) -> in
     install_sigterm()
     try:
         return fn()
+    except StoppedBySignal as exc:
+        sys.stdout.flush()
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return SIGTERM_EXIT
     except USER_ERRORS as exc:
         if verbose:
             raise

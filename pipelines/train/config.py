@@ -41,6 +41,10 @@ class ClusterConfig:
             manifest, and every read verifies the Parquet page checksums written into each shard,
             so the start-up does not grow with the dataset; ``full``: the readers also compare
             each shard's whole-file sha256 with the manifest before using it.
+        stop_grace_s: on SIGTERM during training, seconds the workers get to finish the step in
+            flight and write its checkpoint before the driver stops at once (0: at once, losing the
+            steps since the latest checkpoint). Our choice: 25, under Kubernetes' default 30-s
+            termination grace period; see :mod:`pipelines.train.stop`.
         shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
             without it a cluster of several nodes refuses local paths its tasks would use
             (:mod:`pipelines.common.shared_paths`).
@@ -57,11 +61,13 @@ class ClusterConfig:
     cache_shards_mb: float = 256.0
     shared_fs: bool = False
     verify_shards: str = "fast"
+    stop_grace_s: float = 25.0
 
     def __post_init__(self) -> None:
         at_least("cluster", 1, workers=self.workers, rows_per_shard=self.rows_per_shard)
         at_least("cluster", 0, max_failures=self.max_failures)
-        non_negative("cluster", gpus_per_worker=self.gpus_per_worker, cache_shards_mb=self.cache_shards_mb)
+        non_negative("cluster", gpus_per_worker=self.gpus_per_worker, cache_shards_mb=self.cache_shards_mb,
+                     stop_grace_s=self.stop_grace_s)
         positive("cluster", cpus_per_worker=self.cpus_per_worker, transform_cpus=self.transform_cpus)
         if self.resource_wait_s is not None:
             non_negative("cluster", resource_wait_s=self.resource_wait_s)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipelines.common import output_lock
-from pipelines.common.errors import JobError
+from pipelines.common.errors import JobError, StoppedBySignal
 from pipelines.common.output_set import OutputConflictError, claim_output, manifest_identity
 from pipelines.common.progress import ProgressLine, progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
@@ -34,6 +34,7 @@ from pipelines.train.metrics import MetricsWriter
 from pipelines.train.plan import dataset_sizes, schedule_config
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
 from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
+from pipelines.train.stop import GracefulStop, stop_actor
 from pipelines.train.trainer import BEST_DIR, BEST_FILE, metrics_line
 from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
@@ -423,12 +424,12 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
         print(f"[train] continuing this run from its latest checkpoint under {store}"
               + (f", at step {step}" if step is not None else "")
               + " (--resume none refuses, --overwrite starts again)", flush=True)
-    sink = progress_sink()
+    sink, stop = progress_sink(), stop_actor()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
                            "metrics_dir": None, "store": store, "resume_from": resume_from,
-                           "val": asdict(val) if val else None, "progress": sink,
+                           "val": asdict(val) if val else None, "progress": sink, "stop": stop,
                            "shards": {t: asdict(v) for t, v in shards.items()},
                            "input": {"transform_cpus": cluster.transform_cpus,
                                      "verify": cluster.verify_shards == "full"}},
@@ -444,7 +445,8 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
     from ray.train import TrainingFailedError
 
     try:
-        with TrainingProgress(sink, schedule.total_steps, run_dir=run_dir):
+        with GracefulStop(stop, "train", cluster.stop_grace_s), \
+                TrainingProgress(sink, schedule.total_steps, run_dir=run_dir):
             result = trainer.fit()
     except TrainingFailedError as exc:
         raise TrainingStoppedError(stopped_message(exc, cluster, store)) from exc
@@ -459,6 +461,9 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
                "steps_done": int((result.metrics or {}).get("step", 0))}
     with open(os.path.join(run_dir, "result.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    if (result.metrics or {}).get("stopped"):
+        raise StoppedBySignal(f"stopped by SIGTERM after step {summary['steps_done']} of {target}; its checkpoint "
+                              f"{summary['checkpoint']} is kept: re-run the same command to continue from it")
     return result
 
 

@@ -71,6 +71,8 @@ class WorkerRuntime:
         restored_checkpoint: a context manager giving the directory of the checkpoint to restore
             after a restart (None when there is none).
         progress: where rank 0 sends each logged metrics row for the driver to draw (None: print it).
+        stop_requested: called after every step on every rank; True (the same on all ranks) when the
+            driver was asked to stop (SIGTERM, :mod:`pipelines.train.stop`); None: never.
     """
 
     rank: int
@@ -81,6 +83,7 @@ class WorkerRuntime:
     report: Callable[[dict[str, Any], str | None], None]
     restored_checkpoint: Callable[[], ContextManager[str | None]]
     progress: Callable[[dict[str, Any]], None] | None = None
+    stop_requested: Callable[[], bool] | None = None
 
 
 class Trainer:
@@ -330,14 +333,17 @@ class Trainer:
                           and (last or (epoch_end and (epoch + 1) % train.eval_every == 0)))
             do_ckpt = bool(last or do_val or (sub_end is not None and train.checkpoint_sub_epochs)
                            or (g + 1) % train.checkpoint_every == 0)
-            if do_ckpt or (g + 1) % train.log_every == 0:
+            stop = not last and self.rt.stop_requested is not None and self.rt.stop_requested()
+            if stop or do_ckpt or (g + 1) % train.log_every == 0:
                 metrics = self._metrics(g + 1, epoch, task, sums, images_window, time.perf_counter() - t_window)
                 if do_val and self.rt.rank == 0:
                     metrics.update(self.validate())
+                if stop:
+                    metrics["stopped"] = 1  # SIGTERM: this step's checkpoint ends the launch
                 sums, images_window, self.streams.wait_s = {}, 0, 0.0
-                self.log_and_checkpoint(metrics, do_ckpt, epoch, sub_end.name if sub_end else None)
+                self.log_and_checkpoint(metrics, do_ckpt or stop, epoch, sub_end.name if sub_end else None)
                 t_window = time.perf_counter()
-            if last:
+            if last or stop:
                 break
 
 

@@ -9,6 +9,7 @@ import torch
 
 from pipelines.train.datasets import TaskShards, pass_opener
 from pipelines.train.schedule import ScheduleConfig, StepSchedule
+from pipelines.train.stop import stop_check
 from pipelines.train.streams import OpenPass
 from pipelines.train.trainer import Trainer, WorkerRuntime
 from pipelines.train.validation import ValSplit
@@ -17,8 +18,9 @@ from vloss.config_io import from_dict
 
 
 def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: dict[str, Any],
-                 sink: Any = None) -> WorkerRuntime:
-    """The trainer's runtime on a Ray Train worker (``sink``: the driver's progress actor).
+                 sink: Any = None, stop: Any = None) -> WorkerRuntime:
+    """The trainer's runtime on a Ray Train worker (``sink``: the driver's progress actor; ``stop``:
+    its stop-flag actor, :mod:`pipelines.train.stop`).
 
     Each worker reads its own rows of every pass (:mod:`pipelines.train.pass_plan`); Ray Train's
     dataset split is not used, since its streaming split gives rows to whichever rank asks first.
@@ -53,7 +55,8 @@ def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: 
                             bool(input_cfg.get("verify", False)))
     progress = (lambda row: sink.put.remote(row)) if sink is not None else None
     return WorkerRuntime(rank=rank, world_size=world, device=device, open_pass=open_pass,
-                         wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress)
+                         wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress,
+                         stop_requested=stop_check(stop, rank, world, device) if stop is not None else None)
 
 
 def local_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], device: str = "cpu",
@@ -79,12 +82,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ``vocabularies`` ({task: names}), ``metrics_dir`` (where rank 0 writes metrics; None when the
             driver writes them), ``store`` (the run's storage for the best checkpoint), ``resume_from``,
             ``val`` (ValSplit fields or None), ``progress`` (the driver's progress actor, or None),
+            ``stop`` (the driver's stop-flag actor, or None),
             ``shards`` ({task: TaskShards fields}), ``input`` (``transform_cpus``, ``verify``).
     """
     job = from_dict(loop_config["job"], TrainJobConfig)
     schedule = StepSchedule(ScheduleConfig.from_dict(loop_config["schedule"]))
     shards = {t: TaskShards(**d) for t, d in loop_config["shards"].items()}
-    runtime = _ray_runtime(job, shards, loop_config.get("input", {}), loop_config.get("progress"))
+    runtime = _ray_runtime(job, shards, loop_config.get("input", {}), loop_config.get("progress"),
+                           loop_config.get("stop"))
     val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
     Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("metrics_dir"),
             resume_from=loop_config.get("resume_from"), val=val, store=loop_config.get("store")).fit()

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from pipelines.common import output_lock
+from pipelines.common.errors import StoppedBySignal
 from pipelines.common.output_set import claim_output
 from pipelines.common.progress import progress_sink
 from pipelines.common.ray_env import ensure_ray
@@ -28,12 +29,14 @@ from pipelines.train.job import (
     TrainingProgress,
     TrainingStoppedError,
     check_cluster,
+    checkpoint_uri,
     restart_attempts,
     run_store,
     stopped_message,
 )
 from pipelines.train.pretrain.corpus import BatchPlan, read_corpus
 from pipelines.train.pretrain.worker import build_towers, load_state, pretrain_loop_per_worker
+from pipelines.train.stop import GracefulStop, stop_actor
 from vloss.config import preset
 from vloss.config_io import to_dict
 from vloss.pretrain.config import RUN_LENGTH_KEYS, PretrainConfig
@@ -164,11 +167,11 @@ def _run(pre: PretrainConfig, captions_json: str, image_dir: str, out: str, clus
         print(f"[pretrain] label objective: {len(classes)} class names, {named} of {len(corpus)} images name one"
               + (f"; never named: {', '.join(unnamed[:8])}" + (" ..." if len(unnamed) > 8 else "") if unnamed
                  else ""), flush=True)
-    sink = progress_sink()
+    sink, stop = progress_sink(), stop_actor()
     trainer = TorchTrainer(
         pretrain_loop_per_worker,
         train_loop_config={"pretrain": to_dict(pre), "captions": captions_json, "images": image_dir,
-                           "classes": classes, "progress": sink},
+                           "classes": classes, "progress": sink, "stop": stop},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
@@ -179,10 +182,15 @@ def _run(pre: PretrainConfig, captions_json: str, image_dir: str, out: str, clus
                                                           controller_failure_limit=restart_attempts(cluster))),
     )
     try:
-        with TrainingProgress(sink, total, run_dir=out, label="pretrain"):
+        with GracefulStop(stop, "pretrain", cluster.stop_grace_s), \
+                TrainingProgress(sink, total, run_dir=out, label="pretrain"):
             result = trainer.fit()
     except TrainingFailedError as exc:
         raise TrainingStoppedError(stopped_message(exc, cluster, store)) from exc
+    if (result.metrics or {}).get("stopped"):
+        raise StoppedBySignal(f"stopped by SIGTERM after step {int(result.metrics['step'])} of {total}; its "
+                              f"checkpoint {checkpoint_uri(result.checkpoint)} is kept: re-run the same command "
+                              f"to continue from it")
     with result.checkpoint.as_directory() as directory:
         state = load_state(directory)
     towers = build_towers(pre)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.train.pretrain.corpus import BatchPlan, label_targets, load_images, make_batch, read_corpus
+from pipelines.train.stop import stop_check
 from vloss.config import preset
 from vloss.config_io import from_dict
 from vloss.losses.contrastive import clip_contrastive_loss
@@ -87,7 +88,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     Args:
         config: ``pretrain`` (PretrainConfig dict), ``captions`` and ``images`` (the corpus),
             ``classes`` (names of the label objective, may be empty), ``progress`` (the driver's
-            progress actor, or None).
+            progress actor, or None), ``stop`` (its stop-flag actor, :mod:`pipelines.train.stop`).
     """
     import ray.train
     import ray.train.torch
@@ -114,6 +115,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(towers) if world > 1 else towers.to(device)
     total = min(plan.total_steps, pre.max_steps or plan.total_steps)
     sink = config.get("progress") if rank == 0 else None
+    check_stop = stop_check(config.get("stop"), rank, world, device)
     t_log, wait = time.time(), 0.0
     for step in range(start, total):
         for group in opt.param_groups:
@@ -136,17 +138,22 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
                    "lr": opt.param_groups[0]["lr"], "logit_scale": float(scale.detach())}
         if use_labels:
             metrics["labels/total"] = float(lab.detach())
-        if sink is not None and (done % pre.log_every == 0 or done == total):
+        stop = done < total and check_stop()  # SIGTERM: checkpoint this step and leave
+        if stop:
+            metrics["stopped"] = 1
+        if sink is not None and (done % pre.log_every == 0 or done == total or stop):
             elapsed = max(time.time() - t_log, 1e-9)
             steps = done - max(start, done - pre.log_every)
             metrics.update(images_per_s=steps * pre.batch_size / elapsed, data_wait_frac=min(1.0, wait / elapsed),
                            total_steps=total)
             sink.put.remote(metrics)
             t_log, wait = time.time(), 0.0
-        if done % pre.checkpoint_every == 0 or done == total:
+        if done % pre.checkpoint_every == 0 or done == total or stop:
             if rank == 0:
                 with tempfile.TemporaryDirectory() as tmp:
                     save_state(towers, opt, done, tmp)
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             else:
                 ray.train.report(metrics)
+        if stop:
+            break

@@ -95,3 +95,51 @@ def test_settings_are_checked_before_any_work(small_corpus, tmp_path, capsys):
     assert "multiple of 32" in capsys.readouterr().err
     assert pretrain_main(_args(small_corpus, tmp_path / "y", "pretrain.batch_size=15")) == 2
     assert "does not divide over 2 workers" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_the_step_in_flight_and_the_rerun_continues(small_corpus, tmp_path):
+    """Issue #28 item 7 for the pretraining job: SIGTERM makes the workers finish their step and
+    checkpoint it (none is scheduled before the end, so the only checkpoint is the stop's), the driver
+    exits 143 with one line naming the step, and the same command continues from it with every step
+    logged once and the towers written after the last."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.train.pretrain.worker import load_state
+
+    root = Path(__file__).resolve().parents[4]
+    out = tmp_path / "towers"
+    cmd = [sys.executable, "-m", "jobs.pretrain", *_args(small_corpus, out, "pretrain.epochs=30",
+                                                          "pretrain.checkpoint_every=1000")]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own embedded Ray, as a user runs it
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        stdout, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])
+    assert err.count("stopped by SIGTERM") == 1 and "Traceback" not in err, err[-3000:]
+    rows = _rows(out)
+    assert [r["step"] for r in rows if r.get("stopped")] == [rows[-1]["step"]], rows
+    saved = [p for p in (out / "ray_train").iterdir() if p.name.startswith("checkpoint_") and p.is_dir()]
+    assert len(saved) == 1, saved
+    step = int(load_state(str(saved[0]))["step"])
+    assert 4 <= step == rows[-1]["step"] < 90 and f"after step {step} of 90" in err, (step, err[-2000:])
+    assert not (out / "towers.json").exists()  # no towers from a stopped run
+
+    second = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert [r["step"] for r in _rows(out)] == list(range(1, 91))
+    assert json.loads((out / "towers.json").read_text())["steps"] == 90
