@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install lint browser test demo bench ablations clean
+.PHONY: install install-mmdet lint browser test demo bench ablations clean
 
 install: $(STAMP)
 
@@ -18,6 +18,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[dev,export]"
 	touch $(STAMP)
+
+# The MMDetection teacher (jobs/pseudo_masks.py --backend mmdet): mmengine, mmdet and mmcv with its
+# compiled ops. mmcv is compiled once per machine (about 12 minutes on 2 cores) and its wheel kept in
+# ~/.cache/vloss/wheels (VLOSS_WHEEL_CACHE), keyed by Python, torch and mmcv: later runs take seconds.
+install-mmdet: $(VENV)/.mmdet-installed
+
+$(VENV)/.mmdet-installed: $(STAMP) tools/install_mmdet.py
+	$(BIN)/python tools/install_mmdet.py
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,7 +41,7 @@ browser:
 	      || echo "could not install chromium: the page test is skipped"; \
 	  else echo "no chromium: install the system's chromium package to run the page test (it is skipped)"; fi
 
-test: lint browser
+test: lint browser install-mmdet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install

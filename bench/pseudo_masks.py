@@ -16,6 +16,11 @@ work the fixed start-up dominates small runs; use --images for longer ones.
 
     .venv/bin/python bench/pseudo_masks.py                      # ~1-2 min on 2 cores
     .venv/bin/python bench/pseudo_masks.py --images 96 --arch maskrcnn_resnet50_fpn --min-size 800
+    .venv/bin/python bench/pseudo_masks.py --backend mmdet     # the MMDetection teacher (make install-mmdet)
+
+``--backend mmdet`` runs mmdet's packaged ``mask-rcnn_r50_fpn_1x_coco`` with a ResNet of ``--depth``
+(18 by default, matching ``maskrcnn_resnet18_fpn``) at the same image sizes, saved in the model-zoo
+layout, and also times the torchvision backend's warm plain loop on the same images (ratio).
 """
 
 from __future__ import annotations
@@ -102,6 +107,27 @@ def plain_loop(det, images_root: Path, teacher: TeacherConfig, checkpoint: Path,
     return n
 
 
+def mmdet_teacher(tmp: Path, depth: int, min_size: int, max_size: int) -> tuple[TeacherConfig, Path]:
+    """mmdet's R50-FPN Mask R-CNN config with a ResNet-``depth`` at these sizes (a YAML file), and random
+    weights saved by mmengine in the model-zoo layout."""
+    from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+
+    from vloss.teacher.mmdet_predictor import build_mmdet_model, resolve_config
+
+    cfg = resolve_config("mask-rcnn_r50_fpn_1x_coco")
+    cfg.model.backbone.depth, cfg.model.backbone.init_cfg = depth, None
+    if depth < 50:
+        cfg.model.neck.in_channels = [64, 128, 256, 512]
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step["type"] == "Resize":
+            step["scale"] = (max_size, min_size)
+    cfg.dump(str(tmp / "teacher.yaml"))
+    torch.manual_seed(0)
+    model = build_mmdet_model(resolve_config(str(tmp / "teacher.yaml")))
+    save_checkpoint({"meta": {"epoch": 12}, "state_dict": weights_to_cpu(model.state_dict())}, str(tmp / "mmdet.pth"))
+    return TeacherConfig(backend="mmdet", mmdet_config=str(tmp / "teacher.yaml")), tmp / "mmdet.pth"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=24, help="synthetic Objects365 images")
@@ -111,13 +137,17 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--num-actors", type=int, default=1)
     ap.add_argument("--rows-per-shard", type=int, default=8)
+    ap.add_argument("--backend", choices=["maskrcnn", "mmdet"], default="maskrcnn")
+    ap.add_argument("--depth", type=int, default=18, help="--backend mmdet: the ResNet depth")
+    ap.add_argument("--mmdet-config", help=argparse.SUPPRESS)  # internal: the plain loop's mmdet config
     ap.add_argument("--plain-only", nargs=2, metavar=("ANNOTATIONS", "CHECKPOINT"),
                     help=argparse.SUPPRESS)  # internal: the cold plain loop in a fresh process
     a = ap.parse_args()
     if a.plain_only:
         torch.set_num_threads(1)
         ann, ckpt = Path(a.plain_only[0]), Path(a.plain_only[1])
-        teacher = TeacherConfig(backend="maskrcnn", arch=a.arch, min_size=a.min_size, max_size=a.max_size)
+        teacher = TeacherConfig(backend="maskrcnn", arch=a.arch, min_size=a.min_size, max_size=a.max_size) \
+            if a.backend == "maskrcnn" else TeacherConfig(backend="mmdet", mmdet_config=a.mmdet_config)
         det = load_detection_input(str(ann))
         plain_loop(det, ann.parents[1] / "images" / "train", teacher, ckpt, a.batch_size)
         return 0
@@ -138,16 +168,22 @@ def main() -> int:
     checkpoint = tmp / "teacher.pth"
     torch.save(model.state_dict(), checkpoint)
     del model
-    teacher = TeacherConfig(backend="maskrcnn", arch=a.arch, min_size=a.min_size, max_size=a.max_size)
+    tv_teacher = TeacherConfig(backend="maskrcnn", arch=a.arch, min_size=a.min_size, max_size=a.max_size)
+    teacher, tv_checkpoint = tv_teacher, checkpoint
+    if a.backend == "mmdet":
+        teacher, checkpoint = mmdet_teacher(tmp, a.depth, a.min_size, a.max_size)
     det = load_detection_input(str(ann))
     n_img, n_box = len(det.images), det.num_boxes
-    print(f"{n_img} images, {n_box} boxes, arch={a.arch}, min_size={a.min_size}, batch={a.batch_size}")
+    print(f"{n_img} images, {n_box} boxes, backend={a.backend}, "
+          + (f"arch={a.arch}" if a.backend == "maskrcnn" else f"mmdet R{a.depth}-FPN")
+          + f", min_size={a.min_size}, batch={a.batch_size}")
 
     # cold: a fresh process (interpreter, imports, model load, loop) -- what a plain script costs
     t0 = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--plain-only", str(ann), str(checkpoint), "--arch", a.arch,
                     "--min-size", str(a.min_size), "--max-size", str(a.max_size),
-                    "--batch-size", str(a.batch_size)], check=True)
+                    "--batch-size", str(a.batch_size), "--backend", a.backend]
+                   + (["--mmdet-config", teacher.mmdet_config] if teacher.mmdet_config else []), check=True)
     cold_s = time.perf_counter() - t0
     cold_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss            # KiB on Linux
     # warm: in this process, after imports (model load + loop only)
@@ -155,6 +191,11 @@ def main() -> int:
     masks = plain_loop(det, images_root, teacher, checkpoint, a.batch_size)
     plain_s = time.perf_counter() - t0
     assert masks == n_box
+    tv_s = None
+    if a.backend == "mmdet":  # the torchvision backend on the same images, warm
+        t0 = time.perf_counter()
+        plain_loop(det, images_root, tv_teacher, tv_checkpoint, a.batch_size)
+        tv_s = time.perf_counter() - t0
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     sampler = TreeRssSampler()
@@ -180,6 +221,9 @@ def main() -> int:
           f"{100 * (1 - ray_ips / cold_ips):.1f}% (target < 15%)")
     print(f"ratio ray/plain(warm process)  = {ray_ips / plain_ips:.3f}  -> ray overhead "
           f"{100 * (1 - ray_ips / plain_ips):.1f}%")
+    if tv_s is not None:
+        print(f"torchvision {a.arch}, warm   : {n_img / tv_s:6.2f} images/s  ({tv_s:.1f} s incl. model load); "
+              f"ratio mmdet/torchvision (warm plain loops) = {tv_s / plain_s:.3f}")
     return 0
 
 

@@ -5,6 +5,11 @@ On a cluster::
     ray job submit --working-dir . -- python -m jobs.pseudo_masks --annotations A.json --images ROOT \\
         --checkpoint W.pth --out OUT --num-actors 8 --gpus-per-actor 1
 
+With an MMDetection model-zoo teacher (after ``make install-mmdet``)::
+
+    python -m jobs.pseudo_masks --backend mmdet --mmdet-config mask-rcnn_r50_fpn_1x_coco \
+        --checkpoint mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth --annotations A.json --images ROOT --out OUT
+
 On one machine it runs on an embedded local Ray. Every setting of
 :class:`pipelines.pseudo_masks.config.PseudoMaskJobConfig` is reachable with ``--set``
 (``teacher.arch=maskrcnn_resnet50_fpn_v2``, ``rows_per_shard=500``, ``limit=100``,
@@ -36,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     p.add_argument("--images", required=True, help="image root (path or URI)")
     p.add_argument("--out", required=True, help="output directory (path or URI)")
     p.add_argument("--checkpoint", help="teacher state dict (.pth), loaded with weights_only=True")
-    p.add_argument("--backend", choices=BACKENDS, default="maskrcnn")
+    p.add_argument("--backend", choices=BACKENDS, default="maskrcnn",
+                   help="maskrcnn: torchvision Mask R-CNN state dict; mmdet: an MMDetection model-zoo checkpoint "
+                        "with --mmdet-config (make install-mmdet); box: filled boxes")
+    p.add_argument("--mmdet-config", default=None,
+                   help="the mmdet backend's config: a packaged name (mask-rcnn_r50_fpn_1x_coco) or a .yaml/.json "
+                        "file (.py with --set teacher.trust_config=true)")
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="an actor holding a GPU runs on CUDA")
     p.add_argument("--sample", type=int, default=None,
@@ -52,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     a = p.parse_args(argv)
     try:
         config = PseudoMaskJobConfig(annotations=a.annotations, images=a.images, out=a.out, checkpoint=a.checkpoint,
-                                     teacher=TeacherConfig(backend=a.backend), num_actors=a.num_actors,
+                                     teacher=TeacherConfig(backend=a.backend, mmdet_config=a.mmdet_config),
+                                     num_actors=a.num_actors,
                                      gpus_per_actor=a.gpus_per_actor, sample=a.sample, sample_seed=a.seed,
                                      overwrite=a.overwrite)
         apply_overrides(config, a.overrides, default_section=None)

@@ -17,7 +17,8 @@ class PseudoMaskJobConfig:
         annotations: COCO detection JSON (local path or URI).
         images: image root the JSON's ``file_name`` values are relative to (path or URI).
         out: output directory (path or URI).
-        checkpoint: teacher state-dict file (path or URI); required for ``maskrcnn``.
+        checkpoint: teacher state-dict file (path or URI); required for ``maskrcnn`` and ``mmdet`` (an mmdet
+            model-zoo ``.pth``).
         teacher: backend / architecture / resize settings.
         rows_per_shard: images per Parquet shard.
         sample: a seeded random subset of this many images with boxes (Sec. 4.1 samples ~0.66M of
@@ -64,8 +65,8 @@ class PseudoMaskJobConfig:
     shared_fs: bool = False
 
     def __post_init__(self) -> None:
-        if self.teacher.backend == "maskrcnn" and not self.checkpoint:
-            raise ValueError("--checkpoint is required for the maskrcnn backend")
+        if self.teacher.backend in ("maskrcnn", "mmdet") and not self.checkpoint:
+            raise ValueError(f"--checkpoint is required for the {self.teacher.backend} backend")
         if self.limit is not None and self.limit <= 0:
             raise ValueError(f"limit must be positive, got {self.limit}")
         if self.sample is not None and self.sample <= 0:

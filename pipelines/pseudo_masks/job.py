@@ -56,6 +56,7 @@ from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, v
 from pipelines.pseudo_masks.stage import PseudoMaskStage
 from vloss.teacher.boxes import DetectionInput, ImageBoxes, parse_detection_input
 from vloss.teacher.config import build_teacher
+from vloss.teacher.mmdet_predictor import config_identity, require_mmdet
 
 if TYPE_CHECKING:
     import ray
@@ -173,6 +174,11 @@ def load_detection_input(annotations: str) -> DetectionInput:
 def plan_fingerprint(config: PseudoMaskJobConfig, annotations_sha256: str, checkpoint_sha256: str | None) -> dict:
     """Everything that determines this job's output (the output directory belongs to one such plan)."""
     teacher = asdict(config.teacher) if config.teacher.backend != "box" else {"backend": "box"}
+    if config.teacher.backend == "mmdet":  # the config's content (a user file moved stays the same plan)
+        teacher.update(mmdet_config=config_identity(config.teacher.mmdet_config or ""), arch=None)
+    else:  # mmdet's keys do not enter the other backends' fingerprints (their outputs stay valid)
+        teacher.pop("mmdet_config", None)
+        teacher.pop("trust_config", None)
     # the image root is where the images are, not what they are: moving them (or fixing a wrong
     # --images after every image failed) continues the same plan; failed images are retried anyway
     return {"format": FORMAT_VERSION, "annotations_sha256": annotations_sha256, "teacher": teacher,
@@ -216,6 +222,8 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
     sampled_ids = [im.image_id for im in images] if config.sample else None
     images = images[:config.limit] if config.limit else images
     ckpt_sha = None
+    if config.teacher.backend == "mmdet":
+        require_mmdet()  # one line naming `make install-mmdet`, before anything is read
     if config.teacher.backend != "box":
         ckpt_loc = locate(config.checkpoint)
         if not ckpt_loc.is_file():
@@ -228,6 +236,8 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
                "arch": config.teacher.arch if config.teacher.backend != "box" else None,
                "min_size": config.teacher.min_size, "max_size": config.teacher.max_size,
                "mask_threshold": config.teacher.mask_threshold}
+    if config.teacher.backend == "mmdet":
+        run_key.update(arch=None, mmdet_config=config_identity(config.teacher.mmdet_config or ""))
     specs = plan_shards(images, config.rows_per_shard, run_key)
 
     out = locate(config.out)

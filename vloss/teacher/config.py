@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from vloss.teacher.architectures import TEACHER_ARCHS, CheckpointSource, load_teacher
 from vloss.teacher.maskrcnn_predictor import BoxConditionedMaskRCNN
 from vloss.teacher.output import BoxFillPredictor
 
-BACKENDS = ("maskrcnn", "box")
+if TYPE_CHECKING:
+    from vloss.teacher.mmdet_predictor import BoxConditionedMMDet
 
-Teacher = Union[BoxConditionedMaskRCNN, BoxFillPredictor]
+BACKENDS = ("maskrcnn", "mmdet", "box")
+
+Teacher = Union[BoxConditionedMaskRCNN, BoxFillPredictor, "BoxConditionedMMDet"]
 
 
 @dataclass
@@ -19,8 +23,13 @@ class TeacherConfig:
     """Which teacher turns boxes into masks.
 
     Args:
-        backend: ``"maskrcnn"`` (box-conditioned Mask R-CNN) or ``"box"`` (filled box baseline).
-        arch: Mask R-CNN architecture (``vloss.teacher.architectures.TEACHER_ARCHS``).
+        backend: ``"maskrcnn"`` (box-conditioned torchvision Mask R-CNN), ``"mmdet"`` (box-conditioned
+            MMDetection Mask R-CNN from a model-zoo checkpoint, :mod:`vloss.teacher.mmdet_predictor`;
+            needs ``make install-mmdet``) or ``"box"`` (filled box baseline).
+        arch: torchvision Mask R-CNN architecture (``vloss.teacher.architectures.TEACHER_ARCHS``).
+        mmdet_config: the mmdet backend's config: a name of mmdet's packaged configs
+            (``mask-rcnn_r50_fpn_1x_coco``) or a file (``.yaml``/``.json``; ``.py`` with ``trust_config``).
+        trust_config: allow a user ``.py`` mmdet config, which mmengine runs to read it.
         min_size: resize shorter side (torchvision ``GeneralizedRCNNTransform``).
         max_size: resize longer-side cap.
         mask_threshold: mask probability threshold.
@@ -31,12 +40,17 @@ class TeacherConfig:
     min_size: int = 800
     max_size: int = 1333
     mask_threshold: float = 0.5
+    mmdet_config: Optional[str] = None
+    trust_config: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.arch not in TEACHER_ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(TEACHER_ARCHS)}")
+        if self.backend == "mmdet" and not self.mmdet_config:
+            raise ValueError("the mmdet backend needs --mmdet-config (a packaged config name such as "
+                             "mask-rcnn_r50_fpn_1x_coco, or a config file)")
         if not 0.0 <= self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must lie in [0, 1), got {self.mask_threshold}")
 
@@ -55,7 +69,15 @@ def build_teacher(config: TeacherConfig, checkpoint: CheckpointSource | None = N
     if config.backend == "box":
         return BoxFillPredictor()
     if checkpoint is None:
-        raise ValueError("the maskrcnn backend needs a checkpoint (a local state-dict file)")
+        raise ValueError(f"the {config.backend} backend needs a checkpoint (a local state-dict file)")
+    if config.backend == "mmdet":
+        from vloss.teacher.mmdet_predictor import build_mmdet_teacher
+
+        data = checkpoint if isinstance(checkpoint, bytes) else (
+            open(checkpoint, "rb").read() if isinstance(checkpoint, (str, os.PathLike)) else checkpoint.read())
+        return build_mmdet_teacher(config.mmdet_config or "", data, checkpoint_name or "checkpoint",
+                                   mask_threshold=config.mask_threshold, device=device,
+                                   trust_config=config.trust_config)
     model = load_teacher(checkpoint, config.arch, min_size=config.min_size, max_size=config.max_size,
                          name=checkpoint_name)
     return BoxConditionedMaskRCNN(model, mask_threshold=config.mask_threshold, device=device)
