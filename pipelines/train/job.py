@@ -245,6 +245,8 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
     for key in RUN_LENGTH_KEYS:
         recipe["train"].pop(key, None)
     recipe.pop("debug", None)
+    for part in ("backbone", "decoder"):  # memory switches: the same gradients, the same run
+        recipe["model"][part].pop("grad_checkpointing", None)
     return {"recipe": recipe, "workers": cluster.workers, "gpu": cluster.gpus_per_worker > 0,
             "shards": manifest_identity(read_json(locate(shard_root).child(MANIFEST_NAME))),
             "vocabularies": {t: read_vocabulary(shard_root, t).to_json() for t in job.train.tasks_used()

@@ -82,6 +82,11 @@ class Backbone(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.body = create_timm_features(cfg, cfg.weights)
+        if cfg.grad_checkpointing:
+            if not hasattr(self.body, "set_grad_checkpointing"):
+                raise ValueError(f"backbone {cfg.name!r}: timm offers no gradient checkpointing for it; "
+                                 f"set model.backbone.grad_checkpointing=false")
+            self.body.set_grad_checkpointing(True)
         self.feature_info = self.body.feature_info
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"

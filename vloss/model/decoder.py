@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vloss.config import DecoderConfig
 from vloss.model.layers import MLP, sine_position_2d
@@ -151,6 +152,20 @@ class MaskedAttentionDecoder(nn.Module):
             blocked = blocked.repeat_interleave(self.num_heads, dim=0)  # [B*heads, Q', h*w]
         return {"pred_embeds": pred_embeds, "pred_masks": pred_masks, "img_embed": img_embed}, blocked
 
+    def layer(self, i: int, queries: torch.Tensor, src: torch.Tensor, blocked: torch.Tensor,
+              query_pos: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Decoder layer ``i``: masked cross-attention to one level, self-attention, FFN.
+
+        Args:
+            queries: ``[B, Q, D]``; src, pos: ``[B, h*w, D]``; blocked: ``[B*heads, Q, h*w]`` bool;
+            query_pos: ``[B, Q, D]``.
+        Returns:
+            the updated queries ``[B, Q, D]``.
+        """
+        queries = self.cross[i](queries, src, blocked, query_pos, pos)
+        queries = self.self_attn[i](queries, query_pos)
+        return self.ffn[i](queries)
+
     def forward(self, feats: list[torch.Tensor],
                 mask_features: torch.Tensor) -> list[dict[str, Optional[torch.Tensor]]]:
         """Decode.
@@ -183,9 +198,11 @@ class MaskedAttentionDecoder(nn.Module):
             lvl = i % self.num_levels
             # a query whose mask covers nothing would attend to nothing (NaN): let it see everything
             blocked = blocked & ~blocked.all(-1, keepdim=True)
-            queries = self.cross[i](queries, srcs[lvl], blocked, query_pos, poss[lvl])
-            queries = self.self_attn[i](queries, query_pos)
-            queries = self.ffn[i](queries)
+            if self.cfg.grad_checkpointing and self.training and torch.is_grad_enabled():
+                queries = checkpoint(self.layer, i, queries, srcs[lvl], blocked, query_pos, poss[lvl],
+                                     use_reentrant=False)
+            else:
+                queries = self.layer(i, queries, srcs[lvl], blocked, query_pos, poss[lvl])
             pred, blocked = self.heads(queries, mask_features, sizes[(i + 1) % self.num_levels])
             outputs.append(pred)
         return outputs

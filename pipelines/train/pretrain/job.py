@@ -63,7 +63,8 @@ def fingerprint(pre: PretrainConfig, cluster: ClusterConfig, corpus: dict[str, A
     corpus and the class names of the label objective."""
     settings = {k: v for k, v in to_dict(pre).items() if k not in RUN_LENGTH_KEYS + ("checkpoint_every",)}
     model = preset(pre.preset).model
-    return {"pretrain": settings, "towers": {"backbone": to_dict(model.backbone), "text": to_dict(model.text)},
+    backbone = {k: v for k, v in to_dict(model.backbone).items() if k != "grad_checkpointing"}  # memory only
+    return {"pretrain": settings, "towers": {"backbone": backbone, "text": to_dict(model.text)},
             "workers": cluster.workers, "corpus": corpus, "classes": list(classes or [])}
 
 
