@@ -41,7 +41,9 @@ class EvalJobConfig:
             the same numbers (tested); ``memory`` saves the decode and overlaps the scoring.
         ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
-            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
+            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray). It also bounds the
+            actor pool's start (unset or 0: 120 s locally, 600 s on a joined cluster), so a cluster whose
+            CPUs another job holds fails in one line instead of waiting forever.
         shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
             without it a cluster of several nodes refuses local paths its tasks would use
             (:mod:`pipelines.common.shared_paths`).

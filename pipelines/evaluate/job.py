@@ -47,7 +47,7 @@ from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
 from pipelines.common.remote import fetch, is_remote, mirror_path, publish, to_uri
-from pipelines.common.resources import check_actor_pool_fits
+from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate
 from pipelines.evaluate.config import EvalJobConfig
@@ -119,7 +119,7 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
         if results_file is not None:
             results_file.write("[")
         line = ProgressLine("evaluate", len(items), unit="img")
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in iter_pool_results(ds, cfg, "the evaluation job", "predictor"):
             line.update(len(batch["index"]), postfix=f"{len(got.failed)} failed" if got.failed else "")
             for k in range(len(batch["index"])):
                 idx = int(batch["index"][k])

@@ -33,7 +33,9 @@ class PredictJobConfig:
         cpus_per_decode_task: CPUs each decode task reserves.
         batch_size: images per predictor call.
         ray_num_cpus: CPUs of an embedded local Ray.
-        resource_wait_s: seconds to wait for a joined cluster's autoscaler (None: 300, 0 locally).
+        resource_wait_s: seconds to wait for a joined cluster's autoscaler (None: 300, 0 locally). It also bounds the
+            actor pool's start (unset or 0: 120 s locally, 600 s on a joined cluster), so a cluster whose
+            CPUs another job holds fails in one line instead of waiting forever.
         shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
             without it a cluster of several nodes refuses local image paths
             (:mod:`pipelines.common.shared_paths`).

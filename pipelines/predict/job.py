@@ -37,7 +37,7 @@ from pipelines.common.output_set import claim_output, commit_manifest, entry_of_
 from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.remote import fetch
-from pipelines.common.resources import check_actor_pool_fits
+from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
 from pipelines.common.shards import shard_name
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import Location, locate
@@ -193,7 +193,7 @@ def _run_ray(cfg, paths, plan, todo, ckpt, vocab, out: Location, gen: Location, 
             num_cpus=cfg.actor_cpus, num_gpus=cfg.gpus_per_actor)
         line = ProgressLine("predict", len(items), unit="img")
         shard_of = {it["index"]: it["shard"] for it in items}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in iter_pool_results(ds, cfg, "the prediction job", "predictor"):
             line.update(len(batch["index"]))
             for k in range(len(batch["index"])):
                 i = int(batch["index"][k])

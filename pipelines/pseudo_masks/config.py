@@ -37,7 +37,9 @@ class PseudoMaskJobConfig:
         batch_size: images per teacher call.
         ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
-            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray).
+            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray). It also bounds the
+            actor pool's start (unset or 0: 120 s locally, 600 s on a joined cluster), so a cluster whose
+            CPUs another job holds fails in one line instead of waiting forever.
         shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
             without it a cluster of several nodes refuses local paths its tasks would use
             (:mod:`pipelines.common.shared_paths`).

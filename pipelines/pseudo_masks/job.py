@@ -47,7 +47,7 @@ from pipelines.common.pseudo_mask_format import (
     pseudo_mask_shards,
 )
 from pipelines.common.ray_env import ensure_ray
-from pipelines.common.resources import check_actor_pool_fits
+from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import Location, locate, read_json
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
@@ -121,7 +121,7 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location,
                             batch_size=config.batch_size, num_cpus=config.actor_cpus,
                             num_gpus=config.gpus_per_actor)
         line = ProgressLine("pseudo-masks", len(items), unit="img")
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in iter_pool_results(ds, config, "the pseudo-mask job", "teacher"):
             line.update(len(batch["image_id"]), postfix=f"{len(footers)}/{len(specs)} shards")
             for k in range(len(batch["image_id"])):
                 row = {name: col[k] for name, col in batch.items()}
