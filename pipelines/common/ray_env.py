@@ -90,14 +90,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     _quiet_ray_logging()
     kwargs = {"log_to_driver": _OUTPUT.verbose}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(**kwargs)
+        context = ray.init(**kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        context = ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
         _STARTED_LOCALLY["value"] = True
     _quiet_ray_logging()  # Ray configures its loggers during init
     install_sigterm()  # after ray.init, which sets its own (exit from deep inside a blocking call)
     if _OUTPUT.log_dir and not _OUTPUT.verbose:
-        _link_session_logs(_OUTPUT.log_dir)
+        _link_session_logs(_OUTPUT.log_dir, getattr(context, "address_info", {}).get("session_dir"))
 
 
 def started_locally() -> bool:
@@ -105,13 +105,15 @@ def started_locally() -> bool:
     return _STARTED_LOCALLY["value"]
 
 
-def _link_session_logs(log_dir: str) -> None:
-    """``LOG_DIR/ray_session`` -> this Ray session's folder (worker logs), on the driver's node."""
-    try:
-        import ray._private.worker as worker
+def _link_session_logs(log_dir: str, session: str | None) -> None:
+    """``LOG_DIR/ray_session`` -> this Ray session's folder (worker logs), on the driver's node.
 
-        session = worker.global_worker.node.get_session_dir_path()
-    except AttributeError:  # a client connection: no local session folder
+    Args:
+        log_dir: the job's log folder.
+        session: the session folder, from ``ray.init()``'s context (``address_info["session_dir"]``;
+            None for a client connection, which has no local session folder).
+    """
+    if not session:
         return
     link = os.path.join(log_dir, SESSION_LINK)
     if os.path.islink(link):
