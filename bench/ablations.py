@@ -14,6 +14,12 @@ table prints the steps each row actually took. This is our reading of "same comp
 compares rows at the same epoch count (12), which on the synthetic world would give rows very
 different step counts.
 
+Every row starts from the same towers, pretrained CLIP-style on the world's caption corpus by the
+demo's own stage (``jobs.demo.prepare_towers``: the real ``jobs.pretrain``), as every row of the paper
+starts from ImageNet Swin-T and CLIP text weights (Sec. 4.1). One row the paper implies but does not
+print is added: the full VLOSS recipe with both towers trained from scratch (``vloss_scratch``), which
+shows what the pretrained towers buy, on unseen classes above all.
+
 Each row runs with ``--seeds`` (default 0 and 1: the network init, data order and augmentation
 seeds), and the table shows mean ± half the spread (max-min)/2 over the seeds.
 
@@ -42,6 +48,8 @@ from vloss.recipes import RECIPES, build_recipe  # noqa: E402
 
 TABLE3 = ("t3_mask2former", "t3_o365", "t3_pos_cls", "t3_stt", "t3_vloss")
 TABLE4 = ("t4_mixing", "t4_pretrain", "t4_stt")
+SCRATCH = "vloss_scratch"  # t3_vloss with both towers from scratch: the row the paper implies (issue #22)
+SCRATCH_OF = "t3_vloss"
 REFERENCE = "t3_vloss"  # the full VLOSS recipe: its step count at the demo's epochs is the budget
 COLUMNS = (("coco_panoptic", "pq", "COCO PQ"), ("ade20k_panoptic", "pq", "ADE PQ"),
            ("ade20k_panoptic", "seen.pq", "ADE seen PQ"), ("ade20k_panoptic", "unseen.pq", "ADE unseen PQ"),
@@ -58,6 +66,16 @@ PAPER_ORDER = {
     "t4_pretrain": ("t4_mixing", "Table 4: pretraining on detection beats mixing (13.9 vs 10.2)"),
     "t4_stt": ("t4_pretrain", "Table 4: STT beats pretraining (15.4 vs 13.9)"),
 }
+
+
+def recipe_of(name: str) -> str:
+    """The recipe of :mod:`vloss.recipes` a table row trains (the scratch row trains ``t3_vloss``)."""
+    return SCRATCH_OF if name == SCRATCH else name
+
+
+def row_label(name: str) -> str:
+    """The row's name in the table: the paper's row name, or the scratch row's own."""
+    return "VLOSS, towers from scratch" if name == SCRATCH else RECIPES[name].row
 
 
 def demo_overrides() -> list[str]:
@@ -98,19 +116,28 @@ def epochs_for_budget(recipe: str, base: list[str], sizes: dict[str, int], worke
     return best[1], best[2]
 
 
-def run_row(recipe: str, seed: int, world: str, pm: str, out: Path, epochs: list[str], workers: int,
-            validate: bool, verbose: list[str]) -> dict:
-    """Train one recipe with one seed and evaluate its best checkpoint; returns the row's summary."""
+def run_row(name: str, seed: int, world: str, pm: str, out: Path, epochs: list[str], workers: int,
+            validate: bool, verbose: list[str], towers: str) -> dict:
+    """Train one row with one seed and evaluate its checkpoint; returns the row's summary.
+
+    Args:
+        name: a recipe of :mod:`vloss.recipes`, or ``SCRATCH`` (``t3_vloss`` with no tower weights).
+        towers: the folder holding the pretrained ``backbone.bin`` and ``text.bin`` every other row starts from.
+    """
     from jobs import train
 
-    row = out / "rows" / f"{recipe}_s{seed}"
+    recipe = recipe_of(name)
+    row = out / "rows" / f"{name}_s{seed}"
     if (row / "summary.json").exists():
         return json.loads((row / "summary.json").read_text())
     times: dict = {}
     t0 = time.time()
     sets = demo_overrides() + epochs + [f"seed={seed}", f"input.seed={seed}"] \
         + ([] if validate else ["train.eval_every=0"])
-    args = ["--recipe", recipe, "--config", "tiny", "--from-scratch", "--data", world, "--pseudo-masks", pm,
+    start = ["--from-scratch"] if name == SCRATCH else \
+        [x for w in (f"model.backbone.weights={towers}/backbone.bin", f"model.text.weights={towers}/text.bin")
+         for x in ("--set", w)]
+    args = ["--recipe", recipe, "--config", "tiny", *start, "--data", world, "--pseudo-masks", pm,
             "--out", str(row / "run"), "--workers", str(workers), *[x for o in sets for x in ("--set", o)], *verbose]
     code = train.main(args)
     if code:
@@ -120,7 +147,8 @@ def run_row(recipe: str, seed: int, world: str, pm: str, out: Path, epochs: list
     demo.evaluate_all(ckpt, world, str(row), times, verbose)
     summary = demo.summarize(str(row), world, ckpt, times)
     result = json.loads((row / "run" / "result.json").read_text())
-    summary["recipe"], summary["seed"], summary["overrides"] = recipe, seed, sets
+    summary["recipe"], summary["row"], summary["seed"], summary["overrides"] = recipe, name, seed, sets
+    summary["start"] = "scratch" if name == SCRATCH else "pretrained towers"
     summary["optimizer_steps"] = result.get("optimizer_steps") or result.get("metrics", {}).get("optimizer_steps")
     (row / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -170,6 +198,18 @@ def verdict(name: str, by_recipe: dict[str, list[dict]]) -> str:
     """
     worse, claim = PAPER_ORDER.get(name, (None, ""))
     mine = _mean(by_recipe[name], "ade20k_panoptic", "pq")
+    if name == SCRATCH:
+        if REFERENCE not in by_recipe:
+            return "Not in the paper (every row there starts from pretrained towers); no pretrained row measured here."
+        parts = []
+        for task, key, label in (("ade20k_panoptic", "pq", "ADE PQ"), ("ade20k_panoptic", "unseen.pq", "ADE unseen PQ"),
+                                 ("lvis", "unseen.AP", "LVIS unseen AP")):
+            a, b = _mean(by_recipe[REFERENCE], task, key), _mean(by_recipe[name], task, key)
+            if a is not None and b is not None:
+                parts.append(f"{label} {100 * a:.1f} from pretrained towers vs {100 * b:.1f} from scratch "
+                             f"({compare(by_recipe[REFERENCE], by_recipe[name], task, key)})")
+        return ("Not in the paper, which always starts from ImageNet/CLIP towers; pretrained better than scratch: "
+                + "; ".join(parts) + ".")
     if name == "t3_mask2former":
         return "Table 3 row 1, the reference the other rows are compared with."
     if name == "t4_mixing":
@@ -193,7 +233,9 @@ def verdict(name: str, by_recipe: dict[str, list[dict]]) -> str:
 def format_markdown(by_recipe: dict[str, list[dict]], budget: int, meta: dict) -> str:
     lines = ["# Ablations in miniature: the paper's Tables 3 and 4 on the synthetic world", "",
              "Written by `bench/ablations.py` (" + meta["command"] + f"), {meta['date']}, on {meta['machine']}.",
-             "", "**Synthetic world, `tiny` network trained from scratch on 2 CPU cores: not comparable with the "
+             "", "**Synthetic world, `tiny` network on 2 CPU cores, every row starting from the same towers "
+             "pretrained CLIP-style on the world's caption corpus (`jobs/pretrain.py` with the demo's settings, "
+             "the role of the paper's ImageNet Swin-T and CLIP text weights): not comparable with the "
              "paper's real-data numbers**, which are quoted in the last column for the ordering only. "
              f"Every row trains about {budget} optimizer steps (the full VLOSS recipe at {meta['epochs']} epochs; "
              f"the demo trains {demo_epochs()}; the `steps` column gives each row's count), otherwise with the "
@@ -206,7 +248,8 @@ def format_markdown(by_recipe: dict[str, list[dict]], budget: int, meta: dict) -
              "with the image-text task (caption ratio 0.5) spends a third of its steps on caption batches, and a "
              "row without detection spends all of them on COCO panoptic: the table compares recipes at equal "
              "steps, not at equal dense images.", ""]
-    for title, names in (("Table 3: training data and strategy", TABLE3), ("Table 4: combining the data", TABLE4)):
+    for title, names in (("Table 3: training data and strategy", TABLE3), ("Table 4: combining the data", TABLE4),
+                         ("What the pretrained towers buy (not in the paper)", (REFERENCE, SCRATCH))):
         rows = [n for n in names if n in by_recipe]
         if not rows:
             continue
@@ -217,10 +260,10 @@ def format_markdown(by_recipe: dict[str, list[dict]], budget: int, meta: dict) -
             ss = by_recipe[n]
             steps = sorted({s.get("optimizer_steps") for s in ss})
             cells = [_cell([_get(s, t, k) for s in ss]) for t, k, _ in COLUMNS]
-            lines.append(f"| {RECIPES[n].row} | `{n}` | {'/'.join(map(str, steps))} | " + " | ".join(cells)
-                         + f" | {RECIPES[n].published.get('PQ^all', '-')} |")
+            lines.append(f"| {row_label(n)} | `{n}` | {'/'.join(map(str, steps))} | " + " | ".join(cells)
+                         + f" | {RECIPES[recipe_of(n)].published.get('PQ^all', '-') if n != SCRATCH else '-'} |")
         lines.append("")
-        lines += [f"- **{RECIPES[n].row}**: {verdict(n, by_recipe)}" for n in rows]
+        lines += [f"- **{row_label(n)}**: {verdict(n, by_recipe)}" for n in rows]
         lines.append("")
     lines += ["## Wall time", "", "| recipe | seed | steps | train s | evaluation s |", "|---|---|---|---|---|"]
     for n, ss in by_recipe.items():
@@ -236,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="ablations_out")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--recipes", nargs="+", default=list(TABLE3 + TABLE4), choices=list(TABLE3 + TABLE4))
+    p.add_argument("--recipes", nargs="+", default=list(TABLE3 + TABLE4) + [SCRATCH],
+                   choices=list(TABLE3 + TABLE4) + [SCRATCH])
     p.add_argument("--world-seed", type=int, default=0, help="the demo world's seed (the demo's default)")
     p.add_argument("--size", default=demo.DEMO_WORLD, choices=["small", "medium"])
     p.add_argument("--workers", type=int, default=2)
@@ -255,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict = {}
     world = demo.prepare_world(str(out), a.world_seed, a.size, times)
     pm = demo.prepare_pseudo_masks(str(out), world, times, verbose)
+    towers = "" if a.plan_only else demo.prepare_towers(str(out), world, a.workers, times, verbose)
 
     from pipelines.train.plan import dataset_sizes
 
@@ -262,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = dataset_sizes(build_recipe(REFERENCE, "tiny", base), data_root=world, pseudo_masks=pm)
     epochs = a.epochs or demo_epochs()
     budget = total_steps(REFERENCE, base + [f"train.epochs={epochs}"], sizes, a.workers)
-    plan = {r: epochs_for_budget(r, base, sizes, a.workers, budget) for r in a.recipes}
+    plan = {r: epochs_for_budget(recipe_of(r), base, sizes, a.workers, budget) for r in a.recipes}
     print(f"[ablations] budget {budget} optimizer steps per row; " +
           ", ".join(f"{r}: {' '.join(e)} -> {s} steps" for r, (e, s) in plan.items()), flush=True)
     if a.plan_only:
@@ -272,13 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in a.seeds:  # all rows of one seed first: a partial run still has every row once
         done: dict[tuple, dict] = {}  # rows that are the same run (Table 4's "w/ STT" is Table 3's "+ L_con")
         for r in a.recipes:
-            key = (RECIPES[r].overrides, tuple(plan[r][0]))
+            key = (RECIPES[recipe_of(r)].overrides, tuple(plan[r][0]), r == SCRATCH)
             if key in done:
                 print(f"[ablations] {r} seed {seed}: the same run as an earlier row, reused", flush=True)
                 by_recipe.setdefault(r, []).append(done[key])
                 continue
             print(f"[ablations] {r} seed {seed} ({time.time() - t0:.0f} s so far)", flush=True)
-            row = run_row(r, seed, world, pm, out, plan[r][0], a.workers, not a.no_validation, verbose)
+            row = run_row(r, seed, world, pm, out, plan[r][0], a.workers, not a.no_validation, verbose, towers)
             done[key] = row
             by_recipe.setdefault(r, []).append(row)
     meta = {"command": "`.venv/bin/python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
