@@ -275,9 +275,17 @@ class TrainConfig:
         caption_ratio: caption steps per dense step (0 disables the image-text task). The paper
             gives no ratio; 0.5 (one image-text batch per two dense batches) is our choice.
         pretrain_epochs: detection epochs of the "pretrain" schedule (None: epochs // 2).
-        dense_batch_size: segmentation images per step over all workers (paper: 32); each of W
-            workers takes dense_batch_size / W, which must divide exactly.
-        caption_batch_size: image-text pairs per step over all workers (paper: 512).
+        dense_batch_size: segmentation images per step over all workers (paper: 32), on any number
+            of workers: W workers take dense_batch_size // W each and the first dense_batch_size % W
+            one more (the losses are normalised over the whole step's batch, so the step is the
+            global batch's step however it is split).
+        micro_batch: segmentation images per forward and backward on a worker: a worker's share is cut
+            into micro-batches of this size and their gradients accumulated before the optimizer step,
+            equal to the step on the whole share (:mod:`vloss.training.accumulate`); 0: no cut.
+            Caption batches are never cut (fewer contrastive negatives would change the loss).
+        caption_batch_size: image-text pairs per step over all workers (paper: 512); every worker
+            takes caption_batch_size // W (the contrastive loss gathers equal shares), so where W does
+            not divide it the step holds W x that many pairs, which the plan shows.
         panoptic_images, detection_images, caption_images: rows read per pass of each
             dataset (0 = all); for trial runs on a subset.
         amp: "auto" (bf16 autocast on GPU, off on CPU), "bf16", "fp16" (GPU, with a grad
@@ -310,6 +318,7 @@ class TrainConfig:
     pretrain_epochs: Optional[int] = None
     dense_batch_size: int = 32
     caption_batch_size: int = 512
+    micro_batch: int = 0
     panoptic_images: int = 0
     detection_images: int = 0
     caption_images: int = 0
@@ -334,7 +343,7 @@ class TrainConfig:
                  val_batch_size=self.val_batch_size)
         at_least("train", 0, panoptic_images=self.panoptic_images, detection_images=self.detection_images,
                  caption_images=self.caption_images, max_steps=self.max_steps, eval_every=self.eval_every,
-                 val_images=self.val_images)
+                 val_images=self.val_images, micro_batch=self.micro_batch)
         non_negative("train", caption_ratio=self.caption_ratio, grad_clip=self.grad_clip)
 
     def tasks_used(self) -> tuple[str, ...]:
@@ -347,18 +356,41 @@ class TrainConfig:
         """Global batch of ``task`` (all workers): dense tasks share one size, captions have their own."""
         return self.caption_batch_size if task == "captions" else self.dense_batch_size
 
-    def worker_batch_size(self, task: str, workers: int) -> int:
-        """Per-worker batch of ``task`` on ``workers`` workers.
+    def rank_batch_sizes(self, task: str, workers: int) -> list[int]:
+        """Per-worker batches of ``task`` on ``workers`` workers, rank by rank.
+
+        Dense tasks split the global batch as evenly as possible (32 on 3 workers: 11, 11, 10);
+        captions give every worker ``caption_batch_size // workers`` (equal shares for the
+        contrastive loss's gather).
 
         Raises:
-            ValueError: the global batch does not divide across the workers (names both numbers).
+            ValueError: fewer images in the global batch than workers (names both numbers).
         """
         total = self.batch_size(task)
         key = "caption_batch_size" if task == "captions" else "dense_batch_size"
-        if workers < 1 or total % workers:
-            raise ValueError(f"train.{key}={total} (the global {task} batch) does not divide across {workers} "
-                             f"workers; choose a worker count that divides it or set train.{key}")
-        return total // workers
+        if workers < 1 or total < workers:
+            raise ValueError(f"train.{key}={total} (the global {task} batch) is smaller than the {workers} "
+                             f"workers; use fewer workers or set train.{key}")
+        q, r = divmod(total, workers)
+        if task == "captions":
+            return [q] * workers
+        return [q + (i < r) for i in range(workers)]
+
+    def worker_batch_size(self, task: str, workers: int, rank: int = 0) -> int:
+        """Per-worker batch of ``task`` on rank ``rank`` of ``workers`` (:meth:`rank_batch_sizes`)."""
+        return self.rank_batch_sizes(task, workers)[rank]
+
+    def step_batch_size(self, task: str, workers: int) -> int:
+        """Images of ``task`` one step trains on over all workers (the global batch, or for
+        captions on workers that do not divide it, the largest multiple of the workers below it)."""
+        return sum(self.rank_batch_sizes(task, workers))
+
+    def accumulation_steps(self, task: str, workers: int, rank: int = 0) -> int:
+        """Forward-backward passes of one step on rank ``rank`` (micro-batches; 1 for captions)."""
+        b = self.worker_batch_size(task, workers, rank)
+        if task == "captions" or self.micro_batch <= 0:
+            return 1
+        return -(-b // self.micro_batch)
 
     def images_cap(self, task: str) -> int:
         """Rows of ``task`` that take part in training: the first this many in shard order (0 = all)."""

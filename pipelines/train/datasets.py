@@ -115,7 +115,7 @@ def cache_row_groups(shards: TaskShards) -> dict[str, Any]:
 def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index: int, rank: int, world: int,
                  batch: int,
                  cap: int = 0, skip_rows: int = 0, num_cpus: float = 0.25, refs: dict[str, Any] | None = None,
-                 verify: bool = False, window_units: int = WINDOW_UNITS):
+                 verify: bool = False, rank_batches: list[int] | None = None, window_units: int = WINDOW_UNITS):
     """One rank's pass as a Ray dataset of transformed rows, in training order.
 
     Args:
@@ -130,13 +130,15 @@ def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index:
         num_cpus: CPUs each read-and-transform task reserves.
         refs: row groups already in the object store (:func:`cache_row_groups`).
         verify: check each shard's whole-file sha256 before reading it.
+        rank_batches: every rank's batch where the global batch splits unevenly (:func:`rank_windows`).
         window_units: row groups shuffled together.
     """
     import ray
 
     windows: list[Window] = rank_windows(shards.rows, seed=seed, task=shards.task, pass_index=pass_index,
                                          rank=rank, world=world, batch=batch, row_group_rows=shards.row_group_rows,
-                                         window_units=window_units, cap=cap, skip_rows=skip_rows)
+                                         window_units=window_units, cap=cap, skip_rows=skip_rows,
+                                         rank_batches=rank_batches)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     items = [{"reads": [list(x) for x in w.reads], "rows": [list(x) for x in w.rows]} for w in windows]
@@ -167,10 +169,11 @@ def pass_opener(shards: dict[str, TaskShards], job: Any, rank: int, world: int, 
     seed = data_seed(job.seed, job.input.seed)
 
     def open_pass(task: str, pass_index: int, skip_batches: int) -> Iterator[dict[str, Any]]:
-        b = job.train.worker_batch_size(task, world)
+        split = job.train.rank_batch_sizes(task, world)
+        b = split[rank]
         ds = pass_dataset(shards[task], job.input, seed=seed, pass_index=pass_index, rank=rank, world=world, batch=b,
                           cap=job.train.images_cap(task), skip_rows=skip_batches * b, num_cpus=num_cpus,
-                          refs=refs.get(task), verify=verify)
+                          refs=refs.get(task), verify=verify, rank_batches=split)
         return iter(ds.iter_torch_batches(batch_size=b, collate_fn=collate_fns()[task], drop_last=True,
                                           prefetch_batches=2))
 

@@ -81,7 +81,8 @@ def pass_rows(shard_rows: list[int], row_group_rows: int, cap: int) -> int:
 
 def rank_windows(shard_rows: list[int], *, seed: int, task: str, pass_index: int, rank: int, world: int,
                  batch: int, row_group_rows: int = ROW_GROUP_ROWS, window_units: int = WINDOW_UNITS,
-                 cap: int = 0, skip_rows: int = 0) -> list[Window]:
+                 cap: int = 0, skip_rows: int = 0, rank_batches: tuple[int, ...] | list[int] | None = None
+                 ) -> list[Window]:
     """The windows rank ``rank`` reads in pass ``pass_index``, after ``skip_rows`` trained rows.
 
     Args:
@@ -93,6 +94,9 @@ def rank_windows(shard_rows: list[int], *, seed: int, task: str, pass_index: int
         window_units: row groups whose rows are shuffled together.
         cap: use only the first ``cap`` rows of the task (0: all).
         skip_rows: rows of this pass already trained on (a resume), left out of the plan.
+        rank_batches: every rank's batch where they differ (a global batch the workers do not
+            divide): the pass has ``N // sum(rank_batches)`` steps and rank ``r`` takes that many
+            batches of ``rank_batches[r]`` rows, its slice following those of the ranks before it.
 
     Returns:
         Windows in training order; their rows, concatenated, are this rank's pass.
@@ -101,11 +105,18 @@ def rank_windows(shard_rows: list[int], *, seed: int, task: str, pass_index: int
         raise ValueError(f"rank {rank} outside a world of {world}")
     units = _units(shard_rows, row_group_rows, cap)
     n_total = sum(n for _, _, n in units)
-    per_rank = n_total // world
-    used = (per_rank // batch) * batch
+    if rank_batches is not None and len(set(rank_batches)) > 1:
+        if len(rank_batches) != world or rank_batches[rank] != batch:
+            raise ValueError(f"rank_batches {list(rank_batches)} do not fit rank {rank} of {world} with batch {batch}")
+        steps = n_total // sum(rank_batches)
+        lo = steps * sum(rank_batches[:rank])
+        hi = lo + steps * batch
+    else:
+        per_rank = n_total // world
+        lo = rank * per_rank
+        hi = lo + (per_rank // batch) * batch
     code = task_code(task)
     order = np.random.default_rng([int(seed), code, pass_index]).permutation(len(units))
-    lo, hi = rank * per_rank, rank * per_rank + used
     pieces, pos = [], 0  # (shard, first row, rows) of this rank's slice, unit by unit
     for u in order:
         s, start, n = units[u]

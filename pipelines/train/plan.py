@@ -126,13 +126,31 @@ def schedule_config(job: TrainJobConfig, sizes: dict[str, int], workers: int) ->
 
     def data(task: str) -> TaskData:
         n, cap = sizes[task], t.images_cap(task)
-        return TaskData(min(n, cap) if cap else n, t.worker_batch_size(task, workers))
+        split = t.rank_batch_sizes(task, workers)
+        return TaskData(min(n, cap) if cap else n, split[0], sum(split) if len(set(split)) > 1 else 0)
 
     return ScheduleConfig(
         mode=t.schedule, epochs=t.epochs, num_workers=workers, seed=job.seed, caption_ratio=t.caption_ratio,
         pretrain_epochs=t.pretrain_epochs, panoptic=data("panoptic"),
         detection=data("detection") if t.schedule != "panoptic" else None,
         captions=data("captions") if t.caption_ratio > 0 else None)
+
+
+def batch_plan(job: TrainJobConfig, task: str, workers: int, steps_per_pass: int) -> dict[str, Any]:
+    """How one step's batch of ``task`` is split: per worker, in micro-batches, accumulated.
+
+    ``global`` is the setting, ``per_step`` what a step trains on (less for captions on workers
+    that do not divide their batch), ``split`` every worker's share, ``micro_batch`` and
+    ``accumulation_steps`` the forward-backward passes each worker makes per step.
+    """
+    t = job.train
+    split = t.rank_batch_sizes(task, workers)
+    micro = split[0] if task == "captions" or t.micro_batch <= 0 else min(t.micro_batch, split[0])
+    return {"global": t.batch_size(task), "per_step": sum(split), "per_worker": split[0], "split": split,
+            "micro_batch": micro,
+            "accumulation_steps": [t.accumulation_steps(task, workers, r) for r in range(workers)],
+            "input_size": job.input.caption_size if task == "captions" else job.input.dense_size,
+            "steps_per_pass": steps_per_pass}
 
 
 def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int], weights: list[dict],
@@ -164,9 +182,7 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
     plan: dict[str, Any] = {
         "workers": cluster.workers, "gpus_per_worker": cluster.gpus_per_worker,
         "dataset_rows": {t: sizes[t] for t in tasks}, "dataset_rows_source": source,
-        "batches": {t: {"global": job.train.batch_size(t), "per_worker": job.train.worker_batch_size(t,
-                        cluster.workers), "input_size": job.input.caption_size if t == "captions"
-                        else job.input.dense_size, "steps_per_pass": schedule.pass_lengths[t]} for t in tasks},
+        "batches": {t: batch_plan(job, t, cluster.workers, schedule.pass_lengths[t]) for t in tasks},
         "schedule": {"mode": sched_cfg.mode, "epochs": sched_cfg.epochs, "total_steps": schedule.total_steps,
                      "stages": schedule.stage_lengths, "per_epoch": epochs},
         "mix": mix,
@@ -209,7 +225,7 @@ def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int]) 
     for t in rows:
         size = job.input.caption_size if t == "captions" else job.input.dense_size
         per_epoch = [schedule.counts(e).get(t, 0) for e in range(epochs)]
-        images = [n * job.train.batch_size(t) for n in per_epoch]
+        images = [n * job.train.step_batch_size(t, schedule.config.num_workers) for n in per_epoch]
         total = sum(images)
         cost[t] = total * size * size
         out[t] = {"rows": rows[t], "steps_per_epoch": per_epoch, "images_per_epoch": images,
@@ -230,8 +246,15 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines = [f"[plan] {s['mode']} schedule: {s['total_steps']} steps over {s['epochs']} epochs "
              f"(stages {s['stages']}) on {plan['workers']} workers"]
     for t, b in plan["batches"].items():
+        split = b.get("split", [b["per_worker"]])
+        share = f"{b['per_worker']}/worker" if len(set(split)) == 1 else "/".join(map(str, split)) + " per worker"
+        acc = max(b.get("accumulation_steps", [1]))
         lines.append(f"[plan]   {t:9s} rows {plan['dataset_rows'][t]:>9,}  batch {b['global']} "
-                     f"({b['per_worker']}/worker) at {b['input_size']}px  {b['steps_per_pass']} steps/pass")
+                     f"({share}"
+                     + (f", {acc} micro-batches of {b['micro_batch']} accumulated" if acc > 1 else "") + ")"
+                     + (f" -> {b['per_step']} per step (equal shares for the contrastive gather)"
+                        if b.get("per_step", b["global"]) != b["global"] else "")
+                     + f" at {b['input_size']}px  {b['steps_per_pass']} steps/pass")
     for t, m in plan.get("mix", {}).items():
         lines.append(f"[plan]   {t:9s} {m['steps']:,} steps ({100 * m['share_of_steps']:.0f}% of steps), "
                      f"{m['images']:,} images = {m['passes']:g} passes over its {m['rows']:,} rows "

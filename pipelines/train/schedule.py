@@ -82,10 +82,17 @@ class TaskData:
     Args:
         num_images: number of images (rows) in the dataset.
         batch_size: batch size per worker; the global batch is batch_size * num_workers.
+        global_batch: the global batch when the workers' shares differ (32 on 3 workers: 11, 11,
+            10, ``batch_size`` 11); 0: ``batch_size * num_workers``.
     """
 
     num_images: int
     batch_size: int
+    global_batch: int = 0
+
+    def step_images(self, num_workers: int) -> int:
+        """Images one step draws over all workers."""
+        return self.global_batch or self.batch_size * num_workers
 
     def validate(self, task: str) -> None:
         """Raise ValueError naming `task` when a size is not a usable integer."""
@@ -99,8 +106,8 @@ class TaskData:
             raise ValueError(f"schedule: {task}.batch_size must be >= 1, got {self.batch_size}")
 
     def steps(self, num_workers: int) -> int:
-        """Steps of one pass with drop_last: num_images // (batch_size * num_workers)."""
-        return self.num_images // (self.batch_size * num_workers)
+        """Steps of one pass with drop_last: num_images // the global batch."""
+        return self.num_images // self.step_images(num_workers)
 
 
 @dataclass
@@ -173,15 +180,21 @@ class ScheduleConfig:
                                  f"{self.caption_ratio} draws from {task!r} but `{task}` is not set")
             data.validate(task)
             if data.steps(self.num_workers) == 0:
-                global_batch = data.batch_size * self.num_workers
+                split = (f"{data.batch_size} per worker x {self.num_workers} workers" if not data.global_batch
+                         else f"split over {self.num_workers} workers")
                 raise ValueError(
                     f"schedule: {task} has {data.num_images} images, fewer than one global batch "
-                    f"of {global_batch} ({data.batch_size} per worker x {self.num_workers} workers); "
+                    f"of {data.step_images(self.num_workers)} ({split}); "
                     f"with drop_last it would yield no steps")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (nested TaskData as dicts or None)."""
-        return asdict(self)
+        """JSON-able dict of every field (nested TaskData as dicts or None; a TaskData's
+        ``global_batch`` only where set, so that plans of evenly split batches keep their fingerprint)."""
+        out = asdict(self)
+        for task in TASKS:
+            if isinstance(out.get(task), dict) and not out[task].get("global_batch"):
+                out[task].pop("global_batch", None)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScheduleConfig":

@@ -46,10 +46,11 @@ from pipelines.train.streams import OpenPass, TaskStreams
 from pipelines.train.validation import PanopticValidator, ValSplit
 from vloss.checkpoint import load_training_checkpoint, save_training_checkpoint
 from vloss.config import TrainJobConfig
-from vloss.losses import ContrastiveLoss, SetCriterion, weighted_total
+from vloss.losses import ContrastiveLoss, SetCriterion
 from vloss.model import VLOSS
+from vloss.training.accumulate import forward_backward
 from vloss.training.optim import build_lr_scheduler, build_optimizer
-from vloss.training.step import TaskForward, autocast_context, compute_losses
+from vloss.training.step import TaskForward, autocast_context
 
 LOSS_KEYS = ("loss_cls", "loss_bce", "loss_dice", "loss_con")
 BEST_DIR = "best_checkpoint"
@@ -189,28 +190,25 @@ class Trainer:
         Returns:
             (the unweighted loss terms, the total, images in this worker's batch).
         """
-        # per-step, per-rank torch seed: drop-path and point sampling differ across ranks (as in
-        # detectron2) and a resumed run draws what the uninterrupted one drew at the same step
-        torch.manual_seed(step_seed(self.job.seed, self.rt.rank, self.schedule.global_step(epoch, step)))
+        # per-step, per-rank torch seed: drop-path differs across ranks (as in detectron2) and a resumed
+        # run draws what the uninterrupted one drew at the same step; the losses' points are drawn per
+        # image of the global batch (vloss.training.accumulate.image_generators)
+        g = self.schedule.global_step(epoch, step)
+        torch.manual_seed(step_seed(self.job.seed, self.rt.rank, g))
         cursor = self.schedule.cursor(epoch, step)
         batch = _to_device(self.streams.next(task, cursor.pass_index, cursor.batch_index), self.rt.device)
         self.model.train()
-        with self.autocast:
-            if task == "captions":
-                out = self.forward("captions", batch["images"], batch["captions"])
-            else:
-                out = self.forward(task, batch["images"])
-        losses = compute_losses(task, out, batch, self.job.loss, self.criterion, self.contrastive)
-        total = weighted_total(losses, self.job.loss)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch} step {step} ({task}): "
-                                     f"{ {k: float(v) for k, v in losses.items()} }")
         self.optimizer.zero_grad(set_to_none=True)
+        # micro-batches of train.micro_batch images, gradients accumulated (vloss.training.accumulate)
+        split = self.job.train.rank_batch_sizes(task, self.rt.world_size)
+        losses, total = forward_backward(self.forward, task, batch, micro=self.job.train.micro_batch,
+                                         run_seed=self.job.seed, global_step=g, first_image=sum(split[:self.rt.rank]),
+                                         num_queries=self.job.model.decoder.num_queries, loss_cfg=self.job.loss,
+                                         criterion=self.criterion, contrastive=self.contrastive,
+                                         autocast=self.autocast, scaler=self.scaler,
+                                         where=f"at epoch {epoch} step {step} ")
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            total.backward()
         if self.job.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.job.train.grad_clip)
         if self.scaler is not None:
@@ -222,7 +220,7 @@ class Trainer:
         self.optimizer_steps += 1
         self.schedule.mark_done(epoch, step)
         if self.job.train.record_batches:
-            self._record(schedule_step=self.schedule.global_step(epoch, step), task=task, ids=batch["image_ids"])
+            self._record(schedule_step=g, task=task, ids=batch["image_ids"])
         return losses, total, int(batch["images"].shape[0])
 
     def _record(self, schedule_step: int, task: str, ids: list[int]) -> None:

@@ -16,6 +16,13 @@ Paper Sec. 3.5 (Eq. 3 and 6), with Mask2Former's details:
 * deep supervision: every entry of ``aux_outputs`` gets the same three terms, keys suffixed
   ``_0``, ``_1``, ... (own matching per layer, as in Mask2Former).
 
+Gradient accumulation (``train.micro_batch``) splits one step's batch into micro-batches. Two
+things make the sum of the micro-batches' terms equal the whole batch's terms: the normalisers
+(``num_masks`` and the classification weight sum, :meth:`SetCriterion.normalizers`) are computed
+once over the whole batch and passed to every micro-batch, and the random points are drawn from
+one generator per image (a sequence of generators), so an image draws the same points whichever
+micro-batch it is in.
+
 The criterion returns *unweighted* terms; :func:`weighted_total` applies Eq. 6.
 ``dense_bce_loss`` / ``dense_dice_loss`` are the full-resolution references that the point
 estimates converge to (tested).
@@ -24,7 +31,7 @@ estimates converge to (tested).
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import torch
 import torch.distributed as dist
@@ -40,6 +47,7 @@ from vloss.losses.point_sample import (
 )
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]  # one for the batch, or one per image
 
 
 # --------------------------------------------------------------------------- mask loss formulas
@@ -121,6 +129,20 @@ def dense_dice_loss(mask_logits: torch.Tensor, target_masks: torch.Tensor, num_m
 
 
 # --------------------------------------------------------------------------- helpers
+def average_over_ranks(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each value averaged over ranks (one all_reduce / world_size), clamped to >= 1.
+
+    Args:
+        values: this rank's normalisers (e.g. its number of target masks, its class-weight sum).
+        device: device for the all_reduce tensor (the process group's device, e.g. CUDA for NCCL).
+    """
+    t = torch.as_tensor(list(values), dtype=torch.float64, device=device).clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+        t = t / dist.get_world_size()
+    return [float(v) for v in torch.clamp(t, min=1.0).tolist()]
+
+
 def average_num_masks(num_masks: float | torch.Tensor, device: torch.device | str = "cpu") -> float:
     """Number of masks averaged over ranks (all_reduce / world_size), clamped to >= 1.
 
@@ -189,7 +211,7 @@ class SetCriterion:
 
     # -- individual terms ---------------------------------------------------------------------
     def loss_cls(self, pred_logits: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]],
-                 indices: Indices, positive_only: bool) -> torch.Tensor:
+                 indices: Indices, positive_only: bool, cls_norm: float | None = None) -> torch.Tensor:
         """Cross-entropy over ``C + 1`` classes (Eq. 3, weighted mean; see module docstring).
 
         Args:
@@ -197,6 +219,8 @@ class SetCriterion:
             targets: per image ``{"labels": [M], ...}``.
             indices: matching per image.
             positive_only: supervise only matched queries.
+            cls_norm: the weighted mean's denominator, given (:meth:`normalizers`: the whole step's
+                batch, averaged over ranks); None: this batch's own weight sum (PyTorch's weighted mean).
 
         Returns:
             Scalar loss.
@@ -209,17 +233,46 @@ class SetCriterion:
         if positive_only:
             if matched_labels.numel() == 0:
                 return logits.sum() * 0.0  # nothing to supervise; keep the graph connected
+            if cls_norm is not None:
+                return F.cross_entropy(logits[batch_idx, query_idx], matched_labels, reduction="sum") / cls_norm
             return F.cross_entropy(logits[batch_idx, query_idx], matched_labels)
         target_classes = torch.full((bsz, num_queries), num_cls1 - 1, dtype=torch.int64,
                                     device=pred_logits.device)  # [B, Q], all no-object
         target_classes[batch_idx, query_idx] = matched_labels
         class_weight = torch.ones(num_cls1, device=pred_logits.device)  # [C+1]
         class_weight[-1] = self.cfg.no_object_weight
+        if cls_norm is not None:
+            return F.cross_entropy(logits.transpose(1, 2), target_classes, weight=class_weight,
+                                   reduction="sum") / cls_norm
         return F.cross_entropy(logits.transpose(1, 2), target_classes, weight=class_weight)
+
+    def normalizers(self, targets: Sequence[Mapping[str, torch.Tensor]], num_queries: int, positive_only: bool,
+                    device: torch.device | str = "cpu") -> tuple[float, float]:
+        """The mask-loss and classification normalisers of a whole step's batch, averaged over ranks.
+
+        Both follow from the targets alone (every target is matched while ``Q >= M``), so they can
+        be computed before any forward and shared by the micro-batches of an accumulated step.
+
+        Args:
+            targets: every image of this rank's step, ``{"labels": [M], ...}``.
+            num_queries: ``Q``.
+            positive_only: detection batches (no no-object terms in ``loss_cls``).
+            device: the process group's device.
+
+        Returns:
+            ``(num_masks, cls_norm)``: masks per rank, and the weight sum of ``loss_cls``'s weighted
+            mean per rank (matched queries + ``no_object_weight`` x unmatched ones), both >= 1.
+        """
+        masks = sum(int(t["labels"].shape[0]) for t in targets)
+        matched = sum(min(num_queries, int(t["labels"].shape[0])) for t in targets)
+        cls = matched if positive_only else \
+            matched + self.cfg.no_object_weight * (len(targets) * num_queries - matched)
+        num_masks, cls_norm = average_over_ranks([masks, cls], device=device)
+        return num_masks, cls_norm
 
     def loss_masks(self, pred_masks: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]],
                    indices: Indices, num_masks: float,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                   generator: Generators = None) -> dict[str, torch.Tensor]:
         """BCE and dice of matched masks on importance-sampled points.
 
         Args:
@@ -227,7 +280,7 @@ class SetCriterion:
             targets: per image ``{"masks": [M, H, W], ...}`` (sizes may differ between images).
             indices: matching per image.
             num_masks: normaliser from :func:`average_num_masks`.
-            generator: optional seeded generator for the points.
+            generator: optional seeded generator for the points, or one per image.
 
         Returns:
             ``{"loss_bce": scalar, "loss_dice": scalar}``.
@@ -238,10 +291,17 @@ class SetCriterion:
             return {"loss_bce": zero, "loss_dice": zero.clone()}
         src = pred_masks[batch_idx, query_idx].float()[:, None]  # [K, 1, h, w]
         with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                src.detach(), calculate_uncertainty, self.cfg.num_points,
-                self.cfg.oversample_ratio, self.cfg.importance_sample_ratio,
-                generator=generator)  # [K, P, 2]
+            if isinstance(generator, (list, tuple)):  # each image draws its own masks' points
+                counts = [int(j.numel()) for _, j in indices]
+                coords = torch.cat([get_uncertain_point_coords_with_randomness(
+                    part, calculate_uncertainty, self.cfg.num_points, self.cfg.oversample_ratio,
+                    self.cfg.importance_sample_ratio, generator=generator[b])
+                    for b, part in enumerate(src.detach().split(counts)) if counts[b]])  # [K, P, 2]
+            else:
+                coords = get_uncertain_point_coords_with_randomness(
+                    src.detach(), calculate_uncertainty, self.cfg.num_points,
+                    self.cfg.oversample_ratio, self.cfg.importance_sample_ratio,
+                    generator=generator)  # [K, P, 2]
             labels = []
             start = 0
             for tgt, (_, tgt_idx) in zip(targets, indices):
@@ -260,8 +320,8 @@ class SetCriterion:
 
     # -- all terms ------------------------------------------------------------------------------
     def layer_losses(self, outputs: Mapping[str, torch.Tensor], targets: Sequence[Mapping[str, torch.Tensor]],
-                     positive_only: bool, num_masks: float,
-                     generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+                     positive_only: bool, num_masks: float, generator: Generators,
+                     cls_norm: float | None = None) -> dict[str, torch.Tensor]:
         """Match and compute the three terms for one decoder layer's predictions.
 
         Args:
@@ -269,19 +329,20 @@ class SetCriterion:
             targets: per-image target dicts.
             positive_only: positive-only classification loss.
             num_masks: mask-loss normaliser.
-            generator: optional seeded generator.
+            generator: optional seeded generator, or one per image.
+            cls_norm: ``loss_cls``'s denominator (None: this batch's weighted mean).
 
         Returns:
             ``{"loss_cls", "loss_bce", "loss_dice"}``.
         """
         indices = self.matcher(outputs, targets, generator=generator)
-        losses = {"loss_cls": self.loss_cls(outputs["pred_logits"], targets, indices, positive_only)}
+        losses = {"loss_cls": self.loss_cls(outputs["pred_logits"], targets, indices, positive_only, cls_norm)}
         losses.update(self.loss_masks(outputs["pred_masks"], targets, indices, num_masks, generator))
         return losses
 
     def __call__(self, outputs: Mapping, targets: Sequence[Mapping[str, torch.Tensor]],
                  positive_only: bool = False, num_masks: float | None = None,
-                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                 generator: Generators = None, cls_norm: float | None = None) -> dict[str, torch.Tensor]:
         """All unweighted loss terms of a segmentation batch.
 
         Args:
@@ -291,8 +352,10 @@ class SetCriterion:
             positive_only: detection batches: ``loss_cls`` only on matched queries.
             num_masks: override of the mask normaliser (default: targets' masks averaged over
                 ranks, clamped to >= 1).
-            generator: seeded generator for all random points (default: the one given at
-                construction, else torch's global RNG).
+            generator: seeded generator for all random points, or a sequence of ``B`` generators,
+                one per image (default: the one given at construction, else torch's global RNG).
+            cls_norm: override of ``loss_cls``'s denominator (:meth:`normalizers`; default: the
+                batch's own weighted mean).
 
         Returns:
             ``{"loss_cls", "loss_bce", "loss_dice"}`` for the last layer plus the same keys with
@@ -302,10 +365,12 @@ class SetCriterion:
         if num_masks is None:
             total = sum(int(t["labels"].shape[0]) for t in targets)
             num_masks = average_num_masks(total, device=outputs["pred_logits"].device)
-        losses = self.layer_losses(outputs, targets, positive_only, num_masks, generator)
+        if isinstance(generator, (list, tuple)) and len(generator) != len(targets):
+            raise ValueError(f"{len(generator)} generators for a batch of {len(targets)} images")
+        losses = self.layer_losses(outputs, targets, positive_only, num_masks, generator, cls_norm)
         if self.cfg.deep_supervision:
             for i, aux in enumerate(outputs.get("aux_outputs") or []):
-                layer = self.layer_losses(aux, targets, positive_only, num_masks, generator)
+                layer = self.layer_losses(aux, targets, positive_only, num_masks, generator, cls_norm)
                 losses.update({f"{k}_{i}": v for k, v in layer.items()})
         return losses
 

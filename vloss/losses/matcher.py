@@ -115,13 +115,14 @@ class HungarianMatcher:
 
     @torch.no_grad()
     def __call__(self, outputs: Mapping[str, torch.Tensor], targets: Sequence[Mapping[str, torch.Tensor]],
-                 *, generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                 *, generator: torch.Generator | Sequence[torch.Generator] | None = None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Match every image of the batch.
 
         Args:
             outputs: ``{"pred_logits": [B, Q, C+1], "pred_masks": [B, Q, h, w], ...}``.
             targets: ``B`` dicts with ``"labels"`` ``[M]`` and ``"masks"`` ``[M, H, W]``.
-            generator: optional seeded generator for the random points.
+            generator: optional seeded generator for the random points, or one per image.
 
         Returns:
             Per image ``(query_idx, target_idx)``, two int64 CPU tensors of length ``min(Q, M)``;
@@ -137,8 +138,9 @@ class HungarianMatcher:
             labels = tgt["labels"]
             masks = tgt["masks"]
             check_target(b, labels, masks, num_classes)
+            gen = generator[b] if isinstance(generator, (list, tuple)) else generator
             cost = self.cost_matrix(pred_logits[b], pred_masks[b], labels.to(pred_logits.device),
-                                    masks, generator=generator)  # [Q, M]
+                                    masks, generator=gen)  # [Q, M]
             if not torch.isfinite(cost).all():
                 raise ValueError(f"image {b} of the batch: matching cost is not finite "
                                  "(NaN/inf in pred_logits or pred_masks)")

@@ -87,7 +87,8 @@ def _float_outputs(out: dict[str, Any]) -> dict[str, Any]:
 
 def compute_losses(task: str, outputs: dict[str, Any], batch: dict[str, Any], loss_cfg: LossConfig,
                    criterion: SetCriterion, contrastive: ContrastiveLoss | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator | list[torch.Generator] | None = None,
+                   normalizers: tuple[float, float] | None = None) -> dict[str, torch.Tensor]:
     """The unweighted loss terms of one task's step.
 
     Args:
@@ -97,7 +98,9 @@ def compute_losses(task: str, outputs: dict[str, Any], batch: dict[str, Any], lo
         loss_cfg: the loss settings (positive-only detection, contrastive kind).
         criterion: the set criterion (Hungarian matching, cls / BCE / dice, deep supervision).
         contrastive: the image-text contrastive loss (captions task only).
-        generator: random generator for the criterion's point sampling (None: its own).
+        generator: random generator for the criterion's point sampling, or one per image (None: its own).
+        normalizers: ``(num_masks, cls_norm)`` of the whole step's batch when this batch is one of
+            its micro-batches (:meth:`SetCriterion.normalizers`; None: this batch's own).
 
     Returns:
         ``{"loss_cls", "loss_bce", "loss_dice", ...}`` (dense) or ``{"loss_con"}`` (captions);
@@ -113,7 +116,9 @@ def compute_losses(task: str, outputs: dict[str, Any], batch: dict[str, Any], lo
             return contrastive(outputs["img"].float(), outputs["text"].float(), scale, None, outputs["text_mask"])
         return contrastive(outputs["img"].float(), outputs["text"].float(), scale)
     positive_only = task == "detection" and loss_cfg.positive_only_detection
-    kwargs = {"generator": generator} if generator is not None else {}
+    kwargs: dict[str, Any] = {"generator": generator} if generator is not None else {}
+    if normalizers is not None:
+        kwargs["num_masks"], kwargs["cls_norm"] = normalizers
     return criterion(_float_outputs(outputs), batch["targets"], positive_only=positive_only, **kwargs)
 
 

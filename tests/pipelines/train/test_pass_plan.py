@@ -18,6 +18,22 @@ def rows_of(world: int = 1, rank: int = 0, **kw) -> list[tuple[int, int]]:
     return [r for w in rank_windows(SHARDS, **args) for r in w.rows]
 
 
+def test_unequal_shares_give_every_rank_the_same_steps() -> None:
+    """A global batch of 32 on 3 ranks (11/11/10): every rank gets N // 32 batches of its share,
+    the ranks are disjoint, and with a resume each continues its own slice."""
+    n, split = sum(SHARDS), [11, 11, 10]
+    steps = n // 32
+    per_rank = [rows_of(3, r, batch=split[r], rank_batches=split) for r in range(3)]
+    assert [len(p) for p in per_rank] == [steps * b for b in split]
+    flat = [x for p in per_rank for x in p]
+    assert len(flat) == len(set(flat))
+    assert rows_of(3, 1, batch=11, rank_batches=split, skip_rows=22) == per_rank[1][22:]
+    with pytest.raises(ValueError, match="do not fit"):
+        rows_of(3, 2, batch=11, rank_batches=split)
+    # equal shares keep the plan they had before (same rows for the same seed)
+    assert rows_of(2, 1, batch=4, rank_batches=[4, 4]) == rows_of(2, 1, batch=4)
+
+
 def test_ranks_are_disjoint_whole_batches_of_their_share() -> None:
     n = sum(SHARDS)
     for world, batch in ((1, 4), (2, 4), (3, 5), (8, 2)):

@@ -104,10 +104,20 @@ def test_named_weights_are_checked_and_hashed(tmp_path, capsys):
     assert "model.text.weights" in capsys.readouterr().err
 
 
-def test_global_batches_must_divide_across_workers(capsys):
-    assert train_main(["--config", "paper", "--workers", "3", "--dry-run", "--sizes", "paper", "--from-scratch"]) == 2
-    assert "train.dense_batch_size=32" in capsys.readouterr().err
+def test_global_batches_split_over_any_worker_count(capsys):
+    """32 dense images on 3 workers: 11/11/10, cut into micro-batches of 4 (3 passes on every worker);
+    512 caption pairs: 170 each (equal shares for the contrastive gather), 510 per step, said so.
+    Fewer images than workers is refused."""
+    argv = ["--config", "paper", "--dry-run", "--sizes", "paper", "--from-scratch"]
+    assert train_main(argv + ["--workers", "3", "--set", "train.micro_batch=4"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 32 (11/11/10 per worker, 3 micro-batches of 4 accumulated)" in out
+    assert "batch 512 (170/worker) -> 510 per step" in out
+    assert train_main(argv + ["--workers", "33"]) == 2
+    assert "train.dense_batch_size=32 (the global panoptic batch) is smaller than the 33 workers" \
+        in capsys.readouterr().err
     assert job_preset("paper").train.worker_batch_size("captions", 8) == 64
+    assert job_preset("paper").train.rank_batch_sizes("panoptic", 5) == [7, 7, 6, 6, 6]
 
 
 def test_data_root_without_pseudo_masks_is_an_error_naming_the_command(synthetic_world, tmp_path):
@@ -202,13 +212,13 @@ def test_dry_run_counts_rows_from_the_data_root_and_trains_nothing(synthetic_wor
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_every_failing_check_in_one_message_before_ray_and_nothing_written(tmp_path, capsys, dry_run):
     """Issue #21 item 8: the dry run runs every check of the launch (weights, data, pseudo masks,
-    batch divisibility) and names all failures at once; the launch refuses the same, before Ray
+    batches larger than the workers) and names all failures at once; the launch refuses the same, before Ray
     starts and without leaving an output folder."""
     import ray
 
     was_up = ray.is_initialized()
     out = tmp_path / "run"
-    argv = ["--config", "paper", "--data", str(tmp_path / "typo"), "--workers", "3", "--out", str(out)]
+    argv = ["--config", "paper", "--data", str(tmp_path / "typo"), "--workers", "40", "--out", str(out)]
     assert train_main(argv + (["--dry-run"] if dry_run else [])) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "problems:" in err
