@@ -17,6 +17,7 @@ work the fixed start-up dominates small runs; use --images for longer ones.
     .venv/bin/python bench/pseudo_masks.py                      # ~1-2 min on 2 cores
     .venv/bin/python bench/pseudo_masks.py --images 96 --arch maskrcnn_resnet50_fpn --min-size 800
     .venv/bin/python bench/pseudo_masks.py --backend mmdet     # the MMDetection teacher (make install-mmdet)
+    .venv/bin/python bench/pseudo_masks.py --num-actors 1 2 4 --images 48   # scaling with the actor pool
 
 ``--backend mmdet`` runs mmdet's packaged ``mask-rcnn_r50_fpn_1x_coco`` with a ResNet of ``--depth``
 (18 by default, matching ``maskrcnn_resnet18_fpn``) at the same image sizes, saved in the model-zoo
@@ -135,7 +136,8 @@ def main() -> int:
     ap.add_argument("--min-size", type=int, default=320)
     ap.add_argument("--max-size", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--num-actors", type=int, default=1)
+    ap.add_argument("--num-actors", type=int, nargs="+", default=[1],
+                    help="teacher actor counts to time the Ray job with (e.g. 1 2 4: the scaling table)")
     ap.add_argument("--rows-per-shard", type=int, default=8)
     ap.add_argument("--backend", choices=["maskrcnn", "mmdet"], default="maskrcnn")
     ap.add_argument("--depth", type=int, default=18, help="--backend mmdet: the ResNet depth")
@@ -197,19 +199,23 @@ def main() -> int:
         plain_loop(det, images_root, tv_teacher, tv_checkpoint, a.batch_size)
         tv_s = time.perf_counter() - t0
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    sampler = TreeRssSampler()
-    sampler.start()
-    cfg = PseudoMaskJobConfig(annotations=str(ann), images=str(images_root), out=str(tmp / "out"),
-                              checkpoint=str(checkpoint), teacher=teacher, rows_per_shard=a.rows_per_shard,
-                              num_actors=a.num_actors, batch_size=a.batch_size)
-    t0 = time.perf_counter()
-    manifest = run_pseudo_masks(cfg)
-    ray_s = time.perf_counter() - t0
-    ray_rss = sampler.stop()
-    ray.shutdown()
-    assert manifest["counts"]["masks_written"] == n_box
-
+    cores = os.cpu_count() or 2
+    runs = []
+    for n in a.num_actors:
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        sampler = TreeRssSampler()
+        sampler.start()
+        # the actors share the cores, leaving half a core for the decode tasks (two per actor by default)
+        cfg = PseudoMaskJobConfig(annotations=str(ann), images=str(images_root), out=str(tmp / f"out{n}"),
+                                  checkpoint=str(checkpoint), teacher=teacher, rows_per_shard=a.rows_per_shard,
+                                  num_actors=n, batch_size=a.batch_size,
+                                  cpus_per_actor=min(0.5, (cores - 0.5) / n), ray_num_cpus=cores)
+        t0 = time.perf_counter()
+        manifest = run_pseudo_masks(cfg)
+        runs.append((n, time.perf_counter() - t0, sampler.stop(), cfg.decode_task_count))
+        ray.shutdown()
+        assert manifest["counts"]["masks_written"] == n_box
+    _, ray_s, ray_rss, _ = runs[0]
     cold_ips, plain_ips, ray_ips = n_img / cold_s, n_img / plain_s, n_img / ray_s
     print(f"plain loop, fresh process : {cold_ips:6.2f} images/s  ({cold_s:.1f} s incl. imports + model load)  "
           f"peak RSS {cold_rss / 1024:.0f} MiB")
@@ -221,6 +227,14 @@ def main() -> int:
           f"{100 * (1 - ray_ips / cold_ips):.1f}% (target < 15%)")
     print(f"ratio ray/plain(warm process)  = {ray_ips / plain_ips:.3f}  -> ray overhead "
           f"{100 * (1 - ray_ips / plain_ips):.1f}%")
+    if len(runs) > 1 or runs[0][0] > 1:
+        print(f"scaling over teacher actors on {cores} cores (ideal: the warm plain loop x min(actors, cores)):")
+        for n, secs, rss, decode in runs:
+            ips = n_img / secs
+            ideal = plain_ips * min(n, cores)
+            print(f"  {n} actor(s), {decode} decode tasks: {ips:6.2f} images/s ({secs:.1f} s), "
+                  f"ratio to ideal {ips / ideal:.3f}, per actor {ips / n:.2f} images/s, "
+                  f"peak RSS {rss / 1024:.0f} MiB")
     if tv_s is not None:
         print(f"torchvision {a.arch}, warm   : {n_img / tv_s:6.2f} images/s  ({tv_s:.1f} s incl. model load); "
               f"ratio mmdet/torchvision (warm plain loops) = {tv_s / plain_s:.3f}")

@@ -33,7 +33,9 @@ class PseudoMaskJobConfig:
             the teacher on CUDA.
         cpus_per_actor: logical CPUs each teacher actor reserves (None: 4 with a GPU, else 0.5).
         cpus_per_decode_task: logical CPUs each decode task reserves.
-        decode_tasks: decode tasks in flight at once (each worker is reused).
+        decode_tasks: decode tasks in flight at once (each worker is reused); None: two per teacher
+            actor, so the decode keeps up as the pool grows (one task reads and decodes about 40 full-size
+            Objects365 JPEGs/s on one core, about one GPU teacher's rate).
         batch_size: images per teacher call.
         ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
         resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
@@ -60,7 +62,7 @@ class PseudoMaskJobConfig:
     gpus_per_actor: float = 0.0
     cpus_per_actor: Optional[float] = None
     cpus_per_decode_task: float = 0.25
-    decode_tasks: int = 2
+    decode_tasks: Optional[int] = None
     batch_size: int = 4
     ray_num_cpus: int = 2
     resource_wait_s: Optional[float] = None
@@ -75,6 +77,13 @@ class PseudoMaskJobConfig:
             raise ValueError(f"sample must be positive, got {self.sample}")
         if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:
             raise ValueError("num_actors, batch_size and rows_per_shard must be positive")
+        if self.decode_tasks is not None and self.decode_tasks <= 0:
+            raise ValueError(f"decode_tasks must be positive, got {self.decode_tasks}")
+
+    @property
+    def decode_task_count(self) -> int:
+        """Decode tasks in flight: the explicit setting, else two per teacher actor."""
+        return self.decode_tasks if self.decode_tasks is not None else 2 * self.num_actors
 
     @property
     def actor_cpus(self) -> float:

@@ -111,7 +111,7 @@ def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location,
         items = _image_items(specs)
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // config.batch_size), 200)))
         ds = ds.map_batches(decode_images, fn_kwargs={"images_root": config.images},
-                            compute=ray.data.TaskPoolStrategy(size=config.decode_tasks),
+                            compute=ray.data.TaskPoolStrategy(size=config.decode_task_count),
                             batch_size=config.batch_size, num_cpus=config.cpus_per_decode_task)
         ds = ds.map_batches(PseudoMaskStage,
                             fn_constructor_kwargs={"teacher": asdict(config.teacher),

@@ -397,3 +397,21 @@ def test_altered_shards_are_never_kept(box_run, tmp_path):
         manifest = run_pseudo_masks(cfg(out))
         assert manifest["counts"]["shards_written"] == 1, pos
         assert (_gen(out) / "part-00002.parquet").read_bytes() == data, pos
+
+
+def test_decode_tasks_grow_with_the_actor_pool_and_the_output_does_not_change(ray_session, synthetic_source,
+                                                                               tmp_path):
+    """Issue #24 item 5: two decode tasks per teacher actor unless set; a pool of 2 actors (4 decode
+    tasks) writes the same shards, row for row, as a pool of 1 (2 decode tasks)."""
+    ann, images = synthetic_source.annotations, synthetic_source.images
+    assert _box_config(ann, images, tmp_path / "x", num_actors=3).decode_task_count == 6
+    assert _box_config(ann, images, tmp_path / "x", num_actors=3, decode_tasks=1).decode_task_count == 1
+    with pytest.raises(ValueError, match="decode_tasks must be positive"):
+        _box_config(ann, images, tmp_path / "x", decode_tasks=0)
+    outs = {}
+    for n in (1, 2):
+        cfg = _box_config(ann, images, tmp_path / f"out{n}", rows_per_shard=3, num_actors=n, cpus_per_actor=0.25,
+                          limit=9)
+        run_pseudo_masks(cfg)
+        outs[n] = list(iter_records(tmp_path / f"out{n}", decode_masks=False))
+    assert len(outs[1]) == 9 and outs[1] == outs[2]
