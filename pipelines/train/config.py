@@ -48,6 +48,10 @@ class ClusterConfig:
         shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
             without it a cluster of several nodes refuses local paths its tasks would use
             (:mod:`pipelines.common.shared_paths`).
+        checkpoint_upload: ``async`` (default): a checkpoint is copied to the run's storage by Ray
+            Train's background upload (``CheckpointUploadMode.ASYNC``) while the workers train on,
+            and Ray removes the local copy once uploaded; ``sync``: the workers wait for the upload
+            (Ray Train's default), e.g. where the local disk cannot hold a second checkpoint.
     """
 
     workers: int = 2
@@ -62,6 +66,7 @@ class ClusterConfig:
     shared_fs: bool = False
     verify_shards: str = "fast"
     stop_grace_s: float = 25.0
+    checkpoint_upload: str = "async"
 
     def __post_init__(self) -> None:
         at_least("cluster", 1, workers=self.workers, rows_per_shard=self.rows_per_shard)
@@ -73,3 +78,5 @@ class ClusterConfig:
             non_negative("cluster", resource_wait_s=self.resource_wait_s)
         if self.verify_shards not in ("fast", "full"):
             raise ValueError(f"cluster.verify_shards must be 'fast' or 'full', got {self.verify_shards!r}")
+        if self.checkpoint_upload not in ("async", "sync"):
+            raise ValueError(f"cluster.checkpoint_upload must be 'async' or 'sync', got {self.checkpoint_upload!r}")

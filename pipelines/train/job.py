@@ -361,7 +361,8 @@ def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> s
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-                 resume_from: str | None = None, overwrite: bool = False, resume: str = "auto") -> Any:
+                 resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
+                 storage_filesystem: Any = None) -> Any:
     """Fit VLOSS with Ray Train; returns the ``ray.train.Result`` (None: the run was already complete).
 
     Args:
@@ -374,15 +375,20 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         overwrite: replace a run directory that holds another run (see :func:`claim_run`).
         resume: ``auto``: a re-run of the same run continues from its latest checkpoint;
             ``none``: refuse to continue it.
+        storage_filesystem: a ``pyarrow.fs.FileSystem`` Ray Train uploads checkpoints through (its
+            ``RunConfig.storage_filesystem``: e.g. an S3 filesystem with explicit credentials); it must
+            show the same files as the store's path does to this process. None: from the path.
     """
     try:
-        return _run_training_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume)
+        return _run_training_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume,
+                                    storage_filesystem)
     finally:
         output_lock.release(locate(run_dir))  # the next job may write it
 
 
 def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-                         resume_from: str | None = None, overwrite: bool = False, resume: str = "auto") -> Any:
+                         resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
+                         storage_filesystem: Any = None) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -434,12 +440,13 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
                            "val": asdict(val) if val else None, "progress": sink, "stop": stop,
                            "shards": {t: asdict(v) for t, v in shards.items()},
                            "input": {"transform_cpus": cluster.transform_cpus,
-                                     "verify": cluster.verify_shards == "full"}},
+                                     "verify": cluster.verify_shards == "full",
+                                     "checkpoint_upload": cluster.checkpoint_upload}},
         scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
                                                               if cluster.gpus_per_worker else {})}),
-        run_config=RunConfig(name="ray_train", storage_path=store,
+        run_config=RunConfig(name="ray_train", storage_path=store, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cluster.max_failures,
                                                           controller_failure_limit=restart_attempts(cluster))),

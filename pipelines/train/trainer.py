@@ -74,6 +74,9 @@ class WorkerRuntime:
         progress: where rank 0 sends each logged metrics row for the driver to draw (None: print it).
         stop_requested: called after every step on every rank; True (the same on all ranks) when the
             driver was asked to stop (SIGTERM, :mod:`pipelines.train.stop`); None: never.
+        report_removes_checkpoint: ``report`` returns before the checkpoint is uploaded and removes
+            the local folder itself once it is (Ray Train's asynchronous upload); False: the upload is
+            done when ``report`` returns and the trainer removes the folder.
     """
 
     rank: int
@@ -85,6 +88,7 @@ class WorkerRuntime:
     restored_checkpoint: Callable[[], ContextManager[str | None]]
     progress: Callable[[dict[str, Any]], None] | None = None
     stop_requested: Callable[[], bool] | None = None
+    report_removes_checkpoint: bool = False
 
 
 class Trainer:
@@ -241,7 +245,7 @@ class Trainer:
                                  vocabularies=self.vocabularies)
 
     def _metrics(self, global_step: int, epoch: int, task: str, sums: dict, images: int, elapsed: float) -> dict:
-        metrics: dict[str, Any] = {"step": global_step, "epoch": epoch, "task": task,
+        metrics: dict[str, Any] = {"step": global_step, "epoch": epoch, "task": task, "time": time.time(),
                                    "optimizer_steps": self.optimizer_steps,
                                    "lr": self.optimizer.param_groups[0]["lr"],
                                    "lr_text": min(pg["lr"] for pg in self.optimizer.param_groups),
@@ -287,9 +291,12 @@ class Trainer:
         try:
             self.rt.report({**{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                             "task": metrics["task"]}, staging)
-        finally:
-            if staging is not None:  # report() uploads synchronously; the staging copy is no longer needed
+        except BaseException:
+            if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if staging is not None and not self.rt.report_removes_checkpoint:
+            shutil.rmtree(staging, ignore_errors=True)  # uploaded: the staging copy is no longer needed
 
     # ---- the loop ------------------------------------------------------------------------
     def _maybe_fail(self, global_step: int) -> None:

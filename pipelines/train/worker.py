@@ -37,9 +37,17 @@ def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: 
             return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"find_unused_parameters": True})
         return module.to(device)
 
+    from ray.train import CheckpointUploadMode
+
+    asynchronous = input_cfg.get("checkpoint_upload", "async") == "async"
+    # every report goes the same way: a synchronous report queued behind an asynchronous upload
+    # would wait for it (Ray Train keeps reports in order)
+    mode = CheckpointUploadMode.ASYNC if asynchronous else CheckpointUploadMode.SYNC
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+        # ASYNC: Ray uploads in its background thread and then removes checkpoint_dir itself
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=mode)
 
     @contextlib.contextmanager
     def restored() -> Iterator[str | None]:
@@ -56,6 +64,7 @@ def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: 
     progress = (lambda row: sink.put.remote(row)) if sink is not None else None
     return WorkerRuntime(rank=rank, world_size=world, device=device, open_pass=open_pass,
                          wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress,
+                         report_removes_checkpoint=asynchronous,
                          stop_requested=stop_check(stop, rank, world, device) if stop is not None else None)
 
 
