@@ -16,6 +16,16 @@ import torch
 from vloss.data.transforms import normalize_images, unpack_masks
 
 
+def pin(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch's tensors in page-locked memory, so that ``.to(cuda, non_blocking=True)`` copies
+    overlap with the step. Runs in Ray's prefetch thread, off the training loop."""
+    batch["images"] = batch["images"].pin_memory()
+    for t in batch.get("targets", ()):
+        for k in t:
+            t[k] = t[k].pin_memory()
+    return batch
+
+
 def dense_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Numpy batch of dense rows -> ``{"images": [B, 3, S, S], "targets": [...], "image_ids"}``."""
     images = np.stack(list(batch["image"])) if batch["image"].dtype == object else batch["image"]
@@ -36,18 +46,24 @@ def caption_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
             "image_ids": [int(i) for i in batch["image_id"]]}
 
 
-@lru_cache(maxsize=1)
-def collate_fns() -> dict[str, Any]:
-    """Per task, the collate callable for ``iter_torch_batches`` (Ray's ``NumpyBatchCollateFn``)."""
+@lru_cache(maxsize=2)
+def collate_fns(pin_memory: bool = False) -> dict[str, Any]:
+    """Per task, the collate callable for ``iter_torch_batches`` (Ray's ``NumpyBatchCollateFn``).
+
+    Args:
+        pin_memory: page-lock the batch's tensors (training on a GPU; needs CUDA).
+    """
     from ray.data.collate_fn import NumpyBatchCollateFn
 
     class DenseCollate(NumpyBatchCollateFn):
         def __call__(self, batch):
-            return dense_collate(batch)
+            out = dense_collate(batch)
+            return pin(out) if pin_memory else out
 
     class CaptionCollate(NumpyBatchCollateFn):
         def __call__(self, batch):
-            return caption_collate(batch)
+            out = caption_collate(batch)
+            return pin(out) if pin_memory else out
 
     dense = DenseCollate()
     return {"panoptic": dense, "detection": dense, "captions": CaptionCollate()}

@@ -153,7 +153,7 @@ def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index:
 
 
 def pass_opener(shards: dict[str, TaskShards], job: Any, rank: int, world: int, num_cpus: float = 0.25,
-                verify: bool = False):
+                verify: bool = False, pin_memory: bool = False):
     """The :data:`pipelines.train.streams.OpenPass` of one rank: each pass a fresh seeded dataset.
 
     Args:
@@ -162,6 +162,8 @@ def pass_opener(shards: dict[str, TaskShards], job: Any, rank: int, world: int, 
         rank, world: this rank and the number of ranks.
         num_cpus: CPUs each read-and-transform task reserves.
         verify: check whole-file checksums before reading (``cluster.verify_shards=full``).
+        pin_memory: page-lock each batch in Ray's prefetch thread (a worker training on a GPU), so
+            the trainer's non-blocking copies overlap with the step.
     """
     from pipelines.train.collate import collate_fns
 
@@ -174,7 +176,7 @@ def pass_opener(shards: dict[str, TaskShards], job: Any, rank: int, world: int, 
         ds = pass_dataset(shards[task], job.input, seed=seed, pass_index=pass_index, rank=rank, world=world, batch=b,
                           cap=job.train.images_cap(task), skip_rows=skip_batches * b, num_cpus=num_cpus,
                           refs=refs.get(task), verify=verify, rank_batches=split)
-        return iter(ds.iter_torch_batches(batch_size=b, collate_fn=collate_fns()[task], drop_last=True,
+        return iter(ds.iter_torch_batches(batch_size=b, collate_fn=collate_fns(pin_memory)[task], drop_last=True,
                                           prefetch_batches=2))
 
     return open_pass

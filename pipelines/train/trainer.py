@@ -376,7 +376,7 @@ def metrics_line(metrics: dict[str, Any], total_steps: int, label: str = "train"
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     batch["images"] = batch["images"].to(device, non_blocking=True)
     if "targets" in batch:
-        batch["targets"] = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+        batch["targets"] = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in batch["targets"]]
     return batch
 
 

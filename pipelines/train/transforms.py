@@ -18,10 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.common.images import decode_rgb
 from pipelines.train.pass_plan import task_code
+from vloss.data.images import decode_image_reduced
 from vloss.data.masks import decode_rle
-from vloss.data.transforms import large_scale_jitter, pack_masks, pick_caption, random_resized_crop
+from vloss.data.transforms import (
+    crop_resize,
+    large_scale_jitter,
+    lsj_resized_shape,
+    pack_masks,
+    pick_caption,
+    resized_crop_box,
+)
 
 
 def sample_rng(seed: int, task: str, pass_index: int, image_id: int) -> np.random.Generator:
@@ -39,18 +46,21 @@ class DenseTransform:
         self.task, self.pass_index = task, pass_index
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        image = decode_rgb(row["image"])
         h, w = int(row["height"]), int(row["width"])
-        if image.shape[:2] != (h, w):
+        rng = sample_rng(self.seed, self.task, self.pass_index, int(row["image_id"]))
+        # the jitter's size first, so that a JPEG decodes no larger than it is resized to
+        resized = lsj_resized_shape(h, w, self.size, rng, self.min_scale, self.max_scale)
+        image, full = decode_image_reduced(row["image"], resized[1], resized[0])
+        if full != (h, w):
             raise ValueError(f"{row['dataset']} image {row['image_id']} ({row['file_name']}): decoded size "
-                             f"{image.shape[:2]} differs from the annotated {(h, w)}")
+                             f"{full} differs from the annotated {(h, w)}")
         keep = [i for i in row["instances"] if not i["iscrowd"]]
         masks = np.zeros((len(keep), h, w), bool)
         for k, inst in enumerate(keep):
             masks[k] = decode_rle({"size": [h, w], "counts": inst["segmentation"]})
         labels = np.array([i["label"] for i in keep], dtype=np.int64)
-        rng = sample_rng(self.seed, self.task, self.pass_index, int(row["image_id"]))
-        sample = large_scale_jitter(image, masks, labels, self.size, rng, self.min_scale, self.max_scale)
+        sample = large_scale_jitter(image, masks, labels, self.size, rng, self.min_scale, self.max_scale,
+                                    resized=resized)
         return {"image_id": int(row["image_id"]), "image": sample.image,
                 "masks": pack_masks(sample.masks), "num_masks": np.int32(len(sample.labels)),
                 "labels": sample.labels.astype(np.int32).tobytes(),
@@ -65,5 +75,13 @@ class CaptionTransform:
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         rng = sample_rng(self.seed, "captions", self.pass_index, int(row["image_id"]))
-        image = random_resized_crop(decode_rgb(row["image"]), self.size, rng)
+        h, w = int(row["height"]), int(row["width"])
+        box = resized_crop_box(h, w, rng)
+        # decode no larger than the crop needs: the crop's side at least `size` after the reduction
+        image, full = decode_image_reduced(row["image"], -(-w * self.size // box[3]), -(-h * self.size // box[2]))
+        if full != (h, w):  # the box was drawn for the annotated size: draw it for the file's
+            rng = sample_rng(self.seed, "captions", self.pass_index, int(row["image_id"]))
+            box = resized_crop_box(full[0], full[1], rng)
+            image, full = decode_image_reduced(row["image"], full[1], full[0])
+        image = crop_resize(image, box, full, self.size)
         return {"image_id": int(row["image_id"]), "image": image, "caption": pick_caption(row["captions"], rng)}

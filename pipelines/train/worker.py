@@ -60,7 +60,7 @@ def _ray_runtime(job: TrainJobConfig, shards: dict[str, TaskShards], input_cfg: 
 
     rank = ctx.get_world_rank()
     open_pass = pass_opener(shards, job, rank, world, float(input_cfg.get("transform_cpus", 0.25)),
-                            bool(input_cfg.get("verify", False)))
+                            bool(input_cfg.get("verify", False)), pin_memory=device.type == "cuda")
     progress = (lambda row: sink.put.remote(row)) if sink is not None else None
     return WorkerRuntime(rank=rank, world_size=world, device=device, open_pass=open_pass,
                          wrap_model=wrap, report=report, restored_checkpoint=restored, progress=progress,

@@ -69,6 +69,46 @@ def decode_image(data: bytes) -> np.ndarray:
         raise OSError(f"refused to decode: {exc}") from exc
 
 
+# EXIF orientations that swap the stored image's width and height (rotations by 90 degrees)
+_SWAPPED = {5, 6, 7, 8}
+
+
+def decode_image_reduced(data: bytes, width: int, height: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode to ``[h, w, 3]`` uint8 RGB at no less than ``width`` x ``height``, skipping the work of
+    full size where the format allows (a JPEG decodes at 1/2, 1/4 or 1/8 scale, ``Image.draft``).
+
+    A transform that shrinks the image anyway (a small jitter scale, a crop resized to 224) asks for
+    the size it will resize to; a format without reduced decoding (PNG, ...) or a request near full
+    size decodes at full size, the same pixels as :func:`decode_image`.
+
+    Args:
+        data: the encoded file.
+        width, height: the smallest decoded size the caller needs, in display orientation.
+
+    Returns:
+        ``(image, (H, W))``: the decoded image (EXIF orientation applied) and the full size the file
+        holds (display orientation), for checking it against an annotation.
+
+    Raises:
+        OSError: as :func:`decode_image`.
+    """
+    if not data:
+        raise OSError("empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.seek(0)
+            w, h = im.size
+            swapped = im.getexif().get(0x0112) in _SWAPPED
+            full = (w, h) if swapped else (h, w)  # (H, W) as displayed
+            if im.format == "JPEG":
+                want = (max(1, height), max(1, width)) if swapped else (max(1, width), max(1, height))
+                im.draft("RGB", want)  # the largest reduction that keeps at least `want`
+            im.load()
+            return to_rgb(im), full
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"refused to decode: {exc}") from exc
+
+
 def read_image(path) -> np.ndarray:
     """Read and decode a local image file with :func:`to_rgb`.
 

@@ -45,28 +45,39 @@ def _resize(arr: np.ndarray, height: int, width: int, resample: int) -> np.ndarr
     return np.asarray(Image.fromarray(arr).resize((width, height), resample=resample))
 
 
+def lsj_resized_shape(height: int, width: int, size: int, rng: np.random.Generator, min_scale: float = 0.1,
+                      max_scale: float = 2.0) -> tuple[int, int]:
+    """The first draw of :func:`large_scale_jitter`: the jitter factor, as the size ``(nh, nw)`` the
+    image is resized to before the crop (a decoder may stop at that size: ``decode_image_reduced``)."""
+    s = rng.uniform(min_scale, max_scale)
+    ratio = min(size * s / height, size * s / width)
+    return max(1, int(round(height * ratio))), max(1, int(round(width * ratio)))
+
+
 def large_scale_jitter(image: np.ndarray, masks: np.ndarray, labels: np.ndarray, size: int,
                        rng: np.random.Generator, min_scale: float = 0.1, max_scale: float = 2.0,
-                       flip: bool = True) -> DenseSample:
+                       flip: bool = True, resized: tuple[int, int] | None = None) -> DenseSample:
     """LSJ augmentation of one image and its instance masks.
 
     Args:
-        image: [H, W, 3] uint8.
-        masks: [M, H, W] bool.
+        image: [H, W, 3] uint8, or the same image decoded smaller (a JPEG at a reduced scale) when
+            ``resized`` is given.
+        masks: [M, H, W] bool (full size: they define H and W).
         labels: [M] int class indices.
         size: output side S.
         rng: random generator (scale, flip, crop offset).
         min_scale, max_scale: range of the jitter factor s (Mask2Former: 0.1–2.0).
         flip: allow a random horizontal flip.
+        resized: ``(nh, nw)`` already drawn from ``rng`` by :func:`lsj_resized_shape` (the caller
+            decoded the image for it); None: drawn here. The random draws are the same either way.
     """
-    h, w = image.shape[:2]
-    masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
+    masks = np.asarray(masks, dtype=bool)
+    h, w = masks.shape[1:] if masks.ndim == 3 and resized is not None else image.shape[:2]
+    masks = masks.reshape(-1, h, w)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(masks) != len(labels):
         raise ValueError(f"{len(masks)} masks but {len(labels)} labels")
-    s = rng.uniform(min_scale, max_scale)
-    ratio = min(size * s / h, size * s / w)
-    nh, nw = max(1, int(round(h * ratio))), max(1, int(round(w * ratio)))
+    nh, nw = resized if resized is not None else lsj_resized_shape(h, w, size, rng, min_scale, max_scale)
     img = _resize(image, nh, nw, Image.BILINEAR)
     msk = np.stack([_resize(m.astype(np.uint8), nh, nw, Image.NEAREST) for m in masks]).astype(bool) \
         if len(masks) else np.zeros((0, nh, nw), bool)
@@ -89,24 +100,40 @@ def large_scale_jitter(image: np.ndarray, masks: np.ndarray, labels: np.ndarray,
     return DenseSample(out_img, out_masks[keep], labels[keep], valid)
 
 
-def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
-                        scale: tuple[float, float] = (0.5, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-    """CLIP-style random resized crop of [H, W, 3] uint8 to [size, size, 3] uint8."""
-    h, w = image.shape[:2]
-    area = h * w
+def resized_crop_box(height: int, width: int, rng: np.random.Generator, scale: tuple[float, float] = (0.5, 1.0),
+                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """The random draws of :func:`random_resized_crop`: the crop ``(y0, x0, ch, cw)`` in an image of
+    ``height`` x ``width`` (10 tries at a random area and aspect, else the centre square)."""
+    area = height * width
     for _ in range(10):
         target = area * rng.uniform(*scale)
         aspect = float(np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]))))
         cw = int(round(np.sqrt(target * aspect)))
         ch = int(round(np.sqrt(target / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            y0 = int(rng.integers(0, h - ch + 1))
-            x0 = int(rng.integers(0, w - cw + 1))
-            return _resize(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw]), size, size, Image.BICUBIC)
-    side = min(h, w)  # fall back to a centre crop
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    return _resize(np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side]), size, size, Image.BICUBIC)
+        if 0 < cw <= width and 0 < ch <= height:
+            return int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1)), ch, cw
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], full: tuple[int, int], size: int) -> np.ndarray:
+    """Crop ``box`` (in a ``full`` = (H, W) image) from ``image`` -- that image, or it decoded at a
+    reduced scale, the box scaled to match -- and resize the crop to [size, size, 3] (bicubic)."""
+    y0, x0, ch, cw = box
+    fy, fx = image.shape[0] / full[0], image.shape[1] / full[1]
+    if (fy, fx) != (1.0, 1.0):
+        y1, x1 = int(round((y0 + ch) * fy)), int(round((x0 + cw) * fx))
+        y0, x0 = int(round(y0 * fy)), int(round(x0 * fx))
+        ch, cw = max(1, y1 - y0), max(1, x1 - x0)
+    return _resize(np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw]), size, size, Image.BICUBIC)
+
+
+def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                        scale: tuple[float, float] = (0.5, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """CLIP-style random resized crop of [H, W, 3] uint8 to [size, size, 3] uint8."""
+    h, w = image.shape[:2]
+    return crop_resize(image, resized_crop_box(h, w, rng, scale, ratio), (h, w), size)
 
 
 def pick_caption(captions, rng: np.random.Generator) -> str:
