@@ -37,7 +37,12 @@ class BackboneConfig:
         depths: Swin only: override the number of blocks per stage.
         num_heads: Swin only: override the attention heads per stage.
         drop_path_rate: stochastic depth rate (Mask2Former's Swin-T uses 0.3).
-        weights: optional local file with ImageNet weights (a timm checkpoint); loaded at build.
+        weights: optional ImageNet weights, loaded at build: a local file (a timm checkpoint,
+            ``.pth``/``.bin``/``.safetensors``) or a timm name found in the Hugging Face cache
+            (``hf-hub:timm/swin_tiny_patch4_window7_224.ms_in1k`` or the tag
+            ``swin_tiny_patch4_window7_224.ms_in1k``; :mod:`vloss.model.hub`).
+        allow_download: let a ``weights`` name missing from the cache be downloaded (off: refused
+            with the command that fills the cache).
         grad_checkpointing: recompute each stage's activations in the backward pass instead of
             keeping them (timm's ``set_grad_checkpointing``): less memory, about a third more
             backbone compute; gradients are unchanged.
@@ -50,6 +55,7 @@ class BackboneConfig:
     num_heads: Optional[tuple[int, ...]] = None
     drop_path_rate: float = 0.3
     weights: Optional[str] = None
+    allow_download: bool = False
     grad_checkpointing: bool = False
 
 
@@ -142,7 +148,10 @@ class TextConfig:
         templates: prompt templates for class embeddings; ``{}`` is the class name. The one template
             setting of a run: training, evaluation and prediction all use it (an ensemble when several).
         names: how class names are cleaned before they are prompted (the same rule everywhere).
-        weights: optional local CLIP (or text-only) state-dict file; loaded at build.
+        weights: optional CLIP (or text-only) weights, loaded at build: a local state-dict file
+            (``.pt``/``.bin``/``.safetensors``) or an open_clip name found in the Hugging Face cache
+            (``ViT-B-32/openai``, ``hf-hub:ORG/REPO``; :mod:`vloss.model.hub`).
+        allow_download: let a ``weights`` name missing from the cache be downloaded.
         trainable: whether the text tower receives gradients.
     """
 
@@ -156,6 +165,7 @@ class TextConfig:
     templates: tuple[str, ...] = ("a photo of a {}.",)
     names: NameCleaning = field(default_factory=NameCleaning)
     weights: Optional[str] = None
+    allow_download: bool = False
     trainable: bool = True
 
 

@@ -247,6 +247,8 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
     recipe.pop("debug", None)
     for part in ("backbone", "decoder"):  # memory switches: the same gradients, the same run
         recipe["model"][part].pop("grad_checkpointing", None)
+    for part in ("backbone", "text"):  # whether a missing cache entry may be fetched: not what is trained
+        recipe["model"][part].pop("allow_download", None)
     return {"recipe": recipe, "workers": cluster.workers, "gpu": cluster.gpus_per_worker > 0,
             "shards": manifest_identity(read_json(locate(shard_root).child(MANIFEST_NAME))),
             "vocabularies": {t: read_vocabulary(shard_root, t).to_json() for t in job.train.tasks_used()

@@ -35,7 +35,9 @@ WEIGHTS_HELP = """\
                           ViT-B-32 / ViT-B-16 'openai' open_clip_pytorch_model.bin (.bin/.pth/.safetensors)
 Download them once on a machine with internet (huggingface-cli download timm/swin_tiny_patch4_window7_224.ms_in1k;
 huggingface-cli download timm/vit_base_patch32_clip_224.openai, or open_clip's model card), copy them to storage
-every node reads, and pass --set model.backbone.weights=PATH --set model.text.weights=PATH.
+every node reads, and pass --set model.backbone.weights=PATH --set model.text.weights=PATH, or name
+them from the Hugging Face cache: model.backbone.weights=swin_tiny_patch4_window7_224.ms_in1k,
+model.text.weights=ViT-B-32/openai.
 To train from random initialisation on purpose, add --from-scratch."""
 
 
@@ -51,26 +53,41 @@ def check_weights(job: TrainJobConfig, from_scratch: bool = False) -> list[dict[
         from_scratch: the user's explicit choice to train without pretrained weights.
 
     Returns:
-        ``[{"setting", "path", "sha256", "bytes"}]`` for every weights file named.
+        ``[{"setting", "path", "sha256", "bytes"}]`` for every weights file named (and ``name`` where
+        the setting named weights in the Hugging Face cache, ``path`` being the file it resolved to).
 
     Raises:
         WeightsRequiredError: ``train.require_pretrained`` and a setting is empty (names both
             settings, the expected files and how to get them).
-        FileNotFoundError: a named weights file does not exist.
+        FileNotFoundError: named weights do not exist (a file, or a name not in the Hugging Face
+            cache): every such setting in one message.
     """
     settings = {"model.backbone.weights": job.model.backbone.weights, "model.text.weights": job.model.text.weights}
     missing = [k for k, v in settings.items() if not v]
     if job.train.require_pretrained and missing and not from_scratch:
         raise WeightsRequiredError(WEIGHTS_HELP.format(settings=" and ".join(missing)))
-    out = []
-    for key, path in settings.items():
-        if not path:
+    from vloss.model.hub import resolve_weights
+
+    out, problems = [], []
+    for key, spec in settings.items():
+        if not spec:
+            continue
+        tower = job.model.backbone if key == "model.backbone.weights" else job.model.text
+        try:
+            path = resolve_weights(spec, key.split(".")[1], tower.allow_download)  # a name: its file in the cache
+        except FileNotFoundError as exc:
+            problems.append(f"{key}={exc}")
             continue
         loc = locate(path)
         if not loc.is_file():
-            raise FileNotFoundError(f"{key}={path}: no such weights file")
-        out.append({"setting": key, "path": path, "sha256": loc.sha256(),
-                    "bytes": loc.fs.get_file_info(loc.path).size})
+            problems.append(f"{key}={path}: no such weights file")
+            continue
+        entry = {"setting": key, "path": path, "sha256": loc.sha256(), "bytes": loc.fs.get_file_info(loc.path).size}
+        if path != spec:
+            entry["name"] = spec
+        out.append(entry)
+    if problems:  # every weights setting that fails, in one line
+        raise FileNotFoundError("; ".join(problems))
     return out
 
 
@@ -266,7 +283,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append("[plan]   lr x{} at steps ".format(plan["lr"]["gamma"])
                  + ", ".join(f"{m['step']} (epoch {m['epoch']})" for m in plan["lr"]["milestones"]))
     for w in plan["weights"]:
-        lines.append(f"[plan]   {w['setting']} = {w['path']} (sha256 {w['sha256'][:16]}...)")
+        lines.append(f"[plan]   {w['setting']} = " + (f"{w['name']} -> " if w.get("name") else "")
+                     + f"{w['path']} (sha256 {w['sha256'][:16]}...)")
     if not plan["weights"]:
         lines.append("[plan]   no pretrained weights (random initialisation)")
     if "estimate" in plan:

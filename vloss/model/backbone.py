@@ -51,13 +51,16 @@ def create_timm_features(cfg: BackboneConfig, weights: Optional[str | Path] = No
     Args:
         cfg: backbone settings.
         weights: path of a timm checkpoint (the classification model's state dict, as timm
-            publishes it); timm remaps it to the feature extractor and loads it with
-            ``weights_only=True``. Nothing is downloaded.
+            publishes it), or a timm name in the Hugging Face cache (:mod:`vloss.model.hub`); timm
+            remaps it to the feature extractor and loads it with ``weights_only=True`` (or from
+            safetensors). Nothing is downloaded unless ``cfg.allow_download``.
     """
     kwargs = timm_kwargs(cfg)
     if weights is None:
         return timm.create_model(cfg.name, pretrained=False, **kwargs)
-    path = Path(weights)
+    from vloss.model.hub import resolve_weights
+
+    path = Path(resolve_weights(str(weights), "backbone", cfg.allow_download))  # a timm name: its cached file
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights file not found: {path}")
     try:

@@ -47,9 +47,10 @@ class VLOSS(nn.Module):
         # contrastive temperature: call it, model.logit_scale_img_text() -> clamped scale (1/tau)
         self.logit_scale_img_text = LogitScale(cfg.logit_scale_init, cfg.logit_scale_max)
         if cfg.text.weights:
+            from vloss.model.hub import resolve_weights
             from vloss.model.weights import load_text_weights
 
-            load_text_weights(self, cfg.text.weights)
+            load_text_weights(self, resolve_weights(cfg.text.weights, "text", cfg.text.allow_download))
 
     @property
     def size_divisor(self) -> int:

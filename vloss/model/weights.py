@@ -32,6 +32,14 @@ def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":  # tensors only, never code (open_clip's and timm's hub format)
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
     from vloss.checkpoint import _torch_load  # weights_only=True; a refusal becomes an error naming the file
 
     obj = _torch_load(path)

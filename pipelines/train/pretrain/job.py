@@ -63,8 +63,10 @@ def fingerprint(pre: PretrainConfig, cluster: ClusterConfig, corpus: dict[str, A
     corpus and the class names of the label objective."""
     settings = {k: v for k, v in to_dict(pre).items() if k not in RUN_LENGTH_KEYS + ("checkpoint_every",)}
     model = preset(pre.preset).model
-    backbone = {k: v for k, v in to_dict(model.backbone).items() if k != "grad_checkpointing"}  # memory only
-    return {"pretrain": settings, "towers": {"backbone": backbone, "text": to_dict(model.text)},
+    backbone = {k: v for k, v in to_dict(model.backbone).items()
+                if k not in ("grad_checkpointing", "allow_download")}  # memory / fetching: not the towers
+    text = {k: v for k, v in to_dict(model.text).items() if k != "allow_download"}
+    return {"pretrain": settings, "towers": {"backbone": backbone, "text": text},
             "workers": cluster.workers, "corpus": corpus, "classes": list(classes or [])}
 
 
