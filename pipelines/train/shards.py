@@ -173,13 +173,13 @@ def _displayed_size(data: bytes) -> tuple[int, int] | None:
     header alone; None when the bytes are not an image Pillow knows (the transform reports it)."""
     from PIL import Image, UnidentifiedImageError
 
+    from vloss.data.images import displayed_size
+
     try:
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            return displayed_size(im)
     except (UnidentifiedImageError, OSError, ValueError):
         return None
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
 
 
 def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:

@@ -37,6 +37,15 @@ def sample_rng(seed: int, task: str, pass_index: int, image_id: int) -> np.rando
                                   int(image_id) & 0xFFFFFFFFFFFF])
 
 
+def _check_size(row: dict[str, Any], full: tuple[int, int]) -> None:
+    """The file's size must be the annotated one the random draws were made for (shards are built
+    with that check, so only an altered shard fails here)."""
+    if full != (int(row["height"]), int(row["width"])):
+        raise ValueError(f"{row.get('dataset', row.get('task', '?'))} image {row['image_id']} "
+                         f"({row.get('file_name', '?')}): decoded size {full} differs from the annotated "
+                         f"{(int(row['height']), int(row['width']))}")
+
+
 class DenseTransform:
     """Ray Data row transform for panoptic / detection rows (LSJ to ``size``) of one pass."""
 
@@ -51,9 +60,7 @@ class DenseTransform:
         # the jitter's size first, so that a JPEG decodes no larger than it is resized to
         resized = lsj_resized_shape(h, w, self.size, rng, self.min_scale, self.max_scale)
         image, full = decode_image_reduced(row["image"], resized[1], resized[0])
-        if full != (h, w):
-            raise ValueError(f"{row['dataset']} image {row['image_id']} ({row['file_name']}): decoded size "
-                             f"{full} differs from the annotated {(h, w)}")
+        _check_size(row, full)
         keep = [i for i in row["instances"] if not i["iscrowd"]]
         masks = np.zeros((len(keep), h, w), bool)
         for k, inst in enumerate(keep):
@@ -79,9 +86,6 @@ class CaptionTransform:
         box = resized_crop_box(h, w, rng)
         # decode no larger than the crop needs: the crop's side at least `size` after the reduction
         image, full = decode_image_reduced(row["image"], -(-w * self.size // box[3]), -(-h * self.size // box[2]))
-        if full != (h, w):  # the box was drawn for the annotated size: draw it for the file's
-            rng = sample_rng(self.seed, "captions", self.pass_index, int(row["image_id"]))
-            box = resized_crop_box(full[0], full[1], rng)
-            image, full = decode_image_reduced(row["image"], full[1], full[0])
+        _check_size(row, full)
         image = crop_resize(image, box, full, self.size)
         return {"image_id": int(row["image_id"]), "image": image, "caption": pick_caption(row["captions"], rng)}

@@ -73,6 +73,12 @@ def decode_image(data: bytes) -> np.ndarray:
 _SWAPPED = {5, 6, 7, 8}
 
 
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """``(H, W)`` of an opened image as a viewer shows it (EXIF rotation applied), from its header."""
+    w, h = image.size
+    return (w, h) if image.getexif().get(0x0112) in _SWAPPED else (h, w)
+
+
 def decode_image_reduced(data: bytes, width: int, height: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode to ``[h, w, 3]`` uint8 RGB at no less than ``width`` x ``height``, skipping the work of
     full size where the format allows (a JPEG decodes at 1/2, 1/4 or 1/8 scale, ``Image.draft``).
@@ -97,9 +103,8 @@ def decode_image_reduced(data: bytes, width: int, height: int) -> tuple[np.ndarr
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.seek(0)
-            w, h = im.size
-            swapped = im.getexif().get(0x0112) in _SWAPPED
-            full = (w, h) if swapped else (h, w)  # (H, W) as displayed
+            full = displayed_size(im)
+            swapped = full != (im.size[1], im.size[0])
             if im.format == "JPEG":
                 want = (max(1, height), max(1, width)) if swapped else (max(1, width), max(1, height))
                 im.draft("RGB", want)  # the largest reduction that keeps at least `want`

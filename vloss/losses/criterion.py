@@ -153,11 +153,7 @@ def average_num_masks(num_masks: float | torch.Tensor, device: torch.device | st
     Returns:
         The normaliser as a Python float.
     """
-    t = torch.as_tensor(num_masks, dtype=torch.float32, device=device).clone()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-        t = t / dist.get_world_size()
-    return float(torch.clamp(t, min=1.0).item())
+    return average_over_ranks([float(num_masks)], device=device)[0]
 
 
 _SUFFIX = re.compile(r"_\d+$")

@@ -75,7 +75,7 @@ def _open_clip_name(spec: str) -> HubWeights | None:
     hub = (cfg or {}).get("hf_hub", "")
     if not hub:
         return None
-    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+    repo, filename = os.path.split(hub)  # "org/repo/" names the repository only, "org/repo/file" a file too
     files = ((filename,) if filename else ()) + OPEN_CLIP_FILES
     return HubWeights(spec, repo, tuple(dict.fromkeys(files)))
 

@@ -122,7 +122,7 @@ def forward_backward(forward: Callable[..., dict[str, Any]], task: str, batch: d
         sync = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
         with sync:
             with autocast if autocast is not None else contextlib.nullcontext():
-                out = forward(task, part["images"], part["captions"]) if not dense else forward(task, part["images"])
+                out = forward(task, part["images"]) if dense else forward(task, part["images"], part["captions"])
             losses = compute_losses(task, out, part, loss_cfg, criterion, contrastive,
                                     generator=gens[lo:lo + size] if gens is not None else None, normalizers=norms)
             total = weighted_total(losses, loss_cfg)
