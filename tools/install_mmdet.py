@@ -13,7 +13,11 @@ torch and mmcv versions and the ops' device (``cpu``, or ``cuda`` with ``VLOSS_M
 CUDA compiler), so a second run installs it in seconds. About 12 minutes on 2 cores for the CPU
 ops; the CUDA ops take far longer and are only built when asked for.
 
-    .venv/bin/python tools/install_mmdet.py [--rebuild] [--check]
+    .venv/bin/python tools/install_mmdet.py [--rebuild] [--check] [--build-tools] [--build-only [--jobs N]]
+
+``make test`` (``tools/test.sh``) installs the build tools first, compiles the wheel in the
+background at the lowest CPU priority with ``--build-only`` while the rest of the suite runs (the
+suite leaves a core idle about half of the time), then installs it and runs the MMDetection tests.
 
 Exit status 0 when ``import mmdet`` and mmcv's RoIAlign work afterwards; otherwise one line saying
 what failed (and the build log's path) and exit status 1.
@@ -86,8 +90,11 @@ def _download(url: str, sha256: str, dest: Path) -> Path:
     return path
 
 
-def build_wheel(target: Path, device: str, log_path: Path) -> Path:
-    """Download, patch and compile mmcv into ``target`` (a wheel file there); returns the wheel's path."""
+def build_wheel(target: Path, device: str, log_path: Path, jobs: int = 0) -> Path:
+    """Download, patch and compile mmcv into ``target`` (a wheel file there); returns the wheel's path.
+
+    ``jobs``: parallel compile jobs (0: one per CPU). The build tools are installed into this Python
+    first, a no-op where ``--build-tools`` already did (then nothing in it changes during the build)."""
     with tempfile.TemporaryDirectory(prefix="vloss-mmcv-") as tmp, open(log_path, "w") as log:
         work = Path(tmp)
         _pip(*BUILD_TOOLS, log=log)
@@ -98,7 +105,7 @@ def build_wheel(target: Path, device: str, log_path: Path) -> Path:
         print(f"[install-mmdet] patched {patch_source(src)} compile flag(s) -std=c++17 -> -std=c++20 in {src.name}"
               f"/setup.py", flush=True)
         env = {**os.environ, "MMCV_WITH_OPS": "1", "FORCE_CUDA": "1" if device == "cuda" else "0",
-               "MAX_JOBS": str(os.cpu_count() or 2)}
+               "MAX_JOBS": str(jobs or os.cpu_count() or 2)}
         if device == "cpu":
             env["CUDA_HOME"] = ""  # a CUDA toolkit on the machine must not turn the CPU build into a CUDA one
         dist = work / "dist"
@@ -131,11 +138,19 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rebuild", action="store_true", help="compile mmcv again even when the cache has it")
     p.add_argument("--check", action="store_true", help="only check the installed stack")
+    p.add_argument("--build-tools", action="store_true", help="only install what the build needs (seconds)")
+    p.add_argument("--build-only", action="store_true",
+                   help="only compile the wheel into the cache (when it is not there); install nothing else")
+    p.add_argument("--jobs", type=int, default=0, help="parallel compile jobs (default: one per CPU)")
     a = p.parse_args(argv)
     t0 = time.time()
     try:
         if a.check:
             print(f"[install-mmdet] {check()}")
+            return 0
+        if a.build_tools:
+            _pip(*BUILD_TOOLS)
+            print(f"[install-mmdet] build tools installed: {', '.join(BUILD_TOOLS)}", flush=True)
             return 0
         import torch
 
@@ -152,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[install-mmdet] compiling mmcv {MMCV} with its {device} ops for Python {python}, torch "
                   f"{torch.__version__} (about 12 minutes on 2 cores); log: {log}", flush=True)
             try:
-                wheel = build_wheel(target, device, log)
+                wheel = build_wheel(target, device, log, a.jobs)
             except subprocess.CalledProcessError as exc:
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
                 raise RuntimeError(f"building mmcv failed (exit {exc.returncode}): {' '.join(tail)}; "
                                    f"the whole log: {log}") from exc
             print(f"[install-mmdet] built {wheel.name} in {time.time() - t0:.0f} s; cached in {target}", flush=True)
+        if a.build_only:
+            return 0
         _pip("--no-deps", str(wheel))
         _pip(*RUNTIME)
         print(f"[install-mmdet] {check()}; {time.time() - t0:.0f} s", flush=True)
