@@ -689,8 +689,8 @@ def section_eval_predictor(ctx: Context) -> dict[str, Any]:
     import numpy as np
 
     from pipelines.common.inference_decode import decode_eval_images
-    from pipelines.evaluate.data import load_eval_set, resolve_eval_paths
     from pipelines.evaluate.predictor import EvalPredictor
+    from pipelines.evaluate.tasks import load_eval_set, resolve_eval_paths
     from vloss.config import resolve
     from vloss.model import VLOSS
 

@@ -24,6 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vloss.safe_load import safe_torch_load
+
+# the old private name, still imported by pipelines/train/pretrain/worker.py
+_torch_load = safe_torch_load
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 
@@ -70,31 +75,13 @@ def load_training_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, An
     p = Path(directory)
     if not is_training_checkpoint(p):
         raise FileNotFoundError(f"{p}: a training checkpoint directory needs {STATE_FILE} and {META_FILE}")
-    state = _torch_load(p / STATE_FILE)
+    state = safe_torch_load(p / STATE_FILE)
     try:
         with open(p / META_FILE) as f:
             meta = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{p / META_FILE}: not valid JSON ({exc})") from exc
     return state, meta
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; anything it refuses (not a checkpoint, a pickle that would
-    run code, a truncated file) becomes an error naming the file. Nothing in the file is executed."""
-    import pickle
-    import struct
-    import zipfile
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, LookupError, struct.error) as exc:  # LookupError: a text file can give KeyError, IndexError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a checkpoint this job can load safely "
-                         f"(torch.load with weights_only=True refused it: {first})") from exc
 
 
 @dataclass
@@ -146,7 +133,7 @@ def load_model_checkpoint(checkpoint: str | os.PathLike, preset: str | None = No
     else:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        payload = _torch_load(path)
+        payload = safe_torch_load(path)
         if not isinstance(payload, dict):
             raise WeightsError(f"{path}: expected a state dict (mapping), found {type(payload).__name__}")
         sd = payload["model"] if isinstance(payload.get("model"), dict) else payload

@@ -19,8 +19,6 @@ from typing import Callable, Optional
 from vloss.checks import at_least, divides, fraction, non_negative, positive
 from vloss.config_io import apply_overrides
 from vloss.data.class_names import NameCleaning
-from vloss.losses.config import LossConfig
-from vloss.training.optim import OptimConfig
 
 ENCODER_KINDS = ("fpn_style", "fpn", "deform")
 
@@ -191,12 +189,61 @@ class ModelConfig:
 
 
 @dataclass
+class LossConfig:
+    """Weights and sampling settings of the VLOSS objective (Eq. 6, Sec. 3.5 and 4.2), read by :mod:`vloss.losses`.
+
+    Args:
+        cls_weight: lambda_cls for the (C+1)-way cross-entropy (paper: 2.0).
+        bce_weight: lambda_bce for the sigmoid BCE mask loss (paper: 5.0).
+        dice_weight: lambda_dice for the dice mask loss (paper: 5.0).
+        con_weight: lambda_con for the image-text contrastive loss (paper: 1.0).
+        no_object_weight: cross-entropy weight of the "no-object" class (Mask2Former: 0.1).
+        num_points: points sampled per mask for matching and for the mask losses.
+        oversample_ratio: importance sampling oversampling ratio (Mask2Former: 3.0).
+        importance_sample_ratio: share of points taken from the most uncertain ones (0.75).
+        positive_only_detection: use positive-only classification loss on detection batches.
+        deep_supervision: supervise every decoder layer, not only the last.
+        contrastive: "clip" (global InfoNCE, Eq. 5) or "filip" (token-wise, Table 6 ablation).
+        gather_contrastive: gather embeddings across ranks for more negatives.
+        gather_with_grad: make that gather differentiable (gradients of the global loss reach
+            every rank's embeddings); otherwise only the local shard carries gradient.
+    """
+
+    cls_weight: float = 2.0
+    bce_weight: float = 5.0
+    dice_weight: float = 5.0
+    con_weight: float = 1.0
+    no_object_weight: float = 0.1
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    positive_only_detection: bool = True
+    deep_supervision: bool = True
+    contrastive: str = "clip"
+    gather_contrastive: bool = True
+    gather_with_grad: bool = True
+
+    def __post_init__(self) -> None:
+        if self.contrastive not in ("clip", "filip"):
+            raise ValueError(f"LossConfig.contrastive must be 'clip' or 'filip', got {self.contrastive!r}")
+        if self.num_points <= 0:
+            raise ValueError(f"LossConfig.num_points must be positive, got {self.num_points}")
+        if self.oversample_ratio < 1.0:
+            raise ValueError(f"LossConfig.oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0.0 <= self.importance_sample_ratio <= 1.0:
+            raise ValueError("LossConfig.importance_sample_ratio must be in [0, 1], "
+                             f"got {self.importance_sample_ratio}")
+        if self.no_object_weight < 0:
+            raise ValueError(f"LossConfig.no_object_weight must be >= 0, got {self.no_object_weight}")
+
+
+@dataclass
 class VLOSSConfig:
     """Everything a run needs; saved (resolved) in every checkpoint.
 
     Args:
         model: network settings.
-        loss: loss weights and sampling (owned by ``vloss.losses``).
+        loss: loss weights and sampling (read by ``vloss.losses``).
         seed: global random seed.
     """
 
@@ -418,6 +465,51 @@ class DebugConfig:
     """
 
     fail_at_step: int = -1
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and learning-rate schedule settings (paper Sec. 4.2), read by :mod:`vloss.training.optim`.
+
+    Args:
+        base_lr: learning rate of everything but the text encoder and the backbone (paper: 2e-4).
+        text_lr: learning rate of the text encoder (paper: 2e-5).
+        backbone_lr_mult: the image backbone trains at ``base_lr * backbone_lr_mult``. The paper is
+            silent; its code base (MMDetection's Mask2Former configs, ``custom_keys={'backbone':
+            dict(lr_mult=0.1)}``) and Mask2Former itself (``SOLVER.BACKBONE_MULTIPLIER: 0.1``) use
+            0.1 for ImageNet-initialised backbones, so 0.1 is the default; 1.0 turns it off.
+        backbone_prefix: parameter-name prefix of the image backbone in the model.
+        weight_decay: AdamW decoupled weight decay (not stated in the paper; Mask2Former: 0.05).
+        betas: AdamW betas.
+        text_prefix: parameter-name prefix of the text encoder in the model.
+        gamma: multiplicative decay at each milestone (paper: 0.1).
+        milestone_epochs: decay points in units of `reference_epochs` (paper: 8 and 11).
+        reference_epochs: epochs the milestones refer to (paper: 12); a run of any length is
+            mapped onto them by :func:`vloss.training.optim.milestones_for`.
+        warmup_iters: steps of linear warmup at the start of every training stage (0: none).
+        warmup_factor: lr multiplier at step 0 of the warmup (mmdet default 0.001).
+    """
+
+    base_lr: float = 2e-4
+    text_lr: float = 2e-5
+    backbone_lr_mult: float = 0.1
+    backbone_prefix: str = "backbone."
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    text_prefix: str = "text."
+    gamma: float = 0.1
+    milestone_epochs: tuple[int, ...] = (8, 11)
+    reference_epochs: int = 12
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+
+    def __post_init__(self) -> None:
+        positive("optim", base_lr=self.base_lr, text_lr=self.text_lr, gamma=self.gamma,
+                 warmup_factor=self.warmup_factor)
+        non_negative("optim", backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay)
+        fraction("optim", closed_high=False, beta1=self.betas[0], beta2=self.betas[1])
+        at_least("optim", 1, reference_epochs=self.reference_epochs)
+        at_least("optim", 0, warmup_iters=self.warmup_iters)
 
 
 @dataclass

@@ -1,16 +1,14 @@
 """What an evaluation job reads: the evaluation set's files, images and open vocabulary.
 
-``resolve_eval_paths`` finds the ground-truth files of a task under a data root (the layouts
-of ``docs/DATA_LAYOUT.md`` and ``docs/EVALUATION.md``: the synthetic world, a root holding
-``ade20k_panoptic/`` or ``lvis/``, or the dataset folder itself such as
-``ADEChallengeData2016/``); explicit ``--gt-json / --images / --gt-dir`` paths win.
-``load_eval_set`` reads and validates the files with the project's readers and returns an
-:class:`EvalSet`: one :class:`EvalImage` per image to predict, and the vocabulary the model is
-asked about, taken from the evaluation set's *own* categories (open vocabulary: ADE20K's 150
-names with ``isthing``, LVIS's names with underscores as spaces, COCO's 133 panoptic names).
+Its readers (:func:`read_panoptic_set`, :func:`read_lvis_set`, :func:`read_coco_instances_set`)
+validate the ground-truth files with the project's format readers and return an :class:`EvalSet`:
+one :class:`EvalImage` per image to predict, and the vocabulary the model is asked about, taken
+from the evaluation set's *own* categories (open vocabulary: ADE20K's 150 names with ``isthing``,
+LVIS's names with underscores as spaces, COCO's 133 panoptic names).
 
-Which reader and which layout belong to a task is the table of :mod:`pipelines.evaluate.tasks`.
-This module imports no Ray and no torch.
+Which reader and which layout belong to a task is the table of :mod:`pipelines.evaluate.tasks`,
+which also holds the functions that take a task (``resolve_eval_paths``, ``load_eval_set``);
+this module knows no task, so it never imports that table. It imports no Ray and no torch.
 """
 
 from __future__ import annotations
@@ -19,12 +17,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vloss.data.errors import DataFormatError
 
-if TYPE_CHECKING:
-    from pipelines.evaluate.tasks import EvalTask
 
 @dataclass(frozen=True)
 class EvalPaths:
@@ -101,80 +97,10 @@ def vocabulary_sha256(names: list[str], templates: tuple[str, ...] | list[str]) 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _task(task: "str | EvalTask") -> "EvalTask":
-    from pipelines.evaluate.tasks import get_task
-
-    return get_task(task) if isinstance(task, str) else task
-
-
-def resolve_eval_paths(task: "str | EvalTask", data: str | Path | None = None, gt_json: str | Path | None = None,
-                       images: str | Path | None = None, gt_dir: str | Path | None = None) -> EvalPaths:
-    """Locate a task's files: explicit paths first, then the task's layout under ``data``.
-
-    Args:
-        task: a task name or :class:`~pipelines.evaluate.tasks.EvalTask`.
-        data: data root (synthetic world, a root with the dataset folders, or the dataset folder).
-        gt_json, images, gt_dir: explicit paths overriding the layout.
-
-    Raises:
-        ValueError: unknown task, or a file that is neither given nor found under ``data``.
-    """
-    task = _task(task)
-    lay = task.layout
-    found: dict[str, Path | None] = {"gt_json": None, "images": None, "gt_dir": None}
-    if data is not None:
-        root = Path(data).resolve()
-        if not root.is_dir():
-            raise ValueError(f"--data {root}: not a directory")
-        if (root / "world.json").is_file() and lay.world_key is not None:
-            from vloss.data.synthetic import load_world
-
-            p = load_world(root)["paths"][lay.world_key]
-            found = {"gt_json": p["val_json"], "images": p["val_images"], "gt_dir": p.get("val_png_dir")}
-        else:
-            base = next((root / f for f in lay.folders if (root / f / lay.gt_json).is_file()), None)
-            if base is None:
-                tried = ", ".join(str(root / f / lay.gt_json) for f in lay.folders)
-                raise ValueError(f"--data {root}: no {task.name} annotation file found (tried {tried}); "
-                                 f"see docs/EVALUATION.md or pass --gt-json")
-            found = {"gt_json": base / lay.gt_json, "images": base / lay.images,
-                     "gt_dir": base / lay.gt_dir if lay.gt_dir else None}
-            beside = root / lay.images_beside if lay.images_beside else None
-            if beside is not None and not (base / "val2017").is_dir() and (beside / "val2017").is_dir():
-                found["images"] = beside
-    explicit = {"gt_json": gt_json, "images": images, "gt_dir": gt_dir}
-    for key, value in explicit.items():
-        if value is not None:
-            found[key] = Path(value).resolve()
-    if found["gt_json"] is None or found["images"] is None:
-        raise ValueError(f"{task.name}: pass --data ROOT, or --gt-json and --images")
-    if task.panoptic and found["gt_dir"] is None:
-        raise ValueError(f"{task.name}: pass --gt-dir (the ground-truth panoptic PNG folder)")
-    if not Path(found["gt_json"]).is_file():
-        raise ValueError(f"{task.name}: annotation file not found: {found['gt_json']}")
-    return EvalPaths(Path(found["gt_json"]), Path(found["images"]),
-                     Path(found["gt_dir"]) if task.panoptic else None)
-
-
 def _limit(items: list, limit: int | None) -> list:
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     return items[:limit] if limit else items
-
-
-def load_eval_set(task: "str | EvalTask", paths: EvalPaths, limit: int | None = None) -> EvalSet:
-    """Read and validate the ground truth with the task's reader; build the images and the vocabulary.
-
-    Args:
-        task: a task name or :class:`~pipelines.evaluate.tasks.EvalTask`.
-        paths: from :func:`resolve_eval_paths`.
-        limit: evaluate only the first ``limit`` images (file order).
-
-    Raises:
-        DataFormatError: naming file, record and field, for malformed annotation files.
-    """
-    task = _task(task)
-    return task.reader(task.name, paths, limit)
 
 
 def read_panoptic_set(task: str, paths: EvalPaths, limit: int | None = None) -> EvalSet:

@@ -51,18 +51,11 @@ from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate
 from pipelines.evaluate.config import EvalJobConfig
-from pipelines.evaluate.data import (
-    EvalSet,
-    is_synthetic_world,
-    load_eval_set,
-    resolve_eval_paths,
-    vocabulary_sha256,
-    write_gt_subset,
-)
+from pipelines.evaluate.data import EvalSet, is_synthetic_world, vocabulary_sha256, write_gt_subset
 from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
 from pipelines.evaluate.streaming_pq import StreamingPQ
-from pipelines.evaluate.tasks import EvalTask, get_task
+from pipelines.evaluate.tasks import EvalTask, get_task, load_eval_set, resolve_eval_paths
 from vloss.data.masks import decode_rle, rgb2id
 
 

@@ -4,6 +4,12 @@ Adding a task is one :class:`EvalTask` entry plus its reader (ground truth -> :c
 and scorer (files -> metrics). The name is the task's only spelling: on the command line
 (``--task``), in ``metrics.json``, in the report (:data:`vloss.eval.report.TASKS` uses the same
 keys) and in the data layout (the folder of the synthetic world and of ``docs/EVALUATION.md``).
+
+:func:`resolve_eval_paths` finds the ground-truth files of a task under a data root (the layouts
+of ``docs/DATA_LAYOUT.md`` and ``docs/EVALUATION.md``: the synthetic world, a root holding
+``ade20k_panoptic/`` or ``lvis/``, or the dataset folder itself such as ``ADEChallengeData2016/``);
+explicit ``--gt-json / --images / --gt-dir`` paths win. :func:`load_eval_set` reads them with the
+task's reader (:mod:`pipelines.evaluate.data`).
 """
 
 from __future__ import annotations
@@ -115,3 +121,71 @@ def get_task(name: str) -> EvalTask:
     if name not in EVAL_TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {TASK_NAMES}")
     return EVAL_TASKS[name]
+
+
+def _task(task: str | EvalTask) -> EvalTask:
+    return get_task(task) if isinstance(task, str) else task
+
+
+def resolve_eval_paths(task: str | EvalTask, data: str | Path | None = None, gt_json: str | Path | None = None,
+                       images: str | Path | None = None, gt_dir: str | Path | None = None) -> EvalPaths:
+    """Locate a task's files: explicit paths first, then the task's layout under ``data``.
+
+    Args:
+        task: a task name or :class:`EvalTask`.
+        data: data root (synthetic world, a root with the dataset folders, or the dataset folder).
+        gt_json, images, gt_dir: explicit paths overriding the layout.
+
+    Raises:
+        ValueError: unknown task, or a file that is neither given nor found under ``data``.
+    """
+    task = _task(task)
+    lay = task.layout
+    found: dict[str, Path | None] = {"gt_json": None, "images": None, "gt_dir": None}
+    if data is not None:
+        root = Path(data).resolve()
+        if not root.is_dir():
+            raise ValueError(f"--data {root}: not a directory")
+        if (root / "world.json").is_file() and lay.world_key is not None:
+            from vloss.data.synthetic import load_world
+
+            p = load_world(root)["paths"][lay.world_key]
+            found = {"gt_json": p["val_json"], "images": p["val_images"], "gt_dir": p.get("val_png_dir")}
+        else:
+            base = next((root / f for f in lay.folders if (root / f / lay.gt_json).is_file()), None)
+            if base is None:
+                tried = ", ".join(str(root / f / lay.gt_json) for f in lay.folders)
+                raise ValueError(f"--data {root}: no {task.name} annotation file found (tried {tried}); "
+                                 f"see docs/EVALUATION.md or pass --gt-json")
+            found = {"gt_json": base / lay.gt_json, "images": base / lay.images,
+                     "gt_dir": base / lay.gt_dir if lay.gt_dir else None}
+            beside = root / lay.images_beside if lay.images_beside else None
+            if beside is not None and not (base / "val2017").is_dir() and (beside / "val2017").is_dir():
+                found["images"] = beside
+    explicit = {"gt_json": gt_json, "images": images, "gt_dir": gt_dir}
+    for key, value in explicit.items():
+        if value is not None:
+            found[key] = Path(value).resolve()
+    if found["gt_json"] is None or found["images"] is None:
+        raise ValueError(f"{task.name}: pass --data ROOT, or --gt-json and --images")
+    if task.panoptic and found["gt_dir"] is None:
+        raise ValueError(f"{task.name}: pass --gt-dir (the ground-truth panoptic PNG folder)")
+    if not Path(found["gt_json"]).is_file():
+        raise ValueError(f"{task.name}: annotation file not found: {found['gt_json']}")
+    return EvalPaths(Path(found["gt_json"]), Path(found["images"]),
+                     Path(found["gt_dir"]) if task.panoptic else None)
+
+
+def load_eval_set(task: str | EvalTask, paths: EvalPaths, limit: int | None = None) -> EvalSet:
+    """Read and validate the ground truth with the task's reader; build the images and the vocabulary.
+
+    Args:
+        task: a task name or :class:`EvalTask`.
+        paths: from :func:`resolve_eval_paths`.
+        limit: evaluate only the first ``limit`` images (file order).
+
+    Raises:
+        DataFormatError: naming file, record and field, for malformed annotation files.
+    """
+    task = _task(task)
+    return task.reader(task.name, paths, limit)

@@ -1,6 +1,6 @@
 """Training objectives: Hungarian matcher, set criterion (cls/BCE/dice), contrastive loss."""
 
-from vloss.losses.config import LossConfig
+from vloss.config import LossConfig
 from vloss.losses.contrastive import (
     ContrastiveLoss,
     clip_contrastive_loss,

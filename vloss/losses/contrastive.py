@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vloss.losses.config import LossConfig
+from vloss.config import LossConfig
 
 
 class _AllGather(torch.autograd.Function):
@@ -199,7 +199,7 @@ class ContrastiveLoss:
 
     @classmethod
     def from_config(cls, cfg: LossConfig) -> "ContrastiveLoss":
-        """Build from a :class:`~vloss.losses.config.LossConfig`."""
+        """Build from a :class:`~vloss.config.LossConfig`."""
         return cls(kind=cfg.contrastive, gather=cfg.gather_contrastive,
                    gather_with_grad=cfg.gather_with_grad)
 

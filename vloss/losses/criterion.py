@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vloss.losses.config import LossConfig
+from vloss.config import LossConfig
 from vloss.losses.matcher import HungarianMatcher
 from vloss.losses.point_sample import (
     SAMPLE_KWARGS,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vloss.model.backbone import create_timm_features
+from vloss.safe_load import safe_torch_load
 
 _WRAPPER_KEYS = ("model", "state_dict", "module")
 _CLIP_IGNORED = ("logit_scale", "logit_bias", "attn_mask")
@@ -40,9 +41,7 @@ def _read(path: str | Path) -> dict[str, Any]:
             return dict(load_file(str(path)))
         except (SafetensorError, OSError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    from vloss.checkpoint import _torch_load  # weights_only=True; a refusal becomes an error naming the file
-
-    obj = _torch_load(path)
+    obj = safe_torch_load(path)  # weights_only=True; a refusal becomes an error naming the file
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a state dict (mapping), found {type(obj).__name__}")
     return dict(obj)

@@ -31,8 +31,8 @@ from typing import Any, Callable, ContextManager
 
 import torch
 
+from vloss.config import LossConfig
 from vloss.losses import ContrastiveLoss, SetCriterion, weighted_total
-from vloss.losses.config import LossConfig
 from vloss.training.step import compute_losses
 
 

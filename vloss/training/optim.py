@@ -16,19 +16,21 @@ Weight decay is not applied to (the usual Mask2Former / CLIP practice):
 Parameters with `requires_grad=False` are left out of every group (the optimizer never sees
 them); a parameter shared by two modules appears once.
 
+The settings, :class:`~vloss.config.OptimConfig`, live with the other recipes in :mod:`vloss.config`
+(which imports no torch).
+
 Pure PyTorch: no ray import.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from vloss.checks import at_least, fraction, non_negative, positive
+from vloss.config import OptimConfig  # the settings; importing them from here works too
 
 # name fragments of parameters that never get weight decay (matched on the leaf name only)
 NO_DECAY_NAME_KEYS: tuple[str, ...] = ("embed", "logit_scale", "relative_position_bias_table",
@@ -36,51 +38,6 @@ NO_DECAY_NAME_KEYS: tuple[str, ...] = ("embed", "logit_scale", "relative_positio
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
                nn.RMSNorm)
 _EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
-
-
-@dataclass
-class OptimConfig:
-    """AdamW and learning-rate schedule settings.
-
-    Args:
-        base_lr: learning rate of everything but the text encoder and the backbone (paper: 2e-4).
-        text_lr: learning rate of the text encoder (paper: 2e-5).
-        backbone_lr_mult: the image backbone trains at ``base_lr * backbone_lr_mult``. The paper is
-            silent; its code base (MMDetection's Mask2Former configs, ``custom_keys={'backbone':
-            dict(lr_mult=0.1)}``) and Mask2Former itself (``SOLVER.BACKBONE_MULTIPLIER: 0.1``) use
-            0.1 for ImageNet-initialised backbones, so 0.1 is the default; 1.0 turns it off.
-        backbone_prefix: parameter-name prefix of the image backbone in the model.
-        weight_decay: AdamW decoupled weight decay (not stated in the paper; Mask2Former: 0.05).
-        betas: AdamW betas.
-        text_prefix: parameter-name prefix of the text encoder in the model.
-        gamma: multiplicative decay at each milestone (paper: 0.1).
-        milestone_epochs: decay points in units of `reference_epochs` (paper: 8 and 11).
-        reference_epochs: epochs the milestones refer to (paper: 12); a run of any length is
-            mapped onto them by `milestones_for`.
-        warmup_iters: steps of linear warmup at the start of every training stage (0: none).
-        warmup_factor: lr multiplier at step 0 of the warmup (mmdet default 0.001).
-    """
-
-    base_lr: float = 2e-4
-    text_lr: float = 2e-5
-    backbone_lr_mult: float = 0.1
-    backbone_prefix: str = "backbone."
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    text_prefix: str = "text."
-    gamma: float = 0.1
-    milestone_epochs: tuple[int, ...] = (8, 11)
-    reference_epochs: int = 12
-    warmup_iters: int = 0
-    warmup_factor: float = 0.001
-
-    def __post_init__(self) -> None:
-        positive("optim", base_lr=self.base_lr, text_lr=self.text_lr, gamma=self.gamma,
-                 warmup_factor=self.warmup_factor)
-        non_negative("optim", backbone_lr_mult=self.backbone_lr_mult, weight_decay=self.weight_decay)
-        fraction("optim", closed_high=False, beta1=self.betas[0], beta2=self.betas[1])
-        at_least("optim", 1, reference_epochs=self.reference_epochs)
-        at_least("optim", 0, warmup_iters=self.warmup_iters)
 
 
 def is_no_decay(name: str, param: nn.Parameter, owner: nn.Module) -> bool:

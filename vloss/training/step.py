@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vloss.config import LossConfig
 from vloss.losses import ContrastiveLoss, SetCriterion
-from vloss.losses.config import LossConfig
 from vloss.model import VLOSS
 
 TASKS = ("panoptic", "detection", "captions")

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from pipelines.common.inference_decode import decode_eval_images
-from pipelines.evaluate.data import EvalImage, load_eval_set, resolve_eval_paths, vocabulary_sha256, write_gt_subset
+from pipelines.evaluate.data import EvalImage, vocabulary_sha256, write_gt_subset
 from pipelines.evaluate.model import load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor
+from pipelines.evaluate.tasks import load_eval_set, resolve_eval_paths
 from vloss.data.masks import decode_rle, mask_to_bbox, rgb2id
 from vloss.data.transforms import resized_shape
 from vloss.model import WeightsError, save_model_weights

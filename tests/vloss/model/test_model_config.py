@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vloss.config import VLOSSConfig, baseline, paper, preset, tiny
+from vloss.config import LossConfig, VLOSSConfig, baseline, paper, preset, tiny
 from vloss.config_io import apply_overrides, from_dict, to_dict
-from vloss.losses.config import LossConfig
 
 
 def test_paper_preset_matches_sec_4_2() -> None:
