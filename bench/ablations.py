@@ -97,7 +97,7 @@ def total_steps(recipe: str, overrides: list[str], sizes: dict[str, int], worker
     from pipelines.train.schedule import StepSchedule
 
     job = build_recipe(recipe, "tiny", overrides)
-    return StepSchedule(schedule_config(job, sizes, workers)).total_steps
+    return StepSchedule(schedule_config(job, sizes)).total_steps
 
 
 def epochs_for_budget(recipe: str, base: list[str], sizes: dict[str, int], workers: int,

@@ -59,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--from-scratch", action="store_true",
                    help="train without the pretrained Swin-T / CLIP text weights the paper starts from")
     p.add_argument("--out", default="runs/vloss", help="run directory (config, plan, metrics, results)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=worker_range, default=(0, 2), metavar="N|MIN:MAX",
+                   help="Ray Train workers (default 2); MIN:MAX: elastic, continues on the workers left when a node "
+                        "goes and grows back when it returns, with the same global batch and data order")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="a worker holding a GPU trains on CUDA")
     p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
     p.add_argument("--resume", default="auto",
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     add_verbose_argument(p)
     a = p.parse_args(argv)
     routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
-    cluster = ClusterConfig(workers=a.workers, gpus_per_worker=a.gpus_per_worker,
+    cluster = ClusterConfig(workers=a.workers[1], min_workers=a.workers[0], gpus_per_worker=a.gpus_per_worker,
                             cpus_per_worker=default_cpus(a.gpus_per_worker), storage_path=a.storage_path)
     if a.list_recipes:
         return a, None, cluster
@@ -100,6 +102,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
         job.train.detection_images = job.train.detection_images or trial_rows
         job.train.panoptic_images = job.train.panoptic_images or trial_rows
     return a, job, cluster
+
+
+def worker_range(text: str) -> tuple[int, int]:
+    """``--workers``: ``N`` (a fixed group: ``(0, N)``) or ``MIN:MAX`` (elastic: ``(MIN, MAX)``)."""
+    try:
+        lo, _, hi = text.partition(":")
+        pair = (0, int(lo)) if not _ else (int(lo), int(hi))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN:MAX (integers), got {text!r}") from None
+    if pair[1] < 1 or (_ and not 1 <= pair[0] <= pair[1]):
+        raise argparse.ArgumentTypeError(f"expected N >= 1 or 1 <= MIN <= MAX, got {text!r}")
+    return pair
 
 
 def dry_run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig, weights: list[dict], out: str) -> int:

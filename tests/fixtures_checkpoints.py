@@ -33,7 +33,7 @@ def tiny_checkpoint_dir(tiny_model: VLOSS, tmp_path_factory) -> Path:
     from vloss.training.optim import build_lr_scheduler, build_optimizer
 
     job = _tiny_job()
-    schedule = StepSchedule(ScheduleConfig(mode="panoptic", epochs=1, num_workers=1, caption_ratio=0.0,
+    schedule = StepSchedule(ScheduleConfig(mode="panoptic", epochs=1, caption_ratio=0.0,
                                            panoptic=TaskData(8, 4), detection=None, captions=None))
     optimizer = build_optimizer(tiny_model, job.optim)
     scheduler = build_lr_scheduler(optimizer, schedule.total_steps, job.optim)

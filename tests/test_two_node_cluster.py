@@ -14,9 +14,10 @@ driver itself writes. Checked:
 - training places one Ray Train worker on each node (``cluster.cpus_per_worker=1.5`` leaves room
   for one worker per node) and keeps its checkpoints in the bucket; the second node is then
   killed mid-run: Ray Train's retries find no room, and the job stops with an error that says how
-  to continue; once the node is back, re-running the same command continues from the bucket's
-  latest checkpoint to the full number of optimizer steps (shards, checkpoints and the best
-  checkpoint in the bucket, metrics written by the driver); the evaluation job then scores the
+  to continue; the same run continued elastic (``--workers 1:2``) trains on the head alone while
+  the node is gone, grows to two workers when it is back, and ends with the full number of
+  optimizer steps (shards, checkpoints and the best checkpoint in the bucket, metrics written by
+  the driver); the evaluation job then scores the
   checkpoint from the bucket into the bucket, with the metrics of the same evaluation on local files.
 """
 
@@ -112,25 +113,44 @@ def _train_worker_nodes(c: LocalCluster) -> list[str]:
     return [a["node_id"] for a in json.loads(res.stdout) if "TrainWorker" in a.get("class_name", "")]
 
 
-def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(cluster, s3_endpoint, synthetic_world,
-                                                                             ray_session, tmp_path):
-    """Ray Train retries placing the workers for about ``cluster.resource_wait_s`` (here 10 s, each
-    try waiting 10 s), then the job stops with what to do; the re-run after the node returned
-    finishes the schedule: 8 epochs x 2 steps = 16 optimizer steps in all."""
+def _with_workers(args: list[str], workers: str) -> list[str]:
+    i = args.index("--workers")
+    return args[:i + 1] + [workers] + args[i + 2:]
+
+
+def _metric_rows(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_two_node_training_loses_a_node_stops_clearly_continues_elastic_and_evaluates(cluster, s3_endpoint,
+                                                                                      synthetic_world, ray_session,
+                                                                                      tmp_path):
+    """A fixed group of 2: Ray Train retries placing the workers for about ``cluster.resource_wait_s``
+    (here 10 s, each try waiting 10 s), then the job stops with what to do. The same run is then
+    continued elastic (``--workers 1:2``) while the node is still gone: it trains on the head's
+    worker alone; the node comes back and the run grows to 2 workers; it ends with the schedule's
+    12 epochs x 2 steps = 24 optimizer steps, every dense step on its full global batch."""
     from pipelines.common.remote import fetch
     from pipelines.evaluate.config import EvalJobConfig
     from pipelines.evaluate.job import run_evaluation
+    from pipelines.train.schedule import ScheduleConfig, StepSchedule
     from vloss.checkpoint import load_training_checkpoint
 
     c, uri = cluster
     run = tmp_path / "run"
-    args = _train_args(uri, run, "train.epochs=8", "cluster.resource_wait_s=10", "train.eval_every=4",
-                       "train.val_images=2")
+    args = _train_args(uri, run, "train.epochs=12", "cluster.resource_wait_s=10", "train.eval_every=4",
+                       "train.val_images=2", "train.record_batches=true")
     env_vars = {**s3_endpoint.env, "VLOSS_CACHE": str(tmp_path / "cache"),
                 "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "10"}
-    first = subprocess.Popen([RAY, "job", "submit", "--address", c.address, "--working-dir", str(ROOT),
-                              "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", sys.executable, "-m",
-                              *args], env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def submit(job_args: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([RAY, "job", "submit", "--address", c.address, "--working-dir", str(ROOT),
+                                 "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", sys.executable,
+                                 "-m", *job_args], env=c.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    first = submit(args)
     ckpts = f"{uri}/runs/run/ray_train"
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None and not s3_endpoint.list(ckpts, "meta.json"):
@@ -143,27 +163,51 @@ def test_two_node_training_loses_a_node_stops_clearly_resumes_and_evaluates(clus
     out, _ = first.communicate(timeout=600)
     stopped_after = time.time() - t_kill
     assert first.returncode != 0, out[-4000:]
-    assert "training stopped" in out and "re-run the same command" in out, out[-4000:]
+    assert "training stopped" in out and "re-run the same command" in out and "--workers MIN:MAX" in out, out[-4000:]
     saved = [load_training_checkpoint(fetch(f"{ckpts}/{k.rsplit('/', 1)[0]}"))[1]["global_step"]
              for k in s3_endpoint.list(ckpts, "meta.json")]
-    assert saved and max(saved) < 16
-    c.add_node("second", 2, SECOND)                                      # the node is back
-    res = c.submit(["-m", *args], ROOT, env_vars)
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-3000:]
-    assert "continuing this run from its latest checkpoint" in res.stdout
+    assert saved and max(saved) < 24
+
+    # the same run, elastic, with the node still gone: it continues on the one worker the head holds
+    rows_before = len(_metric_rows(run))
+    second = submit(_with_workers(args, "1:2") + ["--set", "cluster.elastic_resize_s=2"])
+    deadline = time.time() + 400
+    while time.time() < deadline and second.poll() is None and not any(
+            r.get("workers") == 1 for r in _metric_rows(run)[rows_before:]):
+        time.sleep(0.5)
+    assert second.poll() is None, second.stdout.read()[-4000:]
+    c.add_node("second", 2, SECOND)                                      # the node is back: the run grows
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-5000:]
+    assert "continuing this run from its latest checkpoint" in out
+    rows = _metric_rows(run)[rows_before:]
+    workers = [r["workers"] for r in rows]
+    assert 1 in workers and 2 in workers and workers.index(2) > workers.index(1), workers
     result = json.loads((run / "result.json").read_text())
     assert result["checkpoint"].startswith(f"{ckpts}/checkpoint_")
     state, meta = load_training_checkpoint(fetch(result["checkpoint"]))
-    assert state["optimizer_steps"] == meta["global_step"] == 16
+    assert state["optimizer_steps"] == meta["global_step"] == 24
+    config = json.loads((run / "config.json").read_text())
+    assert StepSchedule(ScheduleConfig.from_dict(config["schedule"])).total_steps == 24
+    # the batches the plan gives: every step trained (the last record of a step redone after a
+    # restart counts), each dense step on the global batch, each dense pass on distinct images
+    batches = {b["step"]: b for r in _metric_rows(run) for b in r.get("batches", [])}
+    assert sorted(batches) == list(range(1, 25))
+    dense = config["job"]["train"]["dense_batch_size"]
+    for task in ("detection", "panoptic"):
+        steps = [[i for rank in b["image_ids"] for i in rank] for _, b in sorted(batches.items()) if b["task"] == task]
+        assert steps and all(len(ids) == dense for ids in steps)
+        per_pass = len(steps) // 12
+        for p in range(0, len(steps), per_pass):
+            ids = [i for ids in steps[p:p + per_pass] for i in ids]
+            assert len(ids) == len(set(ids))
     store = f"{uri}/runs/run"
     assert s3_endpoint.list(f"{store}/data/shards", ".parquet")           # shards built into the bucket
     assert result["best_checkpoint"] == f"{store}/best_checkpoint"
     assert s3_endpoint.list(f"{store}/best_checkpoint") == ["meta.json", "state.pt"]
     assert not (run / "ray_train").exists() and not (run / "data").exists()   # nothing of the storage locally
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-(16 - max(saved)):] == list(range(max(saved) + 1, 17))     # the driver wrote the re-run's rows
     print(f"node removed after step {max(saved)} was checkpointed; the job stopped {stopped_after:.0f} s later; "
-          f"the re-run trained to step 16")
+          f"the elastic re-run trained on workers {sorted(set(workers))} to step 24")
 
     ade = f"{uri}/world/ade20k_panoptic"
     res = _submit(c, s3_endpoint, [

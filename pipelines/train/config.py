@@ -19,7 +19,15 @@ class ClusterConfig:
     """How many workers and what each reserves.
 
     Args:
-        workers: Ray Train workers (ranks).
+        workers: Ray Train workers (ranks); with ``min_workers`` the most an elastic run uses.
+        min_workers: 0 (default): a fixed worker group of ``workers``; from 1 to ``workers``: an
+            elastic run (Ray Train's ``ScalingConfig(num_workers=(min, max))``, ``--workers MIN:MAX``)
+            that starts on as many workers as the cluster holds between the two, continues on the
+            workers left when a node goes (restarting from its latest checkpoint, a restart that counts
+            against ``max_failures``), and grows back when it returns. Every step trains on the same
+            global batch and the same images on any number of workers (more accumulation on fewer).
+        elastic_resize_s: an elastic run looks for room for more workers this often (Ray Train's
+            ``elastic_resize_monitor_interval_s``; growing restarts the group from its latest checkpoint).
         gpus_per_worker: GPUs per worker (0 = CPU training); a worker holding a GPU trains on CUDA.
         cpus_per_worker: logical CPUs per worker (keep some for Ray Data on small machines).
         max_failures: worker-group restarts from the last checkpoint before giving up.
@@ -55,6 +63,8 @@ class ClusterConfig:
     """
 
     workers: int = 2
+    min_workers: int = 0
+    elastic_resize_s: float = 60.0
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 0.5
     max_failures: int = 1
@@ -70,7 +80,11 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         at_least("cluster", 1, workers=self.workers, rows_per_shard=self.rows_per_shard)
-        at_least("cluster", 0, max_failures=self.max_failures)
+        at_least("cluster", 0, max_failures=self.max_failures, min_workers=self.min_workers)
+        if self.min_workers > self.workers:
+            raise ValueError(f"cluster.min_workers={self.min_workers} is more than cluster.workers={self.workers} "
+                             f"(--workers MIN:MAX needs MIN <= MAX)")
+        positive("cluster", elastic_resize_s=self.elastic_resize_s)
         non_negative("cluster", gpus_per_worker=self.gpus_per_worker, cache_shards_mb=self.cache_shards_mb,
                      stop_grace_s=self.stop_grace_s)
         positive("cluster", cpus_per_worker=self.cpus_per_worker, transform_cpus=self.transform_cpus)
@@ -80,3 +94,19 @@ class ClusterConfig:
             raise ValueError(f"cluster.verify_shards must be 'fast' or 'full', got {self.verify_shards!r}")
         if self.checkpoint_upload not in ("async", "sync"):
             raise ValueError(f"cluster.checkpoint_upload must be 'async' or 'sync', got {self.checkpoint_upload!r}")
+
+    def is_elastic(self) -> bool:
+        """Whether the worker group may shrink and grow (``min_workers`` set below ``workers``)."""
+        return 0 < self.min_workers < self.workers
+
+    def resolved_min_workers(self) -> int:
+        """The fewest workers the run trains on (``workers`` for a fixed group)."""
+        return self.min_workers if self.is_elastic() else self.workers
+
+    def worker_counts(self) -> list[int]:
+        """Every number of workers the run may train on, fewest first."""
+        return list(range(self.resolved_min_workers(), self.workers + 1))
+
+    def scaling_workers(self) -> int | tuple[int, int]:
+        """``ScalingConfig(num_workers=...)``: a count, or ``(min, max)`` for an elastic run."""
+        return (self.min_workers, self.workers) if self.is_elastic() else self.workers

@@ -112,10 +112,10 @@ def cache_row_groups(shards: TaskShards) -> dict[str, Any]:
     return {str(s): ray.put(read_row_group(shards.root, name, None)) for s, name in enumerate(shards.names)}
 
 
-def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index: int, rank: int, world: int,
-                 batch: int,
-                 cap: int = 0, skip_rows: int = 0, num_cpus: float = 0.25, refs: dict[str, Any] | None = None,
-                 verify: bool = False, rank_batches: list[int] | None = None, window_units: int = WINDOW_UNITS):
+def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index: int, rank: int,
+                 rank_batches: list[int], step_images: int = 0, cap: int = 0, skip_steps: int = 0,
+                 num_cpus: float = 0.25, refs: dict[str, Any] | None = None, verify: bool = False,
+                 window_units: int = WINDOW_UNITS):
     """One rank's pass as a Ray dataset of transformed rows, in training order.
 
     Args:
@@ -123,22 +123,22 @@ def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index:
         cfg: input settings (sizes, scales).
         seed: the run's data seed (:func:`pipelines.train.pass_plan.data_seed`).
         pass_index: which pass over the task (the order and the augmentation depend on it).
-        rank, world: this rank and the number of ranks.
-        batch: this rank's batch size (the pass keeps whole batches only).
+        rank: this rank.
+        rank_batches: every rank's batch, rank by rank (:func:`rank_windows`).
+        step_images: rows a step takes from the pass, the global batch (0: ``sum(rank_batches)``).
         cap: use only the first ``cap`` rows of the task (0: all).
-        skip_rows: rows of this pass already trained on (a resume): neither read nor decoded.
+        skip_steps: steps of this pass already trained (a resume): their rows neither read nor decoded.
         num_cpus: CPUs each read-and-transform task reserves.
         refs: row groups already in the object store (:func:`cache_row_groups`).
         verify: check each shard's whole-file sha256 before reading it.
-        rank_batches: every rank's batch where the global batch splits unevenly (:func:`rank_windows`).
         window_units: row groups shuffled together.
     """
     import ray
 
     windows: list[Window] = rank_windows(shards.rows, seed=seed, task=shards.task, pass_index=pass_index,
-                                         rank=rank, world=world, batch=batch, row_group_rows=shards.row_group_rows,
-                                         window_units=window_units, cap=cap, skip_rows=skip_rows,
-                                         rank_batches=rank_batches)
+                                         rank=rank, rank_batches=rank_batches, step_images=step_images,
+                                         row_group_rows=shards.row_group_rows, window_units=window_units, cap=cap,
+                                         skip_steps=skip_steps)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     items = [{"reads": [list(x) for x in w.reads], "rows": [list(x) for x in w.rows]} for w in windows]
@@ -173,9 +173,9 @@ def pass_opener(shards: dict[str, TaskShards], job: Any, rank: int, world: int, 
     def open_pass(task: str, pass_index: int, skip_batches: int) -> Iterator[dict[str, Any]]:
         split = job.train.rank_batch_sizes(task, world)
         b = split[rank]
-        ds = pass_dataset(shards[task], job.input, seed=seed, pass_index=pass_index, rank=rank, world=world, batch=b,
-                          cap=job.train.images_cap(task), skip_rows=skip_batches * b, num_cpus=num_cpus,
-                          refs=refs.get(task), verify=verify, rank_batches=split)
+        ds = pass_dataset(shards[task], job.input, seed=seed, pass_index=pass_index, rank=rank, rank_batches=split,
+                          step_images=job.train.batch_size(task), cap=job.train.images_cap(task),
+                          skip_steps=skip_batches, num_cpus=num_cpus, refs=refs.get(task), verify=verify)
         return iter(ds.iter_torch_batches(batch_size=b, collate_fn=collate_fns(pin_memory)[task], drop_last=True,
                                           prefetch_batches=2))
 

@@ -134,9 +134,9 @@ def _build(sources, shard_root: str, rows_per_shard: int, overwrite: bool) -> st
     return shard_root
 
 
-def build_schedule_config(job: TrainJobConfig, shard_root: str, workers: int) -> ScheduleConfig:
+def build_schedule_config(job: TrainJobConfig, shard_root: str) -> ScheduleConfig:
     """Schedule sizes from the shard row counts (capped by the ``train.*_images`` trial limits)."""
-    return schedule_config(job, dataset_sizes(job, shard_root=shard_root), workers)
+    return schedule_config(job, dataset_sizes(job, shard_root=shard_root))
 
 
 class TrainingProgress:
@@ -213,9 +213,10 @@ def val_split(job: TrainJobConfig, shard_root: str) -> ValSplit | None:
 
 def check_cluster(cluster: ClusterConfig) -> None:
     """Raise ResourceError unless the cluster can place every worker and an input task at once."""
-    check_fits({"CPU": cluster.workers * cluster.cpus_per_worker + cluster.transform_cpus,
-                "GPU": cluster.workers * cluster.gpus_per_worker},
-               f"training ({cluster.workers} workers x {cluster.cpus_per_worker:g} CPU"
+    n = cluster.resolved_min_workers()  # an elastic run starts on as few as its minimum
+    check_fits({"CPU": n * cluster.cpus_per_worker + cluster.transform_cpus,
+                "GPU": n * cluster.gpus_per_worker},
+               f"training ({n} workers x {cluster.cpus_per_worker:g} CPU"
                f"{f' x {cluster.gpus_per_worker:g} GPU' if cluster.gpus_per_worker else ''} + a "
                f"{cluster.transform_cpus:g}-CPU input task)", cluster.resource_wait_s)
 
@@ -240,7 +241,10 @@ def run_store(run_dir: str, cluster: ClusterConfig) -> str:
 
 
 def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str) -> dict[str, Any]:
-    """What determines a training run: the recipe (less its run-length knobs), the workers, the data."""
+    """What determines a training run: the recipe (less its run-length knobs), the data, GPU or not.
+
+    Not the number of workers: a step trains on the same images on any number of them
+    (:mod:`pipelines.train.pass_plan`), so a run continues on fewer or more workers (elastic runs)."""
     recipe = to_dict(job)
     for key in RUN_LENGTH_KEYS:
         recipe["train"].pop(key, None)
@@ -249,7 +253,7 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
         recipe["model"][part].pop("grad_checkpointing", None)
     for part in ("backbone", "text"):  # whether a missing cache entry may be fetched: not what is trained
         recipe["model"][part].pop("allow_download", None)
-    return {"recipe": recipe, "workers": cluster.workers, "gpu": cluster.gpus_per_worker > 0,
+    return {"recipe": recipe, "gpu": cluster.gpus_per_worker > 0,
             "shards": manifest_identity(read_json(locate(shard_root).child(MANIFEST_NAME))),
             "vocabularies": {t: read_vocabulary(shard_root, t).to_json() for t in job.train.tasks_used()
                              if t != "captions"}}
@@ -339,8 +343,9 @@ def failure_cause(exc: BaseException) -> tuple[str, bool]:
             break
         err = inner
     name = type(err).__name__
-    lost = any(k in name for k in ("HealthCheck", "ActorDied", "NodeDied", "WorkerCrashed", "ActorUnavailable",
-                                   "OutOfMemory", "Preemption"))
+    lost = any(k in name or k in str(err) for k in ("HealthCheck", "ActorDied", "NodeDied", "WorkerCrashed",
+                                                    "ActorUnavailable", "OutOfMemory", "Preemption",
+                                                    "WorkerGroupStartupTimeout"))
     text = " ".join(str(err).split()) or "(no message)"
     if text.startswith("Traceback"):  # a bare traceback string: its last line names the exception
         text = str(err).strip().splitlines()[-1]
@@ -356,8 +361,9 @@ def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> s
         needs = f"{cluster.workers} workers x {cluster.cpus_per_worker:g} CPU" + (
             f" x {cluster.gpus_per_worker:g} GPU" if cluster.gpus_per_worker else "")
         return (f"training stopped: {cause}. The checkpoints so far are under {ckpts}; once the cluster can place "
-                f"{needs} again (a lost node back, or fewer --workers is another run), re-run the same command to "
-                f"continue from the latest one.")
+                f"{needs} again (a lost node back), re-run the same command to continue from the latest one; "
+                f"the same run also continues on fewer workers (--workers N, or --workers MIN:MAX to shrink and "
+                f"grow with the cluster).")
     return (f"training stopped: {cause}. The checkpoints so far are under {ckpts}; after fixing the cause, re-run "
             f"the same command to continue from the latest one.")
 
@@ -402,7 +408,7 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
                   store, "--resume": resume_from}, "the training job", cluster.shared_fs,
                  "--set cluster.shared_fs=true")
     continuing = claim_run(job, shard_root, run_dir, cluster, resume_from, overwrite, resume)
-    sched_cfg = build_schedule_config(job, shard_root, cluster.workers)
+    sched_cfg = build_schedule_config(job, shard_root)
     sched_cfg.validate()
     schedule = StepSchedule(sched_cfg)
     target = min(schedule.total_steps, job.train.max_steps or schedule.total_steps)
@@ -444,10 +450,11 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
                            "input": {"transform_cpus": cluster.transform_cpus,
                                      "verify": cluster.verify_shards == "full",
                                      "checkpoint_upload": cluster.checkpoint_upload}},
-        scaling_config=ScalingConfig(num_workers=cluster.workers, use_gpu=cluster.gpus_per_worker > 0,
+        scaling_config=ScalingConfig(num_workers=cluster.scaling_workers(), use_gpu=cluster.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": cluster.cpus_per_worker,
                                                            **({"GPU": cluster.gpus_per_worker}
-                                                              if cluster.gpus_per_worker else {})}),
+                                                              if cluster.gpus_per_worker else {})},
+                                     elastic_resize_monitor_interval_s=cluster.elastic_resize_s),
         run_config=RunConfig(name="ray_train", storage_path=store, storage_filesystem=storage_filesystem,
                              checkpoint_config=CheckpointConfig(num_to_keep=job.train.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cluster.max_failures,

@@ -137,17 +137,17 @@ def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_ro
     return out
 
 
-def schedule_config(job: TrainJobConfig, sizes: dict[str, int], workers: int) -> ScheduleConfig:
-    """The step schedule's config for these dataset sizes (per-worker batches from the global ones)."""
+def schedule_config(job: TrainJobConfig, sizes: dict[str, int]) -> ScheduleConfig:
+    """The step schedule's config for these dataset sizes and the global batches (the same on any
+    number of workers)."""
     t = job.train
 
     def data(task: str) -> TaskData:
         n, cap = sizes[task], t.images_cap(task)
-        split = t.rank_batch_sizes(task, workers)
-        return TaskData(min(n, cap) if cap else n, split[0], sum(split) if len(set(split)) > 1 else 0)
+        return TaskData(min(n, cap) if cap else n, t.batch_size(task))
 
     return ScheduleConfig(
-        mode=t.schedule, epochs=t.epochs, num_workers=workers, seed=job.seed, caption_ratio=t.caption_ratio,
+        mode=t.schedule, epochs=t.epochs, seed=job.seed, caption_ratio=t.caption_ratio,
         pretrain_epochs=t.pretrain_epochs, panoptic=data("panoptic"),
         detection=data("detection") if t.schedule != "panoptic" else None,
         captions=data("captions") if t.caption_ratio > 0 else None)
@@ -186,7 +186,7 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
     Returns:
         a JSON-able dict (what ``RUN/plan.json`` holds).
     """
-    sched_cfg = schedule_config(job, sizes, cluster.workers)
+    sched_cfg = schedule_config(job, sizes)
     schedule = StepSchedule(sched_cfg)
     tasks = sched_cfg.tasks_used()
     epochs = []
@@ -195,11 +195,15 @@ def make_plan(job: TrainJobConfig, cluster: ClusterConfig, sizes: dict[str, int]
         epochs.append({"epoch": e, "steps": schedule.steps_in_epoch(e), "tasks": schedule.counts(e),
                        "sub_epochs": subs})
     milestones = lr_milestones(schedule.stage_lengths, job.optim)
-    mix = data_mix(job, schedule, {t: sched_cfg_rows(sched_cfg, t) for t in tasks})
+    mix = data_mix(job, schedule, {t: sched_cfg_rows(sched_cfg, t) for t in tasks}, cluster.workers)
     plan: dict[str, Any] = {
-        "workers": cluster.workers, "gpus_per_worker": cluster.gpus_per_worker,
+        "workers": cluster.workers, "min_workers": cluster.resolved_min_workers(),
+        "gpus_per_worker": cluster.gpus_per_worker,
         "dataset_rows": {t: sizes[t] for t in tasks}, "dataset_rows_source": source,
         "batches": {t: batch_plan(job, t, cluster.workers, schedule.pass_lengths[t]) for t in tasks},
+        # an elastic run: how each worker count it may run on splits a step (the steps stay the same)
+        "batches_by_workers": {str(w): {t: batch_plan(job, t, w, schedule.pass_lengths[t]) for t in tasks}
+                               for w in cluster.worker_counts()} if cluster.is_elastic() else {},
         "schedule": {"mode": sched_cfg.mode, "epochs": sched_cfg.epochs, "total_steps": schedule.total_steps,
                      "stages": schedule.stage_lengths, "per_epoch": epochs},
         "mix": mix,
@@ -229,7 +233,7 @@ def sched_cfg_rows(cfg: Any, task: str) -> int:
     return int(getattr(cfg, task).num_images)
 
 
-def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int]) -> dict[str, Any]:
+def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int], workers: int) -> dict[str, Any]:
     """Per task: steps and images per epoch and over the run, passes over its data, share of compute.
 
     The compute share counts a training image by its pixels (``input.dense_size``^2 for dense
@@ -242,7 +246,7 @@ def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int]) 
     for t in rows:
         size = job.input.caption_size if t == "captions" else job.input.dense_size
         per_epoch = [schedule.counts(e).get(t, 0) for e in range(epochs)]
-        images = [n * job.train.step_batch_size(t, schedule.config.num_workers) for n in per_epoch]
+        images = [n * job.train.step_batch_size(t, workers) for n in per_epoch]
         total = sum(images)
         cost[t] = total * size * size
         out[t] = {"rows": rows[t], "steps_per_epoch": per_epoch, "images_per_epoch": images,
@@ -260,8 +264,10 @@ def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int]) 
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a few console lines."""
     s = plan["schedule"]
+    workers = plan["workers"] if plan.get("min_workers", plan["workers"]) == plan["workers"] else \
+        f"{plan['min_workers']} to {plan['workers']} (elastic)"
     lines = [f"[plan] {s['mode']} schedule: {s['total_steps']} steps over {s['epochs']} epochs "
-             f"(stages {s['stages']}) on {plan['workers']} workers"]
+             f"(stages {s['stages']}) on {workers} workers"]
     for t, b in plan["batches"].items():
         split = b.get("split", [b["per_worker"]])
         share = f"{b['per_worker']}/worker" if len(set(split)) == 1 else "/".join(map(str, split)) + " per worker"
@@ -272,6 +278,12 @@ def format_plan(plan: dict[str, Any]) -> str:
                      + (f" -> {b['per_step']} per step (equal shares for the contrastive gather)"
                         if b.get("per_step", b["global"]) != b["global"] else "")
                      + f" at {b['input_size']}px  {b['steps_per_pass']} steps/pass")
+    for w, batches in plan.get("batches_by_workers", {}).items():
+        lines.append(f"[plan]   on {w} workers: " + "; ".join(
+            f"{t} " + "/".join(map(str, b["split"])) + (f" x{max(b['accumulation_steps'])} accumulated"
+                                                        if max(b["accumulation_steps"]) > 1 else "")
+            + (f" ({b['per_step']} per step)" if b["per_step"] != b["global"] else "")
+            for t, b in batches.items()))
     for t, m in plan.get("mix", {}).items():
         lines.append(f"[plan]   {t:9s} {m['steps']:,} steps ({100 * m['share_of_steps']:.0f}% of steps), "
                      f"{m['images']:,} images = {m['passes']:g} passes over its {m['rows']:,} rows "

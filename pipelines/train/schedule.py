@@ -20,9 +20,10 @@ Modes:
   (+captions) epochs, the remaining ones panoptic (+captions) fine-tuning epochs.
 - "panoptic" (Mask2Former+CLIP baseline): panoptic (+captions) epochs only.
 
-Step counts follow Ray Train's `drop_last=True` / `equal=True` split: a dataset of N images
-with a per-worker batch b on W workers gives N // (b * W) steps per pass (each worker's shard
-holds N // W rows and yields (N // W) // b batches, which is the same number).
+Step counts: a dataset of N images with a global batch G gives N // G steps per pass (the
+remainder is dropped, as Ray Train's `drop_last=True` does). The schedule does not depend on
+the number of workers: a step trains on the same G images on any number of them
+(:mod:`pipelines.train.pass_plan`), so an elastic run that loses or regains workers keeps its plan.
 
 Captions: in a sub-epoch with d dense steps there are floor(d * caption_ratio) caption steps,
 spread evenly: caption step k (0-based) comes right after dense step ceil((k + 1) / ratio), so
@@ -64,7 +65,8 @@ from typing import Any, Iterator, NamedTuple
 TASKS: tuple[str, ...] = ("panoptic", "detection", "captions")
 MODES: tuple[str, ...] = ("stt", "mix", "pretrain", "panoptic")
 # Bump when the plan a config produces changes: old checkpoints then refuse to resume.
-SCHEDULE_ALGORITHM_VERSION = 1
+# 2: steps counted from the global batch, independent of the workers (elastic runs).
+SCHEDULE_ALGORITHM_VERSION = 2
 _STATE_FORMAT = "vloss.step_schedule"
 # A caption ratio is read as the nearest fraction with a denominator up to this, so that
 # 0.1 * 30 is exactly 3 and 1/3 entered as 0.3333333 means one caption per three dense steps.
@@ -77,22 +79,15 @@ class ScheduleMismatchError(ValueError):
 
 @dataclass
 class TaskData:
-    """Size of one task's dataset and its batch size.
+    """Size of one task's dataset and its global batch.
 
     Args:
         num_images: number of images (rows) in the dataset.
-        batch_size: batch size per worker; the global batch is batch_size * num_workers.
-        global_batch: the global batch when the workers' shares differ (32 on 3 workers: 11, 11,
-            10, ``batch_size`` 11); 0: ``batch_size * num_workers``.
+        batch_size: the global batch: images one step draws from the pass over all workers.
     """
 
     num_images: int
     batch_size: int
-    global_batch: int = 0
-
-    def step_images(self, num_workers: int) -> int:
-        """Images one step draws over all workers."""
-        return self.global_batch or self.batch_size * num_workers
 
     def validate(self, task: str) -> None:
         """Raise ValueError naming `task` when a size is not a usable integer."""
@@ -105,9 +100,9 @@ class TaskData:
         if self.batch_size < 1:
             raise ValueError(f"schedule: {task}.batch_size must be >= 1, got {self.batch_size}")
 
-    def steps(self, num_workers: int) -> int:
+    def steps(self) -> int:
         """Steps of one pass with drop_last: num_images // the global batch."""
-        return self.num_images // self.step_images(num_workers)
+        return self.num_images // self.batch_size
 
 
 @dataclass
@@ -117,7 +112,6 @@ class ScheduleConfig:
     Args:
         mode: "stt" (default), "mix", "pretrain" or "panoptic" (see module docstring).
         epochs: number of epochs of the whole run.
-        num_workers: Ray Train workers (ranks); part of the global batch.
         seed: seeds the order of "mix" epochs; other modes are fully deterministic anyway.
         caption_ratio: caption steps per dense step (0.5: one per two dense steps; 0: none).
         pretrain_epochs: "pretrain" mode only: detection epochs before panoptic fine-tuning;
@@ -129,7 +123,6 @@ class ScheduleConfig:
 
     mode: str = "stt"
     epochs: int = 12
-    num_workers: int = 1
     seed: int = 0
     caption_ratio: float = 0.5
     pretrain_epochs: int | None = None
@@ -156,14 +149,12 @@ class ScheduleConfig:
         """Raise ValueError with the offending field when the config cannot make a plan."""
         if self.mode not in MODES:
             raise ValueError(f"schedule: mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("epochs", "num_workers", "seed"):
+        for name in ("epochs", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"schedule: {name} must be an int, got {value!r}")
         if self.epochs < 1:
             raise ValueError(f"schedule: epochs must be >= 1, got {self.epochs}")
-        if self.num_workers < 1:
-            raise ValueError(f"schedule: num_workers must be >= 1, got {self.num_workers}")
         if not isinstance(self.caption_ratio, (int, float)) or isinstance(self.caption_ratio, bool) \
                 or not (0 <= self.caption_ratio < float("inf")):
             raise ValueError(f"schedule: caption_ratio must be a finite number >= 0, "
@@ -179,22 +170,14 @@ class ScheduleConfig:
                 raise ValueError(f"schedule: mode {self.mode!r} with caption_ratio="
                                  f"{self.caption_ratio} draws from {task!r} but `{task}` is not set")
             data.validate(task)
-            if data.steps(self.num_workers) == 0:
-                split = (f"{data.batch_size} per worker x {self.num_workers} workers" if not data.global_batch
-                         else f"split over {self.num_workers} workers")
+            if data.steps() == 0:
                 raise ValueError(
                     f"schedule: {task} has {data.num_images} images, fewer than one global batch "
-                    f"of {data.step_images(self.num_workers)} ({split}); "
-                    f"with drop_last it would yield no steps")
+                    f"of {data.batch_size}; with drop_last it would yield no steps")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (nested TaskData as dicts or None; a TaskData's
-        ``global_batch`` only where set, so that plans of evenly split batches keep their fingerprint)."""
-        out = asdict(self)
-        for task in TASKS:
-            if isinstance(out.get(task), dict) and not out[task].get("global_batch"):
-                out[task].pop("global_batch", None)
-        return out
+        """JSON-able dict of every field (nested TaskData as dicts or None)."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScheduleConfig":
@@ -223,23 +206,18 @@ class ScheduleConfig:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def paper(num_workers: int, panoptic_images: int, detection_images: int, caption_images: int,
+def paper(panoptic_images: int, detection_images: int, caption_images: int,
           mode: str = "stt", seed: int = 0, caption_ratio: float = 0.5) -> ScheduleConfig:
     """Paper Sec. 4.2 settings: 12 epochs, global batch 32 for segmentation, 512 for captions.
 
     Args:
-        num_workers: Ray Train workers; must divide 32 (and hence 512).
         panoptic_images, detection_images, caption_images: dataset sizes.
         mode, seed, caption_ratio: as in `ScheduleConfig` (the paper does not state a ratio).
     """
-    if num_workers < 1 or 32 % num_workers:
-        raise ValueError(f"schedule: paper() needs num_workers dividing the global batch 32, "
-                         f"got {num_workers}")
     return ScheduleConfig(
-        mode=mode, epochs=12, num_workers=num_workers, seed=seed, caption_ratio=caption_ratio,
-        panoptic=TaskData(panoptic_images, 32 // num_workers),
-        detection=TaskData(detection_images, 32 // num_workers),
-        captions=TaskData(caption_images, 512 // num_workers))
+        mode=mode, epochs=12, seed=seed, caption_ratio=caption_ratio,
+        panoptic=TaskData(panoptic_images, 32), detection=TaskData(detection_images, 32),
+        captions=TaskData(caption_images, 512))
 
 
 class SubEpoch(NamedTuple):
@@ -311,7 +289,7 @@ class StepSchedule:
         self._ratio = Fraction(config.caption_ratio).limit_denominator(_RATIO_MAX_DENOMINATOR)
         # steps of one pass over each used dataset
         self.pass_lengths: dict[str, int] = {
-            t: getattr(config, t).steps(config.num_workers) for t in config.tasks_used()}
+            t: getattr(config, t).steps() for t in config.tasks_used()}
         self._counts = [self._epoch_counts(e) for e in range(config.epochs)]
         self._offsets = [0]  # [epochs + 1] global step at each epoch start
         self._prior: dict[str, list[int]] = {t: [0] for t in TASKS}  # [epochs + 1] per task

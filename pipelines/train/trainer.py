@@ -246,7 +246,7 @@ class Trainer:
 
     def _metrics(self, global_step: int, epoch: int, task: str, sums: dict, images: int, elapsed: float) -> dict:
         metrics: dict[str, Any] = {"step": global_step, "epoch": epoch, "task": task, "time": time.time(),
-                                   "optimizer_steps": self.optimizer_steps,
+                                   "optimizer_steps": self.optimizer_steps, "workers": self.rt.world_size,
                                    "lr": self.optimizer.param_groups[0]["lr"],
                                    "lr_text": min(pg["lr"] for pg in self.optimizer.param_groups),
                                    "images_per_s": images / max(elapsed, 1e-9),

@@ -140,6 +140,9 @@ def _run(pre: PretrainConfig, captions_json: str, image_dir: str, out: str, clus
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    if cluster.is_elastic():
+        raise ValueError("cluster.min_workers: the tower pretraining runs on a fixed number of workers (its batches "
+                         "are split by rank); leave min_workers unset")
     out = os.path.abspath(out)
     classes = list(classes or []) if pre.label_weight > 0 else []
     corpus = read_corpus(captions_json, image_dir, classes)

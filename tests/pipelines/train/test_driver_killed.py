@@ -108,7 +108,7 @@ def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: P
     assert second.returncode == 0, second.stdout + second.stderr
     assert "continuing this run from its latest checkpoint" in second.stdout
     job = resolve("tiny", SETS)
-    total = StepSchedule(build_schedule_config(job, str(train_shards), 2)).total_steps
+    total = StepSchedule(build_schedule_config(job, str(train_shards))).total_steps
     result = json.loads((run / "result.json").read_text())
     final, meta = load_training_checkpoint(result["checkpoint"])
     assert final["optimizer_steps"] == total and meta["global_step"] == total
@@ -156,7 +156,7 @@ def test_sigterm_checkpoints_the_step_in_flight_and_the_rerun_logs_every_step_on
     assert len(saved) == 1, saved  # none was scheduled before the last step: this one is the stop's
     _, meta = load_training_checkpoint(saved[0])
     job = resolve("tiny", SETS)
-    total = StepSchedule(build_schedule_config(job, str(train_shards), 2)).total_steps
+    total = StepSchedule(build_schedule_config(job, str(train_shards))).total_steps
     assert 4 <= meta["global_step"] < total and meta["global_step"] == logged[-1], (meta, logged)
     assert f"after step {meta['global_step']} of {total}" in err, err[-2000:]
     assert json.loads((run / "result.json").read_text())["steps_done"] == meta["global_step"]
@@ -198,6 +198,6 @@ def test_sigterm_with_no_grace_stops_at_once_and_the_rerun_logs_every_step_once(
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     job = resolve("tiny", SETS)
-    total = StepSchedule(build_schedule_config(job, str(train_shards), 2)).total_steps
+    total = StepSchedule(build_schedule_config(job, str(train_shards))).total_steps
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, total + 1))

@@ -57,7 +57,7 @@ def test_every_recipe_trains_two_steps_on_the_synthetic_world(name, train_shards
     from pipelines.train.worker import local_runtime
 
     job = build_recipe(name, "tiny", SMALL)
-    schedule = StepSchedule(schedule_config(job, dataset_sizes(job, shard_root=str(train_shards)), 1))
+    schedule = StepSchedule(schedule_config(job, dataset_sizes(job, shard_root=str(train_shards))))
     tasks = schedule.config.tasks_used()
     shards = task_shards(str(train_shards), tasks)
     vocabs = {t: read_vocabulary(train_shards, t).names for t in tasks if t != "captions"}
@@ -118,6 +118,29 @@ def test_global_batches_split_over_any_worker_count(capsys):
         in capsys.readouterr().err
     assert job_preset("paper").train.worker_batch_size("captions", 8) == 64
     assert job_preset("paper").train.rank_batch_sizes("panoptic", 5) == [7, 7, 6, 6, 6]
+
+
+def test_an_elastic_plan_shows_every_worker_count_and_the_same_steps(capsys, tmp_path):
+    """``--workers 2:4``: the same schedule as on 4 fixed workers (steps come from the global batch),
+    and for 2, 3 and 4 workers how a step is split and accumulated; MIN above MAX is refused."""
+    argv = ["--config", "paper", "--dry-run", "--sizes", "paper", "--from-scratch", "--set", "train.micro_batch=4"]
+    assert train_main(argv + ["--workers", "4", "--out", str(tmp_path / "fixed")]) == 0
+    fixed = json.loads((tmp_path / "fixed" / "plan.json").read_text())
+    assert train_main(argv + ["--workers", "2:4", "--out", str(tmp_path / "elastic")]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((tmp_path / "elastic" / "plan.json").read_text())
+    assert plan["schedule"] == fixed["schedule"] and (plan["min_workers"], plan["workers"]) == (2, 4)
+    assert "on 2 to 4 (elastic) workers" in out
+    by = plan["batches_by_workers"]
+    assert sorted(by, key=int) == ["2", "3", "4"]
+    assert by["3"]["panoptic"]["split"] == [11, 11, 10] and by["3"]["panoptic"]["accumulation_steps"] == [3, 3, 3]
+    assert by["2"]["panoptic"]["accumulation_steps"] == [4, 4] and by["4"]["panoptic"]["accumulation_steps"] == [2] * 4
+    assert by["3"]["captions"]["per_step"] == 510
+    assert "on 3 workers: panoptic 11/11/10 x3 accumulated" in out
+    assert fixed["batches_by_workers"] == {} and fixed["min_workers"] == 4
+    with pytest.raises(SystemExit):
+        train_main(argv + ["--workers", "4:2"])
+    assert "1 <= MIN <= MAX" in capsys.readouterr().err
 
 
 def test_data_root_without_pseudo_masks_is_an_error_naming_the_command(synthetic_world, tmp_path):

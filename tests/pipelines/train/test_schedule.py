@@ -34,21 +34,20 @@ MODES = ("stt", "mix", "pretrain", "panoptic")
 
 def make_config(mode: str = "stt", **overrides) -> ScheduleConfig:
     """A small config: detection 8 steps, panoptic 5 steps, captions 6 batches per pass."""
-    base = dict(mode=mode, epochs=4, num_workers=2, seed=3, caption_ratio=0.5,
-                panoptic=TaskData(num_images=21, batch_size=2),   # 21 // 4 = 5 steps
-                detection=TaskData(num_images=35, batch_size=2),  # 35 // 4 = 8 steps
-                captions=TaskData(num_images=13, batch_size=1))   # 13 // 2 = 6 batches
+    base = dict(mode=mode, epochs=4, seed=3, caption_ratio=0.5,
+                panoptic=TaskData(num_images=21, batch_size=4),   # 21 // 4 = 5 steps
+                detection=TaskData(num_images=35, batch_size=4),  # 35 // 4 = 8 steps
+                captions=TaskData(num_images=13, batch_size=2))   # 13 // 2 = 6 batches
     base.update(overrides)
     return ScheduleConfig(**base)
 
 
-def sharded_steps(num_images: int, batch_size: int, workers: int) -> int:
-    """Batches one rank yields: equal split gives each worker num_images // workers rows,
-    then drop_last batching. Simulated row by row, not by the closed form."""
-    shard_rows = len(range(0, num_images - num_images % workers, workers))
-    batches, rows = 0, shard_rows
-    while rows >= batch_size:
-        rows -= batch_size
+def sharded_steps(num_images: int, global_batch: int) -> int:
+    """Steps of one pass: each takes the next ``global_batch`` rows while that many are left
+    (drop_last). Simulated step by step, not by the closed form."""
+    batches, rows = 0, num_images
+    while rows >= global_batch:
+        rows -= global_batch
         batches += 1
     return batches
 
@@ -75,11 +74,12 @@ def assert_captions_spread(sub_plan: list[str], dense_task: str, ratio: Fraction
 # ---- counts and ordering per mode --------------------------------------------------------
 @pytest.mark.parametrize("workers,ratio", [(1, "0.5"), (2, "0.5"), (3, "0.25"), (2, "0"), (2, "1.5")])
 def test_stt_warmup_precedes_cooldown_with_drop_last_counts(workers, ratio):
-    cfg = make_config(num_workers=workers, caption_ratio=float(ratio),
-                      captions=None if ratio == "0" else TaskData(40, 1))
+    # a global batch of 2 per worker (the schedule itself knows only the global batch)
+    cfg = make_config(caption_ratio=float(ratio), captions=None if ratio == "0" else TaskData(40, workers),
+                      panoptic=TaskData(21, 2 * workers), detection=TaskData(35, 2 * workers))
     sched = StepSchedule(cfg)
-    n_det = sharded_steps(35, 2, workers)
-    n_pan = sharded_steps(21, 2, workers)
+    n_det = sharded_steps(35, 2 * workers)
+    n_pan = sharded_steps(21, 2 * workers)
     r = Fraction(ratio)
     assert n_det == 35 // (2 * workers) and n_pan == 21 // (2 * workers)
     for epoch in range(cfg.epochs):
@@ -254,7 +254,7 @@ def test_state_dict_round_trip_resumes_at_the_next_step(mode):
 
 def test_fingerprint_mismatch_refuses_to_resume():
     state = StepSchedule(make_config("stt")).state_dict()
-    for change in (dict(mode="mix"), dict(seed=4), dict(num_workers=1), dict(caption_ratio=0.25),
+    for change in (dict(mode="mix"), dict(seed=4), dict(caption_ratio=0.25),
                    dict(epochs=5), dict(detection=TaskData(99, 2))):
         other = StepSchedule(make_config(**{"mode": "stt", **change}))
         field = next(iter(change))
@@ -300,7 +300,7 @@ def test_batch_index_matches_counting_occurrences(mode):
 # ---- config checks -----------------------------------------------------------------------
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"detection has 3 images.*global batch of 4"):
-        StepSchedule(make_config(detection=TaskData(3, 2)))
+        StepSchedule(make_config(detection=TaskData(3, 4)))
     with pytest.raises(ValueError, match="`detection` is not set"):
         StepSchedule(make_config("stt", detection=None))
     with pytest.raises(ValueError, match="`captions` is not set"):
@@ -319,12 +319,9 @@ def test_config_round_trip_and_paper_preset():
     cfg = make_config("pretrain", pretrain_epochs=1)
     assert ScheduleConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert ScheduleConfig.from_dict(cfg.to_dict()).fingerprint() == cfg.fingerprint()
-    p = paper(num_workers=8, panoptic_images=118_287, detection_images=600_000,
-              caption_images=118_287)
+    p = paper(panoptic_images=118_287, detection_images=600_000, caption_images=118_287)
     assert p.epochs == 12 and p.mode == "stt"
-    assert p.panoptic.batch_size * 8 == 32 and p.captions.batch_size * 8 == 512
+    assert p.panoptic.batch_size == p.detection.batch_size == 32 and p.captions.batch_size == 512
     sched = StepSchedule(p)
     assert sched.pass_lengths == {"panoptic": 118_287 // 32, "detection": 600_000 // 32,
                                   "captions": 118_287 // 512}
-    with pytest.raises(ValueError, match="divid"):
-        paper(num_workers=3, panoptic_images=1000, detection_images=1000, caption_images=1000)

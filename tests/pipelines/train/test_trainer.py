@@ -40,7 +40,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _schedule(job, shards) -> StepSchedule:
-    return StepSchedule(build_schedule_config(job, str(shards), 2))
+    return StepSchedule(build_schedule_config(job, str(shards)))
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_checkpoint_holds_state_and_resume_continues(stopped_then_resumed, train
     final, meta2 = load_training_checkpoint(second.checkpoint.path)
     assert final["optimizer_steps"] == _schedule(_job(), train_shards).total_steps
     # the schedule position saved is the end of the run
-    assert StepSchedule(build_schedule_config(_job(), str(train_shards), 2)).position(meta2["global_step"]) \
+    assert StepSchedule(build_schedule_config(_job(), str(train_shards))).position(meta2["global_step"]) \
         == (EPOCHS, 0)
 
 

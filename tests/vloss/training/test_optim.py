@@ -215,10 +215,10 @@ def test_lr_at_every_step_follows_the_written_schedule(mode):
     from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
 
     epochs = 24 if mode == "pretrain" else 12
-    sched = StepSchedule(ScheduleConfig(mode=mode, epochs=epochs, num_workers=2, caption_ratio=0.5,
+    sched = StepSchedule(ScheduleConfig(mode=mode, epochs=epochs, caption_ratio=0.5,
                                         pretrain_epochs=12 if mode == "pretrain" else None,
-                                        panoptic=TaskData(40, 4), detection=TaskData(56, 4),
-                                        captions=TaskData(24, 4)))
+                                        panoptic=TaskData(40, 8), detection=TaskData(56, 8),
+                                        captions=TaskData(24, 8)))
     stages = sched.stage_lengths
     assert sum(stages) == sched.total_steps
     if mode == "pretrain":
