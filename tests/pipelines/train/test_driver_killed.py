@@ -61,6 +61,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _registered(ckpts: Path) -> list[str]:
+    """Checkpoint folders Ray Train's run snapshot lists (written after a checkpoint is fully stored)."""
+    try:
+        snap = json.loads((ckpts / "checkpoint_manager_snapshot.json").read_text())
+        return [r["checkpoint_dir_name"] for r in snap["checkpoint_results"]]
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or being written
+        return []
+
+
 def _train_command(train_shards: Path, run: Path) -> tuple[list[str], dict[str, str]]:
     """``python -m jobs.train`` as a user runs it on ``run``, and an environment with its own embedded Ray."""
     cmd = [sys.executable, "-m", "jobs.train", "--shards", str(train_shards), "--out", str(run), "--workers", "2",
@@ -79,7 +88,7 @@ def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: P
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            if ckpts.is_dir() and any(p.name.startswith("checkpoint_") for p in ckpts.iterdir()):
+            if _registered(ckpts):  # a folder alone may be mid-copy: wait until Ray Train has listed one
                 break
             time.sleep(0.5)
         log = (tmp_path / "first.log").read_text()
@@ -100,9 +109,9 @@ def test_killed_driver_rerun_continues_with_the_same_total_steps(train_shards: P
     for p in left:  # clean up by our own handles before failing
         os.kill(p, signal.SIGKILL)
     assert not left, f"{len(left)} processes of the killed driver outlived it"
-    saved = sorted(p for p in ckpts.iterdir() if p.name.startswith("checkpoint_"))
-    last_saved = max(load_training_checkpoint(p)[1]["global_step"] for p in saved
-                     if (p / "meta.json").is_file())
+    # the run continues from the newest checkpoint Ray Train had listed; a folder still being copied
+    # when the driver died is not one of them
+    last_saved = max(load_training_checkpoint(ckpts / name)[1]["global_step"] for name in _registered(ckpts))
 
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
