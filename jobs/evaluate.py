@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
     p.add_argument("--gt-json", default=None, help="ground-truth JSON (overrides the layout under --data)")
     p.add_argument("--images", default=None, help="image folder (overrides the layout under --data)")
     p.add_argument("--gt-dir", default=None, help="ground-truth panoptic PNG folder (panoptic tasks)")
+    p.add_argument("--vocab-file", default=None,
+                   help="prompt the set's categories with these names: things then stuff, in the set's category "
+                        "order (thing:/stuff: lines or JSON; docs/CUSTOM_DATA.md)")
     p.add_argument("--out", default=None, help="output directory (default: evals/<task>)")
     p.add_argument("--config", default=None, choices=["tiny", "paper", "baseline"],
                    help="preset for a weights file that stores no config")
@@ -60,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
     recipe = [f"{section}.{item}" for section, items in routed.items() for item in items]
     try:
         cfg = EvalJobConfig(task=a.task, checkpoint=a.checkpoint, out=a.out or os.path.join("evals", a.task),
-                            data=a.data, gt_json=a.gt_json, images=a.images, gt_dir=a.gt_dir, config=a.config,
+                            data=a.data, gt_json=a.gt_json, images=a.images, gt_dir=a.gt_dir,
+                            vocab_file=a.vocab_file, config=a.config,
                             overrides=tuple(recipe), num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor)
         apply_overrides(cfg, own, default_section=None)
     except ValueError as exc:

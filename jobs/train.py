@@ -47,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     p.add_argument("--list-recipes", action="store_true", help="print the recipes and exit")
     p.add_argument("--config", default=None, choices=["paper", "baseline", "tiny"],
                    help="network preset (default: the recipe's; tiny without --data; paper with it)")
-    p.add_argument("--data", default=None, help="data root in the layouts of docs/DATA_LAYOUT.md "
-                                                "(default: generate the synthetic world)")
+    p.add_argument("--data", default=None, help="data root in the layouts of docs/DATA_LAYOUT.md, or a "
+                                                "sources file naming your own files (docs/CUSTOM_DATA.md); "
+                                                "default: generate the synthetic world")
     p.add_argument("--shards", default=None, help="existing training-shard root (skips data preparation)")
     p.add_argument("--pseudo-masks", default=None, help="output dir of python -m jobs.pseudo_masks for the boxes")
     p.add_argument("--extra-image-text", action="store_true",

@@ -19,6 +19,8 @@ class EvalJobConfig:
         out: output directory.
         data: data root (see ``docs/EVALUATION.md``); or give the explicit paths below.
         gt_json, images, gt_dir: explicit ground-truth paths (override the layout).
+        vocab_file: prompt the set's categories with these names instead of its own
+            (:func:`pipelines.evaluate.data.with_vocabulary_file`; ``docs/CUSTOM_DATA.md``).
         config: preset for a weights file without stored config (``tiny|paper|baseline``).
         overrides: ``key=value`` overrides of the checkpoint's job config (``model.text.templates=...``).
         size: shorter side of the network input (default: the run's training size).
@@ -56,6 +58,7 @@ class EvalJobConfig:
     gt_json: str | None = None
     images: str | None = None
     gt_dir: str | None = None
+    vocab_file: str | None = None
     config: str | None = None
     overrides: tuple[str, ...] = ()
     size: int | None = None

@@ -97,6 +97,40 @@ def vocabulary_sha256(names: list[str], templates: tuple[str, ...] | list[str]) 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def with_vocabulary_file(eval_set: EvalSet, path: str | Path) -> EvalSet:
+    """The evaluation set's categories prompted with the names of a vocabulary file.
+
+    The file's things, in order, name the set's thing categories in their file order, and its
+    stuff the stuff categories (the format of :meth:`vloss.predictor.Vocabulary.from_file`: one
+    name per line with a ``thing:``/``stuff:`` prefix, or a JSON list). Ids, flags and images stay.
+
+    Args:
+        eval_set: from a task's reader.
+        path: the vocabulary file.
+
+    Raises:
+        ValueError: an unreadable or malformed file, or thing/stuff counts that differ from the
+            set's (naming both).
+    """
+    from vloss.predictor import Vocabulary  # the one parser of vocabulary files (imports torch)
+
+    try:
+        vocab = Vocabulary.from_file(path)
+    except OSError as exc:
+        raise ValueError(f"--vocab-file {path}: cannot be read ({exc})") from exc
+    want = (sum(eval_set.is_thing), len(eval_set.is_thing) - sum(eval_set.is_thing))
+    got = (sum(vocab.isthing), len(vocab.isthing) - sum(vocab.isthing))
+    if got != want:
+        raise ValueError(f"--vocab-file {path}: {got[0]} things and {got[1]} stuff names, but {eval_set.paths.gt_json} "
+                         f"has {want[0]} thing and {want[1]} stuff categories; give one name per category, "
+                         f"things then stuff in the file's category order")
+    things = iter(n for n, t in zip(vocab.names, vocab.isthing) if t)
+    stuff = iter(n for n, t in zip(vocab.names, vocab.isthing) if not t)
+    names = [next(things) if t else next(stuff) for t in eval_set.is_thing]
+    return EvalSet(eval_set.task, eval_set.paths, list(eval_set.category_ids), names, list(eval_set.is_thing),
+                   eval_set.images, eval_set.num_images_total, eval_set.panoptic)
+
+
 def _limit(items: list, limit: int | None) -> list:
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")

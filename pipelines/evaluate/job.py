@@ -51,7 +51,13 @@ from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate
 from pipelines.evaluate.config import EvalJobConfig
-from pipelines.evaluate.data import EvalSet, is_synthetic_world, vocabulary_sha256, write_gt_subset
+from pipelines.evaluate.data import (
+    EvalSet,
+    is_synthetic_world,
+    vocabulary_sha256,
+    with_vocabulary_file,
+    write_gt_subset,
+)
 from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
 from pipelines.evaluate.streaming_pq import StreamingPQ
@@ -207,8 +213,10 @@ def _run_section(manifest: dict) -> str:
              f"{c['images_predicted']} predicted, {c['images_failed']} failed",
              f"- input: shorter side {manifest['input']['size']}, longer side at most {manifest['input']['max_size']}, "
              f"padded to a multiple of {manifest['input']['size_divisor']}",
-             f"- vocabulary: {len(manifest['vocabulary']['names'])} class names from the evaluation set's own "
-             f"categories, templates {manifest['vocabulary']['templates']}"]
+             f"- vocabulary: {len(manifest['vocabulary']['names'])} class names "
+             + (f"from {manifest['vocabulary']['file']} for the evaluation set's categories"
+                if manifest["vocabulary"].get("file") else "from the evaluation set's own categories")
+             + f", templates {manifest['vocabulary']['templates']}"]
     if c["images_failed"]:
         how = ("each got an empty (all-VOID) panoptic prediction, so its segments count as missed"
                if manifest["panoptic"] else "they have no detections, so their instances count as missed")
@@ -286,6 +294,8 @@ def _run_local(cfg: EvalJobConfig, images_uri: str | None = None) -> dict[str, A
     task = get_task(cfg.task)
     paths = resolve_eval_paths(task, cfg.data, cfg.gt_json, cfg.images, cfg.gt_dir)
     eval_set = load_eval_set(task, paths, cfg.limit)
+    if cfg.vocab_file:
+        eval_set = with_vocabulary_file(eval_set, cfg.vocab_file)
     if images_uri is not None:  # read by the decode tasks straight from the object store
         eval_set.images = [replace(im, path=to_uri(im.path, images_uri)) for im in eval_set.images]
     if not eval_set.names:
@@ -370,7 +380,7 @@ def _evaluate_into(cfg: EvalJobConfig, task: EvalTask, paths, eval_set: EvalSet,
         "predictions": {"json": str(final_path(pred_json)),
                         "png_dir": str(final_path(pred_dir)) if eval_set.panoptic else None},
         "input": {"size": size, "max_size": max_size, "size_divisor": size_divisor},
-        "vocabulary": {"names": eval_set.names, "category_ids": eval_set.category_ids,
+        "vocabulary": {"names": eval_set.names, "category_ids": eval_set.category_ids, "file": cfg.vocab_file,
                        "is_thing": eval_set.is_thing, "templates": templates,
                        "sha256": expected, "predictor_sha256": sorted(got.vocab_digests)},
         "counts": {"images_in_gt": eval_set.num_images_total, "images_evaluated": len(eval_set.images),

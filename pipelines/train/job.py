@@ -77,8 +77,9 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
 
     Args:
-        data_root: data root in the layouts of ``docs/DATA_LAYOUT.md`` (None: the synthetic world,
-            generated under ``work_dir/world``).
+        data_root: data root in the layouts of ``docs/DATA_LAYOUT.md``, or a sources file naming
+            one's own files (``docs/CUSTOM_DATA.md``); None: the synthetic world, generated under
+            ``work_dir/world``.
         work_dir: where the world and the shards go.
         pseudo_masks: the pseudo-mask output for the detection boxes.
         rows_per_shard: images per shard.
@@ -95,7 +96,7 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     if data_root is None:
         data_root = synthetic_world(work_dir, seed)
     shard_root = os.path.join(work_dir, "shards")
-    sources = TrainingSources.from_layout(data_root, extra_image_text=extra_image_text)
+    sources = TrainingSources.from_data(data_root, extra_image_text=extra_image_text)
     if "captions" not in tasks:
         sources.captions = []
     if "detection" not in tasks:

@@ -110,7 +110,7 @@ def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_ro
     Args:
         job: the resolved config (which tasks are used).
         shard_root: built training shards (exact counts from their footers).
-        data_root: a data root (counts from its annotation files; nothing is built).
+        data_root: a data root or a sources file (counts from the annotation files; nothing is built).
         pseudo_masks: the pseudo-mask output (its manifest gives the detection images, e.g. a sample).
         sizes: ``"paper"`` for the paper's dataset sizes (no data needed).
     """
@@ -126,7 +126,7 @@ def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_ro
         raise ValueError("dataset_sizes needs shards, a data root or sizes='paper'")
     from pipelines.train.sources import TrainingSources
 
-    src = TrainingSources.from_layout(data_root, extra_image_text=extra_image_text)
+    src = TrainingSources.from_data(data_root, extra_image_text=extra_image_text)
     out = {"panoptic": _count_json(src.panoptic_json)}
     manifest = locate(pseudo_masks).child("_manifest.json") if pseudo_masks else None
     if manifest is not None and manifest.exists():

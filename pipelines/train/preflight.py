@@ -51,7 +51,7 @@ def check_run(job: TrainJobConfig, cluster: ClusterConfig, *, out: str, data: st
     Args:
         job, cluster: the resolved recipe and cluster settings.
         out: the run directory.
-        data: ``--data`` (a data root), or None.
+        data: ``--data`` (a data root or a sources file), or None.
         shards: ``--shards`` (built training shards), or None.
         pseudo_masks: ``--pseudo-masks``, or None (then the run's own ``data/pseudo_masks``).
         box_masks: ``--box-masks``.
@@ -100,34 +100,47 @@ def check_run(job: TrainJobConfig, cluster: ClusterConfig, *, out: str, data: st
 
         where = pseudo_masks or locate(run_store(os.path.abspath(out), cluster)).child("data", "pseudo_masks").uri
         if not locate(where).child("_manifest.json").is_file():
-            src = TrainingSources.from_layout(data)
-            pre.problems.append(missing_pseudo_masks(where, src.detection_json, src.detection_images))
+            try:
+                src = TrainingSources.from_data(data)
+            except (FileNotFoundError, ValueError):
+                return pre  # said above, by _data_problems
+            if src.detection_json:
+                pre.problems.append(missing_pseudo_masks(where, src.detection_json, src.detection_images))
     return pre
 
 
 def _data_problems(job: TrainJobConfig, data: str, extra_image_text: bool) -> list[str]:
-    """Annotation files and image folders a data root must hold for the tasks the run uses."""
+    """Annotation files and image folders a data root (or a sources file) must hold for the run's tasks."""
     from pipelines.train.sources import TrainingSources
+    from pipelines.train.sources_file import is_sources_file
 
     if not locate(data).exists():
-        return [f"--data {data}: no such folder"]
+        return [f"--data {data}: no such folder or sources file"]
     try:
-        src = TrainingSources.from_layout(data, extra_image_text=extra_image_text)
+        src = TrainingSources.from_data(data, extra_image_text=extra_image_text)
     except (FileNotFoundError, ValueError) as exc:
         return [str(exc)]
+    named = f"named in {data}" if is_sources_file(data) else "the layout of docs/DATA_LAYOUT.md"
     tasks = job.train.tasks_used()
     need = [("COCO panoptic annotations", src.panoptic_json), ("COCO panoptic images", src.panoptic_images),
             ("COCO panoptic PNGs", src.panoptic_png_dir)]
+    problems = []
+    if is_sources_file(data):  # a section the run's tasks need, absent from the file
+        problems += [f"{what}: {data} has no {section} section (docs/CUSTOM_DATA.md)" for what, section, absent in (
+            ("panoptic training data", "panoptic", not src.panoptic_json),
+            ("detection boxes", "detection", "detection" in tasks and not src.detection_json),
+            ("captions", "captions", "captions" in tasks and not src.captions),
+            ("the validation split (train.eval_every=0 trains without it)", "val",
+             job.train.eval_every > 0 and not src.val_json)) if absent]
     if "detection" in tasks:
         need += [("Objects365 annotations", src.detection_json), ("Objects365 images", src.detection_images)]
     if "captions" in tasks:
         need += [(f"captions ({c.name})", c.json) for c in src.captions]
     if job.train.eval_every > 0:
         need += [("COCO panoptic val annotations (validation; train.eval_every=0 trains without it)", src.val_json)]
-    problems = []
     for what, path in need:
         if path and not locate(path).exists():
-            problems.append(f"{what}: {path} not found (the layout of docs/DATA_LAYOUT.md)")
+            problems.append(f"{what}: {path} not found ({named})")
         elif path and path.endswith(".json") and not _looks_like_json(path):
             problems.append(f"{what}: {path} is not a JSON object")
     return problems

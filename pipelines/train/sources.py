@@ -72,6 +72,25 @@ class TrainingSources:
     val_png_dir: str | None = None
 
     @classmethod
+    def from_data(cls, data: str, extra_image_text: bool = False) -> "TrainingSources":
+        """The sources ``--data`` names: a sources file (``*.json``, :mod:`pipelines.train.sources_file`,
+        ``docs/CUSTOM_DATA.md``) or a data root laid out as ``docs/DATA_LAYOUT.md``.
+
+        Raises:
+            SourcesFileError: a sources file that cannot be used.
+            ValueError: ``extra_image_text`` with a sources file (list the captions in it instead).
+            FileNotFoundError: see :meth:`from_layout`.
+        """
+        from pipelines.train.sources_file import is_sources_file, read_sources_file
+
+        if not is_sources_file(data):
+            return cls.from_layout(data, extra_image_text=extra_image_text)
+        if extra_image_text:
+            raise ValueError(f"--extra-image-text adds a data root's image_text/; with the sources file {data}, "
+                             f"list every caption file in its captions section instead")
+        return read_sources_file(data)
+
+    @classmethod
     def from_layout(cls, root: str, pseudo_masks: str | None = None,
                     extra_image_text: bool = False) -> "TrainingSources":
         """Sources under a data root laid out as ``docs/DATA_LAYOUT.md``.
