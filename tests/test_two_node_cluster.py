@@ -155,18 +155,19 @@ def test_two_node_training_loses_a_node_stops_clearly_continues_elastic_and_eval
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None and not s3_endpoint.list(ckpts, "meta.json"):
         time.sleep(0.5)
-    assert first.poll() is None, first.stdout.read()[-4000:]
+    assert first.poll() is None, "the first run ended before its first checkpoint: " + first.stdout.read()[-4000:]
     names = {n["node_id"]: ("head" if "vloss_head" in n["resources_total"] else "second") for n in c.alive_nodes()}
     assert {names.get(n) for n in _train_worker_nodes(c)} == {"head", "second"}   # one worker on each node
     t_kill = time.time()
     next(n for n in c.nodes if n.name == "second").stop(signal.SIGKILL)   # the node goes away mid-run
     out, _ = first.communicate(timeout=600)
     stopped_after = time.time() - t_kill
-    assert first.returncode != 0, out[-4000:]
-    assert "training stopped" in out and "re-run the same command" in out and "--workers MIN:MAX" in out, out[-4000:]
+    assert first.returncode != 0, "the first run did not stop when the node went away: " + out[-4000:]
+    assert "training stopped" in out and "re-run the same command" in out and "--workers MIN:MAX" in out, \
+        "the first run's stop did not say what to do: " + out[-4000:]
     saved = [load_training_checkpoint(fetch(f"{ckpts}/{k.rsplit('/', 1)[0]}"))[1]["global_step"]
              for k in s3_endpoint.list(ckpts, "meta.json")]
-    assert saved and max(saved) < 24
+    assert saved and max(saved) < 24, f"checkpointed steps {saved}"
 
     # the same run, elastic, with the node still gone: it continues on the one worker the head holds
     rows_before = len(_metric_rows(run))
@@ -175,14 +176,14 @@ def test_two_node_training_loses_a_node_stops_clearly_continues_elastic_and_eval
     while time.time() < deadline and second.poll() is None and not any(
             r.get("workers") == 1 for r in _metric_rows(run)[rows_before:]):
         time.sleep(0.5)
-    assert second.poll() is None, second.stdout.read()[-4000:]
+    assert second.poll() is None, "the elastic run ended before a step on one worker: " + second.stdout.read()[-4000:]
     c.add_node("second", 2, SECOND)                                      # the node is back: the run grows
     out, _ = second.communicate(timeout=600)
-    assert second.returncode == 0, out[-5000:]
+    assert second.returncode == 0, "the elastic run failed: " + out[-5000:]
     assert "continuing this run from its latest checkpoint" in out
     rows = _metric_rows(run)[rows_before:]
     workers = [r["workers"] for r in rows]
-    assert 1 in workers and 2 in workers and workers.index(2) > workers.index(1), workers
+    assert 1 in workers and 2 in workers and workers.index(2) > workers.index(1), f"workers by logged step {workers}"
     result = json.loads((run / "result.json").read_text())
     assert result["checkpoint"].startswith(f"{ckpts}/checkpoint_")
     state, meta = load_training_checkpoint(fetch(result["checkpoint"]))

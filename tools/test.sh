@@ -13,8 +13,9 @@ LOG=.venv/mmcv-build.out
 nice -n 19 "$BIN/python" tools/install_mmdet.py --build-only >"$LOG" 2>&1 &
 build=$!
 start=$(date +%s)
-"$BIN/python" -m pytest --ignore="$MMDET_TESTS" "$@"
-rc=$?
+SUITE_LOG=.venv/test-suite.out
+COLUMNS=300 "$BIN/python" -m pytest --ignore="$MMDET_TESTS" "$@" 2>&1 | tee "$SUITE_LOG"  # wide: whole summary lines
+rc=${PIPESTATUS[0]}
 echo "[test] suite without the MMDetection tests: exit $rc after $(( $(date +%s) - start )) s; waiting for the mmcv build"
 if ! wait "$build"; then
   cat "$LOG"
@@ -26,4 +27,8 @@ cat "$LOG"
 "$BIN/python" -m pytest "$MMDET_TESTS" "$@"
 rc2=$?
 echo "[test] MMDetection tests: exit $rc2; whole make test $(( $(date +%s) - start )) s"
+if [ "$rc" != 0 ]; then  # repeated last, where a log cut in the middle still shows it
+  echo "[test] the suite's failures (its short summary, from $SUITE_LOG):"
+  sed -n '/short test summary info/,$p' "$SUITE_LOG"
+fi
 exit $(( rc != 0 || rc2 != 0 ))
