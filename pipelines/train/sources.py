@@ -88,7 +88,8 @@ class TrainingSources:
         if extra_image_text:
             raise ValueError(f"--extra-image-text adds a data root's image_text/; with the sources file {data}, "
                              f"list every caption file in its captions section instead")
-        return read_sources_file(data)
+        spec = read_sources_file(data)
+        return cls(**{**spec, "captions": [CaptionSource(**c) for c in spec["captions"]]})
 
     @classmethod
     def from_layout(cls, root: str, pseudo_masks: str | None = None,

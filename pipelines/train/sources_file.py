@@ -43,8 +43,10 @@ def is_sources_file(data: str) -> bool:
     return data.lower().endswith(".json") and locate(data).is_file()
 
 
-def read_sources_file(path: str) -> Any:
-    """The :class:`pipelines.train.sources.TrainingSources` a sources file names.
+def read_sources_file(path: str) -> dict[str, Any]:
+    """The files a sources file names, as the keyword arguments of
+    :class:`pipelines.train.sources.TrainingSources` (``captions``: a list of ``{json, images, name}``);
+    ``TrainingSources.from_data`` builds the sources from them.
 
     Args:
         path: the sources file (local path or URI).
@@ -53,8 +55,6 @@ def read_sources_file(path: str) -> Any:
         SourcesFileError: not JSON, an unknown section or key (with the closest known one), a
             missing key, a value that is not a non-empty string, or two caption sources of one name.
     """
-    from pipelines.train.sources import CaptionSource, TrainingSources
-
     loc = locate(path)
     try:
         spec = json.loads(loc.read_bytes())
@@ -83,24 +83,24 @@ def read_sources_file(path: str) -> Any:
             out[key] = v if key == "name" else _join(base, v)
         return out
 
-    src = TrainingSources()
+    src: dict[str, Any] = {"captions": []}
     if "panoptic" in spec:
         e = entry("panoptic", spec["panoptic"], "panoptic")
-        src.panoptic_json, src.panoptic_images, src.panoptic_png_dir = e["annotations"], e["images"], e["pngs"]
+        src.update(panoptic_json=e["annotations"], panoptic_images=e["images"], panoptic_png_dir=e["pngs"])
     if "detection" in spec:
         e = entry("detection", spec["detection"], "detection")
-        src.detection_json, src.detection_images = e["annotations"], e["images"]
+        src.update(detection_json=e["annotations"], detection_images=e["images"])
     if "val" in spec:
         e = entry("val", spec["val"], "val")
-        src.val_json, src.val_images, src.val_png_dir = e["annotations"], e["images"], e["pngs"]
+        src.update(val_json=e["annotations"], val_images=e["images"], val_png_dir=e["pngs"])
     captions = spec.get("captions", [])
     if not isinstance(captions, list):
         raise SourcesFileError(f"{path}: captions must be a list of {{annotations, images, name}} objects")
     for k, c in enumerate(captions):
         e = entry("captions", c, f"captions[{k}]")
-        if any(s.name == e["name"] for s in src.captions):
+        if any(s["name"] == e["name"] for s in src["captions"]):
             raise SourcesFileError(f"{path}: captions[{k}].name {e['name']!r} is used twice")
-        src.captions.append(CaptionSource(e["annotations"], e["images"], e["name"]))
+        src["captions"].append({"json": e["annotations"], "images": e["images"], "name": e["name"]})
     return src
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.train.sources_file import SourcesFileError, read_sources_file
+from pipelines.train.sources import TrainingSources
+from pipelines.train.sources_file import SourcesFileError
 
 
 def _write(path: Path, data) -> Path:
@@ -30,7 +31,7 @@ def test_a_sources_file_names_every_file_relative_to_itself(tmp_path):
         "captions": [{"annotations": "cap.json", "images": "img", "name": "mine"},
                      {"annotations": "../other/cap.json", "images": "../other/img", "name": "web"}],
         "val": {"annotations": "ann/val.json", "images": "val", "pngs": "ann/val"}})
-    src = read_sources_file(str(f))
+    src = TrainingSources.from_data(str(f))
     lab = tmp_path / "lab"
     assert (src.panoptic_json, src.panoptic_images, src.panoptic_png_dir) == (
         str(lab / "ann/pan.json"), str(lab / "img"), str(lab / "ann/pan"))
@@ -40,8 +41,8 @@ def test_a_sources_file_names_every_file_relative_to_itself(tmp_path):
         (str(tmp_path / "other/cap.json"), str(tmp_path / "other/img"), "web")]
     assert (src.val_json, src.val_png_dir) == (str(lab / "ann/val.json"), str(lab / "ann/val"))
     assert src.pseudo_masks is None and not src.box_masks
-    only = read_sources_file(str(_write(tmp_path / "p.json", {"panoptic": {"annotations": "a.json", "images": "i",
-                                                                          "pngs": "p"}})))
+    only = TrainingSources.from_data(str(_write(tmp_path / "p.json", {
+        "panoptic": {"annotations": "a.json", "images": "i", "pngs": "p"}})))
     assert only.detection_json is None and only.captions == [] and only.val_json is None
 
 
@@ -58,7 +59,7 @@ def test_a_sources_file_names_every_file_relative_to_itself(tmp_path):
 def test_a_bad_sources_file_is_one_error_naming_file_and_entry(tmp_path, spec, message):
     f = _write(tmp_path / "sources.json", spec)
     with pytest.raises(SourcesFileError, match=message) as info:
-        read_sources_file(str(f))
+        TrainingSources.from_data(str(f))
     assert str(f) in str(info.value)
 
 
