@@ -27,10 +27,9 @@ import dataclasses
 import os
 import sys
 
-from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
+from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output, split_overrides
 from pipelines.common.errors import report_errors
 from pipelines.evaluate.config import EvalJobConfig
-from pipelines.evaluate.job import run_evaluation, summary_lines
 from pipelines.evaluate.tasks import TASK_NAMES
 from vloss.config import TrainJobConfig
 from vloss.config_io import apply_overrides
@@ -56,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
                    help="preset for a weights file that stores no config")
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="an actor holding a GPU predicts on CUDA")
-    add_set_argument(p, "size=640")
+    add_set_argument(p, "size=640", lambda: {"": EvalJobConfig},
+                     note="and the checkpoint's recipe keys (model.*, input.*, ...: python -m jobs.train "
+                          "--help-settings)")
     add_verbose_argument(p)
     a = p.parse_args(argv)
     routed, own = split_overrides(a.overrides, RECIPE_SECTIONS)
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
                             overrides=tuple(recipe), num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor)
         apply_overrides(cfg, own, default_section=None)
     except ValueError as exc:
-        p.error(str(exc))
+        settings_error(p, exc)
     setup_output(cfg.out, a.verbose)
     return cfg, a.verbose
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg, verbose = parse_args(argv)
 
     def run() -> int:
+        from pipelines.evaluate.job import run_evaluation, summary_lines  # torch and Ray: not for --help
+
         print(summary_lines(run_evaluation(cfg)))
         return 0
 

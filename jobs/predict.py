@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output
+from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output
 from pipelines.common.errors import report_errors
-from pipelines.common.ray_env import log_locations
 from pipelines.predict.config import PredictJobConfig
-from pipelines.predict.job import run_prediction
 from vloss.config_io import apply_overrides
 
 
@@ -37,7 +35,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
     p.add_argument("--num-actors", type=int, default=1)
     p.add_argument("--gpus-per-actor", type=float, default=0.0, help="an actor holding a GPU predicts on CUDA")
     p.add_argument("--overwrite", action="store_true", help="replace an output of another plan instead of refusing")
-    add_set_argument(p, "overlays=true")
+    add_set_argument(p, "overlays=true", lambda: {"": PredictJobConfig})
     add_verbose_argument(p)
     a = p.parse_args(argv)
     try:
@@ -45,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
                                num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor, overwrite=a.overwrite)
         apply_overrides(cfg, a.overrides, default_section=None)
     except ValueError as exc:
-        p.error(str(exc))
-    setup_output(cfg.out, a.verbose, name="_logs")
+        settings_error(p, exc)
+    setup_output(cfg.out, a.verbose)
     return cfg, a.verbose
 
 
@@ -54,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg, verbose = parse_args(argv)
 
     def run() -> int:
+        from pipelines.common.ray_env import log_locations
+        from pipelines.predict.job import run_prediction  # torch and Ray: not for --help
+
         m = run_prediction(cfg)
         c = m["counts"]
         print(f"[predict] {c['predicted']}/{c['images']} images predicted, {c['failed']} failed; "

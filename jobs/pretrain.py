@@ -29,6 +29,7 @@ import sys
 from pipelines.common.cli import (
     add_set_argument,
     add_verbose_argument,
+    settings_error,
     setup_output,
     split_overrides,
     write_resolved_config,
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Pretr
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--storage-path", default=None, help="Ray Train checkpoint storage (shared dir or s3://...)")
     p.add_argument("--overwrite", action="store_true", help="replace an --out that holds another plan")
-    add_set_argument(p, "pretrain.epochs=40")
+    add_set_argument(p, "pretrain.epochs=40", lambda: {"pretrain.": PretrainConfig, "cluster.": ClusterConfig})
     add_verbose_argument(p)
     a = p.parse_args(argv)
     if a.captions and not a.images:
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Pretr
         pre = apply_overrides(PretrainConfig(), routed["pretrain"], default_section=None, prefix="pretrain.")
         PretrainConfig(**vars(pre))  # the range checks of __post_init__ on the overridden values
     except ValueError as exc:
-        p.error(str(exc))
+        settings_error(p, exc)
     return a, pre, cluster
 
 

@@ -22,13 +22,9 @@ import argparse
 import json
 import sys
 
-from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output
+from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output
 from pipelines.common.errors import report_errors
-from pipelines.common.pseudo_mask_format import export_coco
-from pipelines.common.ray_env import log_locations
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
-from pipelines.pseudo_masks.job import manifest_summary, run_pseudo_masks
-from pipelines.pseudo_masks.quality import evaluate_output, format_quality
 from vloss.config_io import apply_overrides
 from vloss.teacher.config import BACKENDS, TeacherConfig
 
@@ -54,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     p.add_argument("--seed", type=int, default=0, help="seed of --sample")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output directory that holds another plan's shards (refused otherwise)")
-    add_set_argument(p, "teacher.arch=maskrcnn_resnet50_fpn_v2")
+    add_set_argument(p, "teacher.arch=maskrcnn_resnet50_fpn_v2", lambda: {"": PseudoMaskJobConfig})
     p.add_argument("--export-coco", help="also write a COCO JSON with RLE segmentations here")
     p.add_argument("--eval-truth", help="COCO JSON with true masks: report mean mask IoU")
     p.add_argument("--num-overlays", type=int, default=4, help="overlays drawn with --eval-truth")
@@ -68,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
                                      overwrite=a.overwrite)
         apply_overrides(config, a.overrides, default_section=None)
     except ValueError as exc:
-        p.error(str(exc))
+        settings_error(p, exc)
     return config, a
 
 
@@ -78,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: PseudoMaskJobConfig, a: argparse.Namespace) -> int:
-    setup_output(config.out, a.verbose, name="_logs")
+    from pipelines.common.pseudo_mask_format import export_coco
+    from pipelines.common.ray_env import log_locations
+    from pipelines.pseudo_masks.job import manifest_summary, run_pseudo_masks  # torch and Ray: not for --help
+    from pipelines.pseudo_masks.quality import evaluate_output, format_quality
+
+    setup_output(config.out, a.verbose)
     manifest = run_pseudo_masks(config)
     print(manifest_summary(manifest))
     if a.export_coco:

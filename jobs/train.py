@@ -29,7 +29,7 @@ import argparse
 import os
 import sys
 
-from pipelines.common.cli import add_set_argument, add_verbose_argument, setup_output, split_overrides
+from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output, split_overrides
 from pipelines.common.errors import report_errors
 from pipelines.common.resources import default_cpus
 from pipelines.train.config import ClusterConfig
@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
                    help="with --dry-run: plan for the paper's dataset sizes (no data needed)")
     p.add_argument("--img-per-s", type=float, default=None,
                    help="with --dry-run: measured dense images/s of the cluster, for a wall-time estimate")
-    add_set_argument(p, "train.schedule=mix")
+    add_set_argument(p, "train.schedule=mix", lambda: {"": TrainJobConfig, "cluster.": ClusterConfig},
+                     note="defaults of the configs; --config/--recipe set some of them (--dry-run shows a run's)")
     add_verbose_argument(p)
     a = p.parse_args(argv)
     routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
@@ -91,9 +92,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
         else:
             preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
             job = resolve(preset, recipe_overrides)
+        a.preset_line = (f"[train] {'recipe ' + a.recipe + ', ' if a.recipe else ''}network preset {preset} ("
+                         + ("--config" if a.config else "the recipe's network" if a.recipe else
+                            "no --data: the synthetic world" if preset == "tiny" else "--data/--shards given")
+                         + "; --config tiny|paper|baseline chooses)")
         apply_overrides(cluster, routed["cluster"], default_section=None, prefix="cluster.")
     except ValueError as exc:
-        p.error(str(exc))
+        settings_error(p, exc)
     if a.from_scratch:
         job.train.require_pretrained = False  # recorded in the resolved config
     if job.train.max_steps and preset == "tiny" and a.data is None and a.shards is None:
@@ -152,6 +157,7 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
 
     resume_from = None if a.resume in ("auto", "none") else a.resume
     out = os.path.abspath(a.out)
+    print(a.preset_line, flush=True)
     # every check of the launch, before Ray and before anything is written; all failures in one message
     pre = check_run(job, cluster, out=out, data=a.data, shards=a.shards, pseudo_masks=a.pseudo_masks,
                     box_masks=a.box_masks, from_scratch=a.from_scratch, resume_from=resume_from,

@@ -138,6 +138,57 @@ def from_dict(data: dict[str, Any], cls: type) -> Any:
     return _from_dict(cls, data, "")
 
 
+def setting_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a (nested) dataclass config or class, sections expanded."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        tp = _is_optional(_hints(cfg if isinstance(cfg, type) else type(cfg))[f.name])[1]
+        if dataclasses.is_dataclass(tp):
+            out += setting_keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def describe_settings(cfg: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(key, type, default)`` for every settable key of a dataclass config (class or instance):
+    an instance shows its values, a class its defaults (``required`` where it has none)."""
+    rows = []
+    cls = cfg if isinstance(cfg, type) else type(cfg)
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _is_optional(hints[f.name])[1]
+        if not isinstance(cfg, type):
+            value = getattr(cfg, f.name)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = dataclasses.MISSING
+        if dataclasses.is_dataclass(tp):
+            rows += describe_settings(value if value is not dataclasses.MISSING else tp, f"{prefix}{f.name}.")
+            continue
+        optional, inner = _is_optional(hints[f.name])
+        name = inner.__name__ if isinstance(inner, type) else str(inner).replace("typing.", "")
+        shown = "required" if value is dataclasses.MISSING else repr(value)
+        rows.append((prefix + f.name, name + (" | None" if optional else ""), shown))
+    return rows
+
+
+def _did_you_mean(cfg: Any, typed: str, prefix: str) -> str:
+    """`` (did you mean 'x'?)`` for the settable key closest to ``typed``: the same last name in
+    another section first (``train.base_lr`` -> ``optim.base_lr``), else the closest spelling."""
+    import difflib
+
+    keys = [prefix + k for k in setting_keys(cfg)]
+    typed = prefix + typed
+    last = typed.rsplit(".", 1)[-1]
+    same = [k for k in keys if k.rsplit(".", 1)[-1] == last]
+    match = same[:1] or difflib.get_close_matches(typed, keys, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None = "model", prefix: str = "") -> Any:
     """Apply ``"a.b.c=value"`` overrides in place and return ``cfg``.
 
@@ -171,7 +222,7 @@ def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None 
             fields_ = {f.name for f in dataclasses.fields(target)}
             if name not in fields_:
                 raise ValueError(f"override {item!r}: unknown key {prefix + '.'.join(path[: i + 1])!r}; "
-                                 f"known here: {sorted(fields_)}")
+                                 f"known here: {sorted(fields_)}{_did_you_mean(cfg, key.strip(), prefix)}")
             target = getattr(target, name)
             if not dataclasses.is_dataclass(target):
                 raise ValueError(f"override {item!r}: {prefix + '.'.join(path[: i + 1])!r} is not a section")
@@ -179,7 +230,7 @@ def apply_overrides(cfg: Any, overrides: list[str], default_section: str | None 
         fields_ = {f.name for f in dataclasses.fields(target)}
         if last not in fields_:
             raise ValueError(f"override {item!r}: unknown key {prefix + '.'.join(path)!r}; "
-                             f"known here: {sorted(fields_)}")
+                             f"known here: {sorted(fields_)}{_did_you_mean(cfg, key.strip(), prefix)}")
         tp = _hints(type(target))[last]
         if dataclasses.is_dataclass(_is_optional(tp)[1]):
             raise ValueError(f"override {item!r}: {prefix + '.'.join(path)!r} is a section; set its fields")

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipelines.common.cli import write_resolved_config
+from pipelines.common.cli import LOG_FOLDER, write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.images import decode_rgb
 from pipelines.common.inference_decode import decode_eval_images
@@ -328,8 +328,8 @@ def _swap_into_place(staging: Path, final: Path) -> None:
     """Replace ``final`` by the complete ``staging`` folder (the old one is removed after)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if (final / "logs").is_dir() and not (staging / "logs").exists():
-        os.replace(final / "logs", staging / "logs")  # this job's Ray logs (open files move along)
+    if (final / LOG_FOLDER).is_dir() and not (staging / LOG_FOLDER).exists():
+        os.replace(final / LOG_FOLDER, staging / LOG_FOLDER)  # this job's Ray logs (open files move along)
     if final.exists():
         os.replace(final, old)
     os.replace(staging, final)

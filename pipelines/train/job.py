@@ -145,7 +145,7 @@ class TrainingProgress:
 
     Args:
         sink: the progress actor the rank-0 worker puts its logged rows into.
-        total_steps: steps of the whole run (the bar's length).
+        total_steps: the step this launch ends at (the bar's length: the schedule's, or ``train.max_steps``).
         poll_s: seconds between polls.
         run_dir: where the driver writes every row to ``metrics.jsonl`` and TensorBoard (the
             rank-0 worker may run on another machine than the run directory's).
@@ -432,7 +432,9 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"job": job_dict, "schedule": sched_cfg.to_dict(), "cluster": to_dict(cluster)}, f, indent=1)
     print(f"[train] schedule {sched_cfg.mode}: {schedule.total_steps} steps over {sched_cfg.epochs} epochs; "
-          f"epoch 0 = {schedule.counts(0)}", flush=True)
+          f"epoch 0 = {schedule.counts(0)}"
+          + (f"; train.max_steps={job.train.max_steps}: this launch stops at step {target}"
+             if target < schedule.total_steps else ""), flush=True)
     if continuing:
         step = tidy_checkpoints(store)
         fallback = repair_snapshot(store)
@@ -465,7 +467,7 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
 
     try:
         with GracefulStop(stop, "train", cluster.stop_grace_s), \
-                TrainingProgress(sink, schedule.total_steps, run_dir=run_dir):
+                TrainingProgress(sink, target, run_dir=run_dir):  # the bar ends where this launch ends
             result = trainer.fit()
     except TrainingFailedError as exc:
         raise TrainingStoppedError(stopped_message(exc, cluster, store)) from exc

@@ -6,16 +6,15 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
-from vloss.teacher.architectures import TEACHER_ARCHS, CheckpointSource, load_teacher
-from vloss.teacher.maskrcnn_predictor import BoxConditionedMaskRCNN
-from vloss.teacher.output import BoxFillPredictor
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the networks are imported where a teacher is built: reading a config needs no torch
+    from vloss.teacher.architectures import CheckpointSource
+    from vloss.teacher.maskrcnn_predictor import BoxConditionedMaskRCNN
     from vloss.teacher.mmdet_predictor import BoxConditionedMMDet
+    from vloss.teacher.output import BoxFillPredictor
 
 BACKENDS = ("maskrcnn", "mmdet", "box")
 
-Teacher = Union[BoxConditionedMaskRCNN, BoxFillPredictor, "BoxConditionedMMDet"]
+Teacher = Union["BoxConditionedMaskRCNN", "BoxFillPredictor", "BoxConditionedMMDet"]
 
 
 @dataclass
@@ -46,6 +45,8 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        from vloss.teacher.architectures import TEACHER_ARCHS
+
         if self.arch not in TEACHER_ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(TEACHER_ARCHS)}")
         if self.backend == "mmdet" and not self.mmdet_config:
@@ -55,7 +56,7 @@ class TeacherConfig:
             raise ValueError(f"mask_threshold must lie in [0, 1), got {self.mask_threshold}")
 
 
-def build_teacher(config: TeacherConfig, checkpoint: CheckpointSource | None = None,
+def build_teacher(config: TeacherConfig, checkpoint: "CheckpointSource | None" = None,
                   checkpoint_name: str | None = None, device: str = "cpu") -> Teacher:
     """Build the predictor ``config`` asks for.
 
@@ -66,6 +67,10 @@ def build_teacher(config: TeacherConfig, checkpoint: CheckpointSource | None = N
         device: where the network runs (``"cpu"``, ``"cuda"``); the caller derives it from the
             resources it holds.
     """
+    from vloss.teacher.architectures import load_teacher
+    from vloss.teacher.maskrcnn_predictor import BoxConditionedMaskRCNN
+    from vloss.teacher.output import BoxFillPredictor
+
     if config.backend == "box":
         return BoxFillPredictor()
     if checkpoint is None:
