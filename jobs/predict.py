@@ -22,6 +22,7 @@ from pipelines.common.cli import add_set_argument, add_verbose_argument, setting
 from pipelines.common.errors import report_errors
 from pipelines.predict.config import PredictJobConfig
 from vloss.config_io import apply_overrides
+from vloss.predict_cli import add_vocabulary_arguments, name_list
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
     p = argparse.ArgumentParser(prog="python -m jobs.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, help="image folder / prefix (recursive) or a local glob")
-    p.add_argument("--vocab-file", required=True, help="class names: one per line (thing:/stuff: prefix) or JSON")
+    add_vocabulary_arguments(p)
     p.add_argument("--checkpoint", required=True, help="training checkpoint directory or weights file")
     p.add_argument("--out", required=True, help="output directory (path or URI)")
     p.add_argument("--num-actors", type=int, default=1)
@@ -39,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
     add_verbose_argument(p)
     a = p.parse_args(argv)
     try:
-        cfg = PredictJobConfig(images=a.images, vocab_file=a.vocab_file, checkpoint=a.checkpoint, out=a.out,
+        cfg = PredictJobConfig(images=a.images, vocab_file=a.vocab_file, things=tuple(name_list(a.things)),
+                               stuff=tuple(name_list(a.stuff)), checkpoint=a.checkpoint, out=a.out,
                                num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor, overwrite=a.overwrite)
         apply_overrides(cfg, a.overrides, default_section=None)
     except ValueError as exc:

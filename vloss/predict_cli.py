@@ -150,8 +150,7 @@ def read_vocabulary(args: argparse.Namespace):
 
     if args.vocab_file:
         return Vocabulary.from_file(args.vocab_file)
-    split = lambda s: [n for n in (s or "").split(",") if n.strip()]  # noqa: E731
-    return Vocabulary.from_lists(split(args.things), split(args.stuff))
+    return Vocabulary.from_lists(name_list(args.things), name_list(args.stuff))
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -236,10 +235,21 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="training checkpoint directory or weights file")
     p.add_argument("--config", default=None, choices=["tiny", "paper", "baseline"],
                    help="preset for a weights file that stores no config")
+    add_vocabulary_arguments(p)
+
+
+def add_vocabulary_arguments(p: argparse.ArgumentParser) -> None:
+    """``--things``/``--stuff`` or ``--vocab-file``: the same flags wherever a vocabulary is taken
+    (``vloss predict``, ``vloss export``, ``python -m jobs.predict``); :func:`name_list` splits them."""
     p.add_argument("--things", default=None, help='comma-separated thing classes, e.g. "red car,dog"')
     p.add_argument("--stuff", default=None, help='comma-separated stuff classes, e.g. "sky,road"')
     p.add_argument("--vocab-file", default=None,
                    help="one name per line (prefix thing: or stuff:), or a JSON list of {name, isthing}")
+
+
+def name_list(text: str | None) -> list[str]:
+    """The names of a comma-separated ``--things``/``--stuff`` value (empty parts dropped)."""
+    return [n for n in (text or "").split(",") if n.strip()]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,10 +14,11 @@ class PredictJobConfig:
 
     Args:
         images: an image folder (local path or object-store URI; searched recursively) or a local glob.
-        vocab_file: the vocabulary (one name per line with ``thing:``/``stuff:`` prefixes, or a JSON
-            list of ``{name, isthing}``).
         checkpoint: training checkpoint directory or weights file.
         out: output directory (path or URI).
+        vocab_file: the vocabulary (one name per line with ``thing:``/``stuff:`` prefixes, or a JSON
+            list of ``{name, isthing}``); or give ``things``/``stuff``.
+        things, stuff: the vocabulary as names (the ``--things``/``--stuff`` of ``vloss predict``).
         config: preset for a weights file that stores no config.
         task: ``panoptic`` | ``instance`` | ``semantic``.
         size: shorter side of the network input (None: the run's training size).
@@ -42,9 +43,11 @@ class PredictJobConfig:
     """
 
     images: str
-    vocab_file: str
     checkpoint: str
     out: str
+    vocab_file: Optional[str] = None
+    things: tuple[str, ...] = ()
+    stuff: tuple[str, ...] = ()
     config: Optional[str] = None
     task: str = "panoptic"
     size: Optional[int] = None
@@ -64,6 +67,8 @@ class PredictJobConfig:
     shared_fs: bool = False
 
     def __post_init__(self) -> None:
+        if bool(self.vocab_file) == bool(self.things or self.stuff):
+            raise ValueError("give the classes with --things/--stuff or with --vocab-file (one of the two)")
         if self.task not in ("panoptic", "instance", "semantic"):
             raise ValueError(f"task must be panoptic, instance or semantic, got {self.task!r}")
         if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:

@@ -111,8 +111,11 @@ def _run_prediction_locked(cfg: PredictJobConfig, on_commit: Callable[[str], Non
     t0 = time.time()
     paths = list_images(cfg.images)
     paths = paths[:cfg.limit] if cfg.limit else paths
-    vocab_loc = locate(cfg.vocab_file)
-    vocab = Vocabulary.parse(vocab_loc.read_bytes().decode("utf-8"), vocab_loc.uri)
+    if cfg.vocab_file:
+        vocab_loc = locate(cfg.vocab_file)
+        vocab = Vocabulary.parse(vocab_loc.read_bytes().decode("utf-8"), vocab_loc.uri)
+    else:
+        vocab = Vocabulary.from_lists(cfg.things, cfg.stuff)
     ckpt = load_model_checkpoint(fetch(cfg.checkpoint, "--checkpoint"), cfg.config)  # s3://: mirrored here
     Predictor.from_state(ckpt.job, ckpt.state_dict, "cpu", source=str(ckpt.path),
                          **_settings(cfg)).set_vocabulary(vocabulary=vocab)  # shapes and names checked here

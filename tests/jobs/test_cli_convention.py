@@ -84,3 +84,24 @@ def test_every_job_logs_to_one_folder_name():
     for job in JOBS:
         text = (ROOT / "jobs" / f"{job}.py").read_text()
         assert "setup_output(" in text and "name=" not in text.split("setup_output(", 1)[1].split(")", 1)[0], job
+
+
+def test_the_same_vocabulary_flags_wherever_a_vocabulary_is_taken(tmp_path, capsys):
+    import argparse
+
+    from jobs.predict import parse_args
+    from vloss.export_cli import add_arguments as export_arguments
+    from vloss.predict_cli import add_arguments as predict_arguments
+
+    for add in (predict_arguments, export_arguments):
+        p = argparse.ArgumentParser()
+        add(p)
+        assert {"--things", "--stuff", "--vocab-file"} <= set(p._option_string_actions), add
+    base = ["--images", str(tmp_path), "--checkpoint", "c", "--out", str(tmp_path / "o")]
+    cfg, _ = parse_args(base + ["--things", "red car, dog", "--stuff", "sky"])
+    assert (cfg.things, cfg.stuff, cfg.vocab_file) == (("red car", " dog"), ("sky",), None)
+    for bad in ([], ["--things", "dog", "--vocab-file", "v.txt"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(base + bad)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and "--things/--stuff or with --vocab-file" in err[0], err

@@ -93,6 +93,11 @@ def test_job_equals_the_cli_and_resumes(ray_session, folder: Path, tmp_path: Pat
     assert m2["counts"]["shards_written"] == 2 and m2["counts"]["shards_kept"] == 1
     assert _rows(tmp_path / "out") == rows
     assert sorted(p.name for p in gen.iterdir()) == sorted(Path(s["name"]).name for s in manifest["shards"])
+    # the same vocabulary as names (--things/--stuff) is the same plan: everything is kept
+    m3 = run_prediction(_cfg(folder, tmp_path, tiny_checkpoint_dir, vocab_file=None, things=("person", "car"),
+                             stuff=("sky", "grass")))
+    assert m3["counts"]["shards_written"] == 1 and m3["counts"]["shards_kept"] == 2  # the failed image's is retried
+    assert _rows(tmp_path / "out") == rows
 
 
 def test_another_plan_is_refused_unless_overwrite(ray_session, folder: Path, tmp_path: Path,
