@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,3 +211,21 @@ def test_vloss_config_imports_no_torch():
     """Configs are read by the drivers and by the CLIs before any model exists: no torch for them."""
     assert _heavy_after_import(["vloss.config"]) == {"torch": False, "ray": False, "timm": False,
                                                      "open_clip": False}
+
+
+def test_the_module_map_names_every_module():
+    """docs/DESIGN.md's picture names every module of pipelines/ and vloss/ (the dataset writers of
+    vloss/data/synthetic/ and vloss/data/prepare/ are named by their folder), so that the map a newcomer
+    reads is the tree they find (issue #25 item 8)."""
+    design = (REPO / "docs" / "DESIGN.md").read_text()
+    picture = design.split("## The architecture in one picture", 1)[1].split("## Rules", 1)[0]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", picture))
+    missing = []
+    for tree in ("pipelines", "vloss"):
+        for path in sorted((REPO / tree).rglob("*.py")):
+            rel = path.relative_to(REPO)
+            if path.stem in ("__init__", "__main__") or rel.parts[1:3] in (("data", "synthetic"), ("data", "prepare")):
+                continue
+            if path.stem not in words:
+                missing.append(str(rel))
+    assert not missing, f"modules missing from docs/DESIGN.md's module map: {missing}"
