@@ -2,7 +2,7 @@
 
 Every row is the recipe of :mod:`vloss.recipes` applied to the ``tiny`` network (the same
 switches as the paper-scale row), trained through the real ``jobs.train`` (Ray Train) on the
-demo world with the demo's own recipe (``jobs.demo.DEMO_TRAIN``), then scored by the real
+demo world with the demo's own recipe (``jobs.demo_steps.DEMO_TRAIN``), then scored by the real
 ``jobs.evaluate`` on the COCO-style and ADE20K-style val sets (PQ) and the LVIS-style one (mask
 AP), split into classes training annotations name (seen) and classes they never name (unseen).
 
@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs import demo  # noqa: E402
+from jobs import demo_steps as demo  # noqa: E402
 from vloss.recipes import RECIPES, build_recipe  # noqa: E402
 
 TABLE3 = ("t3_mask2former", "t3_o365", "t3_pos_cls", "t3_stt", "t3_vloss")
@@ -84,7 +84,7 @@ def demo_overrides() -> list[str]:
 
 
 def demo_epochs() -> int:
-    """The epochs of the demo's STT recipe (``jobs.demo.DEMO_TRAIN``)."""
+    """The epochs of the demo's STT recipe (``jobs.demo_steps.DEMO_TRAIN``)."""
     for o in demo.DEMO_TRAIN:
         if o.startswith("train.epochs="):
             return int(o.split("=", 1)[1])

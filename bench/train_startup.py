@@ -38,7 +38,7 @@ def build_shard_set(root: Path, rows: int, rows_per_shard: int = 256) -> None:
     from pipelines.common.shards import shard_name
     from pipelines.common.storage import locate, write_json_atomic
     from pipelines.train.pass_plan import ROW_GROUP_ROWS
-    from pipelines.train.shards import MANIFEST_NAME, SCHEMA, VOCAB_NAME, Vocabulary
+    from pipelines.train.shards import MANIFEST_NAME, SCHEMA, VOCAB_NAME, TaskVocabulary
     from vloss.data.masks import encode_rle
 
     buf = io.BytesIO()
@@ -48,7 +48,7 @@ def build_shard_set(root: Path, rows: int, rows_per_shard: int = 256) -> None:
     rle = rle.encode() if isinstance(rle, str) else rle
     gen = "gen-0001"
     (root / gen / "panoptic").mkdir(parents=True)
-    vocab = Vocabulary(dataset="bench", task="panoptic", category_ids=[1], names=["thing"], isthing=[True])
+    vocab = TaskVocabulary(dataset="bench", task="panoptic", category_ids=[1], names=["thing"], isthing=[True])
     write_json_atomic(locate(str(root / gen / "panoptic" / VOCAB_NAME)), vocab.to_json())
     entries = []
     for k, start in enumerate(range(0, rows, rows_per_shard)):

@@ -1,7 +1,7 @@
 """The recipe: typed dataclasses of every component, and the presets.
 
 Every component has its own dataclass; :class:`VLOSSConfig` (network + loss) and
-:class:`TrainJobConfig` (+ optimiser, input, schedule and debug settings of a training run)
+:class:`TrainJobConfig` (+ optimiser, input and schedule settings of a training run)
 nest them. Presets are plain functions (:func:`paper`, :func:`baseline`, :func:`tiny` for the
 network; :func:`job_preset` for a whole run) that return a fully resolved config.
 
@@ -456,18 +456,6 @@ class TrainConfig:
 
 
 @dataclass
-class DebugConfig:
-    """Test hooks; never set in real runs.
-
-    Args:
-        fail_at_step: worker rank 1 (or 0 on one worker) exits at this global step, once per
-            run directory (-1 = never): the failure-recovery drill.
-    """
-
-    fail_at_step: int = -1
-
-
-@dataclass
 class OptimConfig:
     """AdamW and learning-rate schedule settings (paper Sec. 4.2), read by :mod:`vloss.training.optim`.
 
@@ -514,7 +502,7 @@ class OptimConfig:
 
 @dataclass
 class TrainJobConfig(VLOSSConfig):
-    """Network, loss, optimiser, input, schedule and debug settings of one training run."""
+    """Network, loss, optimiser, input and schedule settings of one training run."""
 
     def check(self) -> None:
         """Raise ValueError for combinations that cannot train (checked again after overrides)."""
@@ -536,7 +524,6 @@ class TrainJobConfig(VLOSSConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     input: InputConfig = field(default_factory=InputConfig)
-    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 def job_preset(name: str) -> TrainJobConfig:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -422,18 +422,3 @@ class Predictor:
             segs.append(Segment(c + 1, c, vocab.names[c], vocab.isthing[c], float(best_np[region].mean()),
                                 int(region.sum()), mask_to_bbox(region)))
         return Prediction("semantic", h, w, segs, segment_ids=label_map + 1)
-
-
-@dataclass
-class PredictReport:
-    """What a prediction run did: images done, the ones that failed (with reasons), outputs.
-
-    Args:
-        done: image paths predicted.
-        failed: ``{"image": path, "reason": str}`` per image that could not be read or predicted.
-        outputs: files written per image.
-    """
-
-    done: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    outputs: dict[str, list[str]] = field(default_factory=dict)

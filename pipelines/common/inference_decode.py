@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.common.images import decode_rgb
 from pipelines.common.storage import locate
+from vloss.data.images import decode_image as decode_rgb
 from vloss.data.transforms import resize_for_inference
 
 

@@ -1,19 +1,14 @@
-"""One clean progress line per stage, on the driver.
-
-:class:`ProgressLine` redraws a single line in a terminal (``\\r``) and, when the output is a file
-or a pipe, prints a line at most every ``every_s`` seconds plus the final one, so logs stay short.
-:func:`progress_sink` makes a tiny Ray actor through which a Ray Train worker (rank 0) hands its
-metric rows to the driver, so the driver draws the training progress even when the workers run on
-other nodes and their output is not forwarded (``log_to_driver=False``).
+"""The training progress line's feed: :func:`progress_sink` makes a tiny Ray actor through which
+a Ray Train worker (rank 0) hands its metric rows to the driver, so the driver draws the training
+progress (:class:`vloss.progress.ProgressLine`) even when the workers run on other nodes and their
+output is not forwarded (``log_to_driver=False``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vloss.progress import ProgressLine
-
-__all__ = ["ProgressLine", "progress_sink"]
+__all__ = ["progress_sink"]
 
 
 class _Sink:

@@ -22,9 +22,3 @@ def shard_name(index: int) -> str:
 def shard_names(directory: str | Location) -> list[str]:
     """Names of the ``part-*.parquet`` files directly under ``directory``, in index order."""
     return [n for n in locate(directory).list_names() if SHARD_RE.match(n)]
-
-
-def shard_locations(directory: str | Location) -> list[Location]:
-    """The ``part-*.parquet`` files directly under ``directory``, in index order."""
-    d = locate(directory)
-    return [d.child(n) for n in shard_names(d)]

@@ -150,7 +150,7 @@ def _tables(summary: dict[str, Any]) -> str:
             + "</tr></table>")
     targets = "".join(f"<li>{html.escape(k)}: {_pct(t['value'])} against {100 * t['target']:.0f} &mdash; "
                       f"{'met' if t['met'] else '<b>missed</b>'}</li>" for k, t in summary.get("targets", {}).items())
-    return pan + lvis + (f"<p>Targets (<code>jobs/demo.py</code>):</p><ul>{targets}</ul>" if targets else "")
+    return pan + lvis + (f"<p>Targets (<code>jobs/demo_steps.py</code>):</p><ul>{targets}</ul>" if targets else "")
 
 
 def write_page(out: str | Path, world: str | Path, summary: dict[str, Any], count: int = 8) -> Path:

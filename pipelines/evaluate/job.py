@@ -42,9 +42,7 @@ from PIL import Image
 
 from pipelines.common.cli import LOG_FOLDER, write_resolved_config
 from pipelines.common.errors import JobError
-from pipelines.common.images import decode_rgb
 from pipelines.common.inference_decode import decode_eval_images
-from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray, log_locations
 from pipelines.common.remote import fetch, is_remote, mirror_path, publish, to_uri
 from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
@@ -62,7 +60,9 @@ from pipelines.evaluate.model import LoadedCheckpoint, load_eval_model
 from pipelines.evaluate.predictor import EvalPredictor, encode_png
 from pipelines.evaluate.streaming_pq import StreamingPQ
 from pipelines.evaluate.tasks import EvalTask, get_task, load_eval_set, resolve_eval_paths
+from vloss.data.images import decode_image as decode_rgb
 from vloss.data.masks import decode_rle, rgb2id
+from vloss.progress import ProgressLine
 
 
 class EvalJobError(JobError):

@@ -34,7 +34,6 @@ from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry, verified_shards
-from pipelines.common.progress import ProgressLine
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.remote import fetch
 from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
@@ -47,6 +46,7 @@ from pipelines.predict.stage import PredictStage
 from vloss.checkpoint import load_model_checkpoint
 from vloss.config_io import to_dict
 from vloss.predictor import Predictor, Vocabulary
+from vloss.progress import ProgressLine
 
 MANIFEST_NAME = "_manifest.json"
 META_KEY = b"vloss.predictions"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.common.images import decode_rgb
 from pipelines.common.storage import locate
+from vloss.data.images import decode_image as decode_rgb
 
 
 def decode_images(batch: dict[str, np.ndarray], images_root: str) -> dict[str, np.ndarray]:

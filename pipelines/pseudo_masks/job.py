@@ -38,7 +38,6 @@ from pipelines.common import output_lock
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry
-from pipelines.common.progress import ProgressLine
 from pipelines.common.pseudo_mask_format import (
     CONFIG_NAME,
     ERRORS_NAME,
@@ -54,6 +53,7 @@ from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
 from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
 from pipelines.pseudo_masks.stage import PseudoMaskStage
+from vloss.progress import ProgressLine
 from vloss.teacher.boxes import DetectionInput, ImageBoxes, parse_detection_input
 from vloss.teacher.config import build_teacher
 from vloss.teacher.mmdet_predictor import config_identity, require_mmdet

@@ -11,9 +11,9 @@ import io
 
 import numpy as np
 
-from pipelines.common.images import decode_rgb
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
+from vloss.data.images import decode_image as decode_rgb
 from vloss.teacher.quality import QualityReport, evaluate_masks
 from vloss.viz import draw_instance_overlay
 

@@ -14,14 +14,14 @@ import shutil
 import tempfile
 import threading
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow.fs as pafs
 
 from pipelines.common import output_lock
 from pipelines.common.errors import JobError, StoppedBySignal
 from pipelines.common.output_set import OutputConflictError, claim_output, manifest_identity
-from pipelines.common.progress import ProgressLine, progress_sink
+from pipelines.common.progress import progress_sink
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.ray_env import ensure_ray
 from pipelines.common.remote import is_remote, publish
@@ -40,6 +40,7 @@ from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
 from vloss.config import TrainJobConfig
 from vloss.config_io import to_dict
+from vloss.progress import ProgressLine
 
 
 def synthetic_world(work_dir: str, seed: int = 0) -> str:
@@ -249,7 +250,6 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
     recipe = to_dict(job)
     for key in RUN_LENGTH_KEYS:
         recipe["train"].pop(key, None)
-    recipe.pop("debug", None)
     for part in ("backbone", "decoder"):  # memory switches: the same gradients, the same run
         recipe["model"][part].pop("grad_checkpointing", None)
     for part in ("backbone", "text"):  # whether a missing cache entry may be fetched: not what is trained
@@ -371,7 +371,7 @@ def stopped_message(exc: BaseException, cluster: ClusterConfig, store: str) -> s
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                  resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
-                 storage_filesystem: Any = None) -> Any:
+                 storage_filesystem: Any = None, step_hooks: tuple[Callable[..., None], ...] = ()) -> Any:
     """Fit VLOSS with Ray Train; returns the ``ray.train.Result`` (None: the run was already complete).
 
     Args:
@@ -387,17 +387,20 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
         storage_filesystem: a ``pyarrow.fs.FileSystem`` Ray Train uploads checkpoints through (its
             ``RunConfig.storage_filesystem``: e.g. an S3 filesystem with explicit credentials); it must
             show the same files as the store's path does to this process. None: from the path.
+        step_hooks: callables run by every worker before each step, as
+            ``hook(global_step, rank, world_size, store)`` (the fault drills install one that kills a
+            worker); pickled to the workers with the loop's config, never part of the run's config.
     """
     try:
         return _run_training_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume,
-                                    storage_filesystem)
+                                    storage_filesystem, step_hooks)
     finally:
         output_lock.release(locate(run_dir))  # the next job may write it
 
 
 def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                          resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
-                         storage_filesystem: Any = None) -> Any:
+                         storage_filesystem: Any = None, step_hooks: tuple[Callable[..., None], ...] = ()) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -449,6 +452,7 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
         train_loop_config={"job": job_dict, "schedule": sched_cfg.to_dict(), "vocabularies": vocabularies,
                            "metrics_dir": None, "store": store, "resume_from": resume_from,
                            "val": asdict(val) if val else None, "progress": sink, "stop": stop,
+                           "step_hooks": tuple(step_hooks),
                            "shards": {t: asdict(v) for t, v in shards.items()},
                            "input": {"transform_cpus": cluster.transform_cpus,
                                      "verify": cluster.verify_shards == "full",

@@ -206,20 +206,6 @@ class ScheduleConfig:
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
-def paper(panoptic_images: int, detection_images: int, caption_images: int,
-          mode: str = "stt", seed: int = 0, caption_ratio: float = 0.5) -> ScheduleConfig:
-    """Paper Sec. 4.2 settings: 12 epochs, global batch 32 for segmentation, 512 for captions.
-
-    Args:
-        panoptic_images, detection_images, caption_images: dataset sizes.
-        mode, seed, caption_ratio: as in `ScheduleConfig` (the paper does not state a ratio).
-    """
-    return ScheduleConfig(
-        mode=mode, epochs=12, seed=seed, caption_ratio=caption_ratio,
-        panoptic=TaskData(panoptic_images, 32), detection=TaskData(detection_images, 32),
-        captions=TaskData(caption_images, 512))
-
-
 class SubEpoch(NamedTuple):
     """A named run of steps [start, stop) inside an epoch; checkpoint when step + 1 == stop."""
 

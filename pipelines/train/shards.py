@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.common.output_set import entry_of_file, shard_entry, verified_shards
-from pipelines.common.progress import ProgressLine
 from pipelines.common.shards import shard_name
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
+from vloss.progress import ProgressLine
 
 TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
@@ -93,7 +93,7 @@ class SourceImage:
 
 
 @dataclass
-class Vocabulary:
+class TaskVocabulary:
     """Class names of one task's dataset; a row's ``label`` indexes ``names``."""
 
     dataset: str
@@ -108,7 +108,7 @@ class Vocabulary:
                                for c, n, t in zip(self.category_ids, self.names, self.isthing)]}
 
     @classmethod
-    def from_json(cls, obj: dict) -> "Vocabulary":
+    def from_json(cls, obj: dict) -> "TaskVocabulary":
         cats = obj["categories"]
         return cls(obj["dataset"], obj["task"], [int(c["id"]) for c in cats],
                    [str(c["name"]) for c in cats], [bool(c["isthing"]) for c in cats])
@@ -117,11 +117,11 @@ class Vocabulary:
         return {cid: k for k, cid in enumerate(self.category_ids)}
 
 
-def read_vocabulary(root: str | Location, task: str) -> Vocabulary:
+def read_vocabulary(root: str | Location, task: str) -> TaskVocabulary:
     """The ``vocab.json`` stored beside a task's shards (in the manifest's generation)."""
     root = locate(root)
     generation = read_json(root.child(MANIFEST_NAME))["generation"]
-    return Vocabulary.from_json(json.loads(root.child(generation, task, VOCAB_NAME).read_bytes()))
+    return TaskVocabulary.from_json(json.loads(root.child(generation, task, VOCAB_NAME).read_bytes()))
 
 
 def _panoptic_instances(png_bytes: bytes, inst: list[dict], where: str, height: int, width: int) -> list[dict]:
@@ -242,7 +242,7 @@ def _existing_entry(root: Location, name: str, image_ids: list[int]) -> dict | N
 
 
 def write_task_shards(images: Iterable[SourceImage], root: str | Location, generation: str, task: str,
-                      dataset: str, vocab: Vocabulary | None, rows_per_shard: int = 256) -> dict[str, Any]:
+                      dataset: str, vocab: TaskVocabulary | None, rows_per_shard: int = 256) -> dict[str, Any]:
     """Write one task's shards under ``root/generation/task`` with Ray Data (one task per shard).
 
     Shards already there that hold exactly their planned images are kept (a re-run of the same

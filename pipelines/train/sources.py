@@ -31,7 +31,7 @@ from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
 from pipelines.common.storage import locate, read_json
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
-from pipelines.train.shards import MANIFEST_NAME, VOCAB_NAME, SourceImage, Vocabulary, shard_set, write_task_shards
+from pipelines.train.shards import MANIFEST_NAME, VOCAB_NAME, SourceImage, TaskVocabulary, shard_set, write_task_shards
 from vloss.data.coco_captions import read_coco_captions
 from vloss.data.coco_detection import read_coco_detection
 from vloss.data.coco_panoptic import read_coco_panoptic
@@ -144,11 +144,11 @@ def _under(root: str, name: str) -> str:
     return locate(root).child(name).uri
 
 
-def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list[SourceImage], Vocabulary]:
+def panoptic_sources(json_path: str, image_dir: str, png_dir: str) -> tuple[list[SourceImage], TaskVocabulary]:
     """COCO panoptic train split -> source images (segment masks read from the PNG later)."""
     with local_json(json_path) as path:
         ds = read_coco_panoptic(path, image_dir, png_dir)
-    vocab = Vocabulary("coco_panoptic", "panoptic", [c.id for c in ds.categories],
+    vocab = TaskVocabulary("coco_panoptic", "panoptic", [c.id for c in ds.categories],
                        [c.name for c in ds.categories], [bool(c.isthing) for c in ds.categories])
     label = vocab.label_of()
     out = []
@@ -180,7 +180,7 @@ def _box_instances(json_path: str) -> dict[int, dict[int, dict]]:
 
 
 def detection_sources(json_path: str, image_dir: str, pseudo_dir: str | None, box_masks: bool = False
-                      ) -> tuple[list[SourceImage], Vocabulary, dict[str, int]]:
+                      ) -> tuple[list[SourceImage], TaskVocabulary, dict[str, int]]:
     """Objects365 boxes joined with their pseudo masks (by annotation id), or with filled boxes.
 
     Images the pseudo-mask job could not process, and boxes without a pseudo mask, are
@@ -196,7 +196,7 @@ def detection_sources(json_path: str, image_dir: str, pseudo_dir: str | None, bo
         raise ValueError("detection sources need exactly one of: a pseudo-mask output, or box_masks=True")
     with local_json(json_path) as path:
         ds = read_coco_detection(path, image_dir)
-    vocab = Vocabulary("objects365", "detection", [c.id for c in ds.categories],
+    vocab = TaskVocabulary("objects365", "detection", [c.id for c in ds.categories],
                        [c.name for c in ds.categories], [True] * len(ds.categories))
     label = vocab.label_of()
     masks = _box_instances(json_path) if box_masks else _pseudo_mask_instances(pseudo_dir)

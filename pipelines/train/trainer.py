@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn as nn
@@ -106,12 +106,16 @@ class Trainer:
         val: the panoptic val split (None: no validation, whatever ``train.eval_every`` says).
         store: where rank 0 keeps the best checkpoint and ``best.json`` (a path or URI every
             node can reach; default ``run_dir``).
+        step_hooks: called on every rank before each step as ``hook(global_step, rank, world_size,
+            store)``: how the fault drills stop a worker, from the tests, not from a config field.
     """
 
     def __init__(self, job: TrainJobConfig, schedule: StepSchedule, vocabularies: dict[str, list[str]],
                  runtime: WorkerRuntime, run_dir: str | None = None, resume_from: str | None = None,
-                 val: ValSplit | None = None, store: str | None = None) -> None:
+                 val: ValSplit | None = None, store: str | None = None,
+                 step_hooks: Sequence[Callable[[int, int, int, str | None], None]] = ()) -> None:
         self.job, self.schedule, self.vocabularies = job, schedule, vocabularies
+        self.step_hooks = tuple(step_hooks)
         self.rt, self.run_dir, self.resume_from = runtime, run_dir, resume_from
         self.store = store or run_dir
         self.val = val
@@ -299,16 +303,6 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)  # uploaded: the staging copy is no longer needed
 
     # ---- the loop ------------------------------------------------------------------------
-    def _maybe_fail(self, global_step: int) -> None:
-        """Test hook ``debug.fail_at_step``: one worker dies once at that step."""
-        if self.job.debug.fail_at_step != global_step or self.rt.rank != min(1, self.rt.world_size - 1):
-            return
-        local = self.store if self.store and not is_remote(self.store) else tempfile.gettempdir()
-        marker = os.path.join(local, ".fail_hook_fired")
-        if not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)
-
     def fit(self) -> None:
         """Restore, then run the schedule from its next position to the end (or step ``train.max_steps``)."""
         self.restore()
@@ -318,7 +312,8 @@ class Trainer:
         stage_starts = set(schedule.stage_starts[1:])
         for epoch, step, task in schedule.iter_from(*schedule.next_position):
             g = schedule.global_step(epoch, step)
-            self._maybe_fail(g)
+            for hook in self.step_hooks:  # installed by the caller (the fault drills), never by a config
+                hook(g, self.rt.rank, self.rt.world_size, self.store)
             if g in stage_starts and train.reset_optimizer_between_stages:
                 self.optimizer.state.clear()  # the fine-tune starts with fresh AdamW moments
             losses, total, n_images = self.train_step(epoch, step, task)

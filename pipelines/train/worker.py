@@ -101,4 +101,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                            loop_config.get("stop"))
     val = ValSplit(**loop_config["val"]) if loop_config.get("val") else None
     Trainer(job, schedule, loop_config["vocabularies"], runtime, run_dir=loop_config.get("metrics_dir"),
-            resume_from=loop_config.get("resume_from"), val=val, store=loop_config.get("store")).fit()
+            resume_from=loop_config.get("resume_from"), val=val, store=loop_config.get("store"),
+            step_hooks=loop_config.get("step_hooks", ())).fit()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from pipelines.common.progress import ProgressLine, _Sink
+from pipelines.common.progress import _Sink
+from vloss.progress import ProgressLine
 
 
 class _Tty(io.StringIO):

@@ -25,7 +25,6 @@ from pipelines.train.schedule import (
     StepSchedule,
     SubEpoch,
     TaskData,
-    paper,
 )
 
 REPO = Path(__file__).resolve().parents[3]
@@ -319,7 +318,10 @@ def test_config_round_trip_and_paper_preset():
     cfg = make_config("pretrain", pretrain_epochs=1)
     assert ScheduleConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert ScheduleConfig.from_dict(cfg.to_dict()).fingerprint() == cfg.fingerprint()
-    p = paper(panoptic_images=118_287, detection_images=600_000, caption_images=118_287)
+    from pipelines.train.plan import schedule_config
+    from vloss.config import job_preset
+
+    p = schedule_config(job_preset("paper"), {"panoptic": 118_287, "detection": 600_000, "captions": 118_287})
     assert p.epochs == 12 and p.mode == "stt"
     assert p.panoptic.batch_size == p.detection.batch_size == 32 and p.captions.batch_size == 512
     sched = StepSchedule(p)

@@ -10,6 +10,7 @@ metric lines must follow it exactly.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,9 @@ def _fixed_batches(shards: Path, job) -> dict:
     """8 training rows per task with deterministic transforms (no jitter randomness)."""
     import numpy as np
 
-    from pipelines.common.images import decode_rgb
     from pipelines.train.collate import caption_collate, dense_collate
     from pipelines.train.shards import iter_rows
+    from vloss.data.images import decode_image as decode_rgb
     from vloss.data.masks import decode_rle
     from vloss.data.transforms import large_scale_jitter, pack_masks, random_resized_crop, sample_rng
 
@@ -165,10 +166,26 @@ def test_every_loss_term_falls(stopped_then_resumed, train_shards):
         assert after[k] < before[k], f"{k}: {before[k]:.4f} -> {after[k]:.4f}"
 
 
+def _worker_dies_once_at_step_7(step: int, rank: int, world_size: int, store: str | None) -> None:
+    """A step hook (the fault drill, installed by this test): worker rank 1 exits before step 7, once
+    per run (a marker file in the run's store says it already did)."""
+    if step != 7 or rank != min(1, world_size - 1) or store is None:
+        return
+    marker = Path(store) / ".fail_hook_fired"
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+
+
 def test_worker_crash_recovers_with_the_same_number_of_steps(train_shards, tmp_path, stopped_then_resumed):
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook travels to the workers by value
     run = tmp_path / "crash"
-    result = run_training(_job("debug.fail_at_step=7"), str(train_shards), str(run),
-                          ClusterConfig(workers=2, max_failures=1))
+    result = run_training(_job(), str(train_shards), str(run), ClusterConfig(workers=2, max_failures=1),
+                          step_hooks=(_worker_dies_once_at_step_7,))
     assert (run / ".fail_hook_fired").exists()  # the worker really died once
     state, meta = load_training_checkpoint(result.checkpoint.path)
     _, _, second = stopped_then_resumed

@@ -24,7 +24,7 @@ from vloss.eval.lvis_eval import lvis_mask_ap
 
 pytestmark = pytest.mark.slow
 
-# the demo's recipe (jobs/demo.py DEMO_TRAIN), 12 STT epochs of the small world instead of 36
+# the demo's recipe (jobs/demo_steps.py DEMO_TRAIN), 12 STT epochs of the small world instead of 36
 SETTINGS = ["train.epochs=12", "train.eval_every=0", "train.checkpoint_sub_epochs=false", "train.log_every=30",
             "train.checkpoint_every=1000"]
 # measured 2026-12-05 (2 CPU cores, seed 0, the fixture's 3-pass towers): unseen AP 9.2 over 12
