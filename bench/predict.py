@@ -42,7 +42,7 @@ STUFF = {"sky", "grass", "water", "road"}
 
 def _images(args, tmp: Path) -> list[str]:
     if args.images:
-        from vloss.predict_cli import expand_inputs
+        from vloss.inference.predict_cli import expand_inputs
 
         return [str(p) for p in expand_inputs([args.images])][: args.num_images]
     from vloss.data.synthetic import generate_world, load_world
@@ -72,7 +72,7 @@ def plain_loop(predictor, paths: list[str]) -> float:
     """Seconds for the library's functions called one image at a time, nothing written."""
     from vloss.data.images import read_image
     from vloss.data.transforms import resize_for_inference
-    from vloss.inference import forward_padded, panoptic_inference, resize_mask_logits
+    from vloss.inference.postprocess import forward_padded, panoptic_inference, resize_mask_logits
 
     model, embeds, device = predictor.model, predictor.class_embeddings, predictor.device
     thr = predictor.settings.threshold if predictor.settings.threshold is not None else 0.8
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from vloss.predict_cli import main as cli_main
-    from vloss.predictor import Predictor
+    from vloss.inference.predict_cli import main as cli_main
+    from vloss.inference.predictor import Predictor
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

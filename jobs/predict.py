@@ -22,7 +22,7 @@ from pipelines.common.cli import add_set_argument, add_verbose_argument, setting
 from pipelines.common.errors import report_errors
 from pipelines.predict.config import PredictJobConfig
 from vloss.config_io import apply_overrides
-from vloss.predict_cli import add_vocabulary_arguments, name_list
+from vloss.inference.predict_cli import add_vocabulary_arguments, name_list
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:

@@ -184,7 +184,7 @@ def _error_line(err: str) -> str:
 
 
 def _predict_cli(images: list[Path], checkpoint: Path, out: Path) -> tuple[int, str]:
-    from vloss.predict_cli import main
+    from vloss.inference.predict_cli import main
 
     return _cli(main, [*map(str, images), "--checkpoint", str(checkpoint), "--things", "dog", "--out", str(out)])
 
@@ -315,7 +315,7 @@ def case_missing_image(tmp_path: Path, request) -> None:
     for reason in _skip_reasons(missing):
         assert str(missing) in reason and "FileNotFoundError" in reason, reason
     _raises(FileNotFoundError, lambda: read_image(missing), str(missing))
-    from vloss.predict_cli import main
+    from vloss.inference.predict_cli import main
 
     code, err = _cli(main, [str(missing), "--checkpoint", "unused", "--things", "dog", "--out", str(tmp_path / "o")])
     assert code == 2 and str(missing) in err and "no such file" in err
@@ -479,8 +479,8 @@ def case_empty_annotations_pseudo_masks(tmp_path: Path, request) -> None:
 
 
 def case_wrong_architecture_checkpoint(tmp_path: Path, request) -> None:
+    from vloss.inference.predictor import Predictor
     from vloss.model import WeightsError
-    from vloss.predictor import Predictor
     from vloss.teacher.architectures import CheckpointError
     from vloss.teacher.config import TeacherConfig, build_teacher
 
@@ -498,9 +498,9 @@ def case_wrong_architecture_checkpoint(tmp_path: Path, request) -> None:
 def case_non_checkpoint_file(tmp_path: Path, request) -> None:
     from vloss.checkpoint import load_model_checkpoint, load_training_checkpoint
     from vloss.config import job_preset
+    from vloss.inference.predictor import Predictor
     from vloss.model import VLOSS, load_model_weights, load_text_weights
     from vloss.model.backbone import create_timm_features
-    from vloss.predictor import Predictor
     from vloss.teacher.architectures import CheckpointError
     from vloss.teacher.config import TeacherConfig, build_teacher
 
@@ -525,7 +525,7 @@ def case_non_checkpoint_file(tmp_path: Path, request) -> None:
     folder.mkdir()
     for load in (load_training_checkpoint, load_model_checkpoint, Predictor.from_checkpoint):
         _raises(FileNotFoundError, lambda: load(folder), str(folder), "needs state.pt and meta.json")
-    from vloss.predict_cli import main
+    from vloss.inference.predict_cli import main
 
     good = tmp_path / "good.png"
     good.write_bytes(_encoded(Image.new("RGB", (8, 8))))
@@ -546,11 +546,11 @@ def case_code_running_pickle(tmp_path: Path, request) -> None:
     from pipelines.pseudo_masks.job import run_pseudo_masks
     from vloss.checkpoint import load_model_checkpoint, load_training_checkpoint
     from vloss.config import job_preset
-    from vloss.export_cli import main as export_main
+    from vloss.inference.export_cli import main as export_main
+    from vloss.inference.predict_cli import main as predict_main
+    from vloss.inference.predictor import Predictor
     from vloss.model import VLOSS, load_backbone_weights, load_model_weights, load_text_weights
     from vloss.model.backbone import create_timm_features
-    from vloss.predict_cli import main as predict_main
-    from vloss.predictor import Predictor
     from vloss.teacher.architectures import read_state_dict
     from vloss.teacher.config import TeacherConfig, build_teacher
 
@@ -671,8 +671,8 @@ def case_unknown_task(tmp_path: Path, request) -> None:
     from pipelines.evaluate.config import EvalJobConfig
     from vloss.__main__ import main as vloss_main
     from vloss.eval.__main__ import main as eval_main
-    from vloss.predict_cli import main as predict_main
-    from vloss.predictor import PredictorSettings
+    from vloss.inference.predict_cli import main as predict_main
+    from vloss.inference.predictor import PredictorSettings
 
     code, err = _cli(jobs.evaluate.parse_args, ["--task", "nosuch", "--checkpoint", "c"])
     assert code == 2 and "argument --task: invalid choice: 'nosuch' (choose from" in err and "'lvis'" in err

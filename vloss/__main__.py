@@ -1,15 +1,15 @@
 """``python -m vloss {predict,export} ...``: use a trained model.
 
 * ``predict``: segment images (files, folders, globs) with any vocabulary; overlays and COCO-format
-  files (:mod:`vloss.predict_cli`).
-* ``export``: the network with a vocabulary baked in, as ONNX or TorchScript (:mod:`vloss.export_cli`).
+  files (:mod:`vloss.inference.predict_cli`).
+* ``export``: the network with a vocabulary baked in, as ONNX or TorchScript (:mod:`vloss.inference.export_cli`).
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"predict": "vloss.predict_cli", "export": "vloss.export_cli"}
+COMMANDS = {"predict": "vloss.inference.predict_cli", "export": "vloss.inference.export_cli"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,7 @@ def with_vocabulary_file(eval_set: EvalSet, path: str | Path) -> EvalSet:
     """The evaluation set's categories prompted with the names of a vocabulary file.
 
     The file's things, in order, name the set's thing categories in their file order, and its
-    stuff the stuff categories (the format of :meth:`vloss.predictor.Vocabulary.from_file`: one
+    stuff the stuff categories (the format of :meth:`vloss.inference.predictor.Vocabulary.from_file`: one
     name per line with a ``thing:``/``stuff:`` prefix, or a JSON list). Ids, flags and images stay.
 
     Args:
@@ -112,7 +112,7 @@ def with_vocabulary_file(eval_set: EvalSet, path: str | Path) -> EvalSet:
         ValueError: an unreadable or malformed file, or thing/stuff counts that differ from the
             set's (naming both).
     """
-    from vloss.predictor import Vocabulary  # the one parser of vocabulary files (imports torch)
+    from vloss.inference.predictor import Vocabulary  # the one parser of vocabulary files (imports torch)
 
     try:
         vocab = Vocabulary.from_file(path)

@@ -1,7 +1,7 @@
-"""The predictor actor of the evaluation job: a :class:`vloss.predictor.Predictor` built once per actor.
+"""The predictor actor of the evaluation job: a :class:`vloss.inference.predictor.Predictor` built once per actor.
 
 The network, the class embeddings of the evaluation set and the post-processing are the ones a
-user gets from ``vloss.predictor`` (one code path for prediction and evaluation); this actor
+user gets from ``vloss.inference.predictor`` (one code path for prediction and evaluation); this actor
 adds the dataset's side: category ids instead of vocabulary indices, a COCO-panoptic PNG +
 segments per image (panoptic tasks) or up to ``topk`` RLE detections (instance tasks), and
 one failing image isolated instead of losing its batch.
@@ -23,7 +23,7 @@ from pipelines.evaluate.data import vocabulary_sha256
 from vloss.config import ModelConfig, TrainJobConfig
 from vloss.config_io import from_dict
 from vloss.data.masks import encode_rle, id2rgb
-from vloss.predictor import Prediction, Predictor, Vocabulary
+from vloss.inference.predictor import Prediction, Predictor, Vocabulary
 
 
 def encode_png(seg_ids: np.ndarray) -> bytes:

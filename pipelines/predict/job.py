@@ -45,7 +45,7 @@ from pipelines.predict.inputs import list_images, listing_sha256
 from pipelines.predict.stage import PredictStage
 from vloss.checkpoint import load_model_checkpoint
 from vloss.config_io import to_dict
-from vloss.predictor import Predictor, Vocabulary
+from vloss.inference.predictor import Predictor, Vocabulary
 from vloss.progress import ProgressLine
 
 MANIFEST_NAME = "_manifest.json"

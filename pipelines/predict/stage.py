@@ -10,11 +10,11 @@ import numpy as np
 
 from pipelines.common.resources import device_for
 from vloss.data.masks import encode_rle
-from vloss.predictor import Predictor, Vocabulary
+from vloss.inference.predictor import Predictor, Vocabulary
 
 
 def prediction_record(pred) -> list[dict[str, Any]]:
-    """The segments of a :class:`vloss.predictor.Prediction` as shard rows (RLE counts as ASCII bytes)."""
+    """The segments of a :class:`vloss.inference.predictor.Prediction` as shard rows (RLE counts as ASCII bytes)."""
     return [{"id": int(s.id), "label": int(s.label), "name": s.name, "isthing": bool(s.isthing),
              "score": float(s.score), "area": int(s.area), "bbox": [float(v) for v in s.bbox],
              "segmentation": encode_rle(pred.mask(k))["counts"]} for k, s in enumerate(pred.segments)]
@@ -27,7 +27,7 @@ class PredictStage:
         job: the checkpoint's resolved config (dict).
         weights: a one-element list holding a Ray object reference to the network's tensors.
         vocabulary: ``{"names": [...], "isthing": [...]}``.
-        settings: :class:`vloss.predictor.PredictorSettings` fields.
+        settings: :class:`vloss.inference.predictor.PredictorSettings` fields.
         gpus: GPUs this actor reserves; with any, it predicts on CUDA.
     """
 

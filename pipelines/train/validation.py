@@ -24,7 +24,7 @@ from vloss.data.coco_panoptic import check_panoptic_png, read_coco_panoptic
 from vloss.data.images import read_image
 from vloss.data.transforms import resize_for_inference
 from vloss.eval.pq_stats import PQStat, pq_stats_single
-from vloss.inference import forward_padded, panoptic_inference, resize_mask_logits
+from vloss.inference.postprocess import forward_padded, panoptic_inference, resize_mask_logits
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ def test_the_same_vocabulary_flags_wherever_a_vocabulary_is_taken(tmp_path, caps
     import argparse
 
     from jobs.predict import parse_args
-    from vloss.export_cli import add_arguments as export_arguments
-    from vloss.predict_cli import add_arguments as predict_arguments
+    from vloss.inference.export_cli import add_arguments as export_arguments
+    from vloss.inference.predict_cli import add_arguments as predict_arguments
 
     for add in (predict_arguments, export_arguments):
         p = argparse.ArgumentParser()

@@ -37,12 +37,12 @@ import numpy as np
 import pytest
 import torch
 
-from vloss import postprocess_numpy as pp
 from vloss.config import tiny
 from vloss.config_io import apply_overrides
 from vloss.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_images, resize_for_inference, resized_shape
-from vloss.export import ExportedSegmenter, export_onnx, export_torchscript, metadata_path
-from vloss.inference import (
+from vloss.inference import postprocess_numpy as pp
+from vloss.inference.export import ExportedSegmenter, export_onnx, export_torchscript, metadata_path
+from vloss.inference.postprocess import (
     forward_padded,
     instance_inference,
     panoptic_inference,
@@ -396,5 +396,5 @@ def test_numpy_helpers_match_torch_versions():
 
 
 def test_postprocess_numpy_does_not_import_torch():
-    code = "import sys, vloss.postprocess_numpy; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, vloss.inference.postprocess_numpy; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vloss.inference import instance_inference, panoptic_inference, resize_mask_logits, semantic_inference
+from vloss.inference.postprocess import instance_inference, panoptic_inference, resize_mask_logits, semantic_inference
 
 H, W = 4, 6
 BIG = 10.0

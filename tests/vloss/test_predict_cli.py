@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from vloss.data.masks import rgb2id
-from vloss.predict_cli import main
+from vloss.inference.predict_cli import main
 
 COCO_IMAGES = "coco-panoptic-sample/input_images"
 VOCAB = "thing: person\nthing: car\nthing: dog\nstuff: sky\nstuff: grass\n"
@@ -148,7 +148,7 @@ def test_module_entry_point(tmp_path: Path, photos: Path, tiny_weights_file: Pat
 
 
 def test_output_names_never_collide():
-    from vloss.predict_cli import _stems
+    from vloss.inference.predict_cli import _stems
 
     stems = _stems([Path("a/x.png"), Path("b/x.jpg"), Path("c/x_1.jpg"), Path("d/X.png")])
     assert len({s.lower() for s in stems}) == 4 and stems[0] == "x"

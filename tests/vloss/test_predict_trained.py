@@ -21,8 +21,8 @@ from PIL import Image
 from vloss.data.images import read_image
 from vloss.data.masks import id2rgb
 from vloss.data.synthetic import load_world
-from vloss.predict_cli import main
-from vloss.predictor import Predictor, Vocabulary
+from vloss.inference.predict_cli import main
+from vloss.inference.predictor import Predictor, Vocabulary
 
 pytestmark = pytest.mark.slow
 
@@ -93,8 +93,8 @@ def test_exported_file_segments_like_the_predictor(trained_images: dict, trained
                                                    fmt: str, capsys):
     """``python -m vloss export`` with the run's vocabulary, then the exported file + NumPy post-processing
     only: the panoptic result equals the predictor's on every trained image."""
-    from vloss import postprocess_numpy as pn
-    from vloss.export_cli import main as export_main
+    from vloss.inference import postprocess_numpy as pn
+    from vloss.inference.export_cli import main as export_main
 
     out = tmp_path / f"vloss.{'onnx' if fmt == 'onnx' else 'pt'}"
     assert export_main(["--checkpoint", str(trained_tiny_weights), "--vocab-file", str(trained_images["vocab"]),
@@ -126,7 +126,7 @@ def test_exported_file_segments_like_the_predictor(trained_images: dict, trained
 
 
 def test_export_refuses_a_size_the_network_cannot_take(trained_tiny_weights: Path, tmp_path: Path, capsys):
-    from vloss.export_cli import main as export_main
+    from vloss.inference.export_cli import main as export_main
 
     assert export_main(["--checkpoint", str(trained_tiny_weights), "--things", "dog", "--size", "100", "128",
                         "--out", str(tmp_path / "x.onnx")]) == 2

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from vloss.data.masks import rgb2id
-from vloss.predictor import Predictor, PredictorSettings, Vocabulary
+from vloss.inference.predictor import Predictor, PredictorSettings, Vocabulary
 
 COCO_IMAGES = "coco-panoptic-sample/input_images"
 
@@ -211,7 +211,7 @@ def test_instance_detections_are_sorted_rles_of_their_masks(tiny_checkpoint_dir:
 def test_semantic_labels_cover_the_image(tiny_checkpoint_dir: Path, shared_data: Path):
     import torch
 
-    from vloss.inference import semantic_inference
+    from vloss.inference.postprocess import semantic_inference
 
     p = Predictor.from_checkpoint(tiny_checkpoint_dir, task="semantic")
     p.set_vocabulary(things=["person"], stuff=["sky", "grass"])

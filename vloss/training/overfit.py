@@ -39,7 +39,7 @@ from vloss.data.errors import DataFormatError
 from vloss.data.images import read_image
 from vloss.data.transforms import normalize_images
 from vloss.eval.pq_stats import PQStat, pq_stats_single
-from vloss.inference import panoptic_inference, resize_mask_logits
+from vloss.inference.postprocess import panoptic_inference, resize_mask_logits
 from vloss.losses import SetCriterion, weighted_total
 from vloss.model import VLOSS
 from vloss.training.optim import OptimConfig, build_lr_scheduler, build_optimizer

@@ -18,7 +18,7 @@ from pipelines.common.output_set import OutputConflictError
 from pipelines.predict.config import PredictJobConfig
 from pipelines.predict.job import PredictJobError, read_predictions, run_prediction
 from vloss.data.masks import rgb2id
-from vloss.predict_cli import main as cli_main
+from vloss.inference.predict_cli import main as cli_main
 
 pytestmark = pytest.mark.slow
 

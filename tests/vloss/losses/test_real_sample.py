@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vloss.data.masks import rgb2id
-from vloss.inference import panoptic_inference
+from vloss.inference.postprocess import panoptic_inference
 from vloss.losses import HungarianMatcher, LossConfig, SetCriterion
 
 

@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from vloss.predictor import Predictor
+    from vloss.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoint("runs/vloss/best_checkpoint", device="cpu")
     predictor.set_vocabulary(things=["red car", "dog"], stuff=["sky", "road"])
@@ -16,7 +16,7 @@ says (``model.text.names``, ``model.text.templates``), the same as in training a
 their embeddings are computed once per vocabulary and cached. Images are resized as evaluation
 does (shorter side ``size``, default the run's training size; longer side at most 4x), run in
 batches padded to the network's size divisor, and post-processed at their original size with
-Mask2Former's rules (:mod:`vloss.inference`).
+Mask2Former's rules (:mod:`vloss.inference.postprocess`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from vloss.data.class_names import clean_names
 from vloss.data.images import read_image, to_rgb
 from vloss.data.masks import encode_rle, id2rgb, mask_to_bbox
 from vloss.data.transforms import resize_for_inference
-from vloss.inference import (
+from vloss.inference.postprocess import (
     forward_padded,
     instance_inference,
     panoptic_inference,

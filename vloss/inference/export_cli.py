@@ -1,10 +1,10 @@
 """``python -m vloss export``: the network with a vocabulary baked in, as an ONNX or TorchScript file.
 
 Writes ``FILE`` and ``FILE.json`` (class names, thing flags, input size and normalisation, output
-layout; see :mod:`vloss.export`). The class names are cleaned and put in the prompt templates as
+layout; see :mod:`vloss.inference.export`). The class names are cleaned and put in the prompt templates as
 the checkpoint's config says, exactly as ``python -m vloss predict`` does, so an exported file
 and the predictor give the same logits. Run the file with onnxruntime (or ``torch.jit.load``) and
-post-process with :mod:`vloss.postprocess_numpy` (NumPy only).
+post-process with :mod:`vloss.inference.postprocess_numpy` (NumPy only).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ def run_export(args: argparse.Namespace) -> int:
     """The command's body; returns the exit status."""
     import torch
 
-    from vloss.export import export_onnx, export_torchscript
-    from vloss.predict_cli import read_vocabulary
-    from vloss.predictor import Predictor
+    from vloss.inference.export import export_onnx, export_torchscript
+    from vloss.inference.predict_cli import read_vocabulary
+    from vloss.inference.predictor import Predictor
 
     vocab = read_vocabulary(args)
     height, width = args.size
@@ -40,7 +40,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``export`` sub-command's arguments."""
-    from vloss.predict_cli import add_model_arguments
+    from vloss.inference.predict_cli import add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")

@@ -15,12 +15,12 @@ flags, the input contract (size, size divisor, normalisation) and the output lay
 file also carries it under the model metadata key ``"vloss"`` (when the ``onnx`` package is
 installed) and the TorchScript file as the extra file ``vloss.json``.
 
-On the consumer side :mod:`vloss.postprocess_numpy` prepares inputs and turns the outputs into
+On the consumer side :mod:`vloss.inference.postprocess_numpy` prepares inputs and turns the outputs into
 panoptic / instance / semantic results without torch.
 
 Typical use::
 
-    from vloss.export import export_onnx
+    from vloss.inference.export import export_onnx
 
     names = ["person", "dog", "grass"]
     embeds = model.class_embeddings(names)                       # [C, Dt]

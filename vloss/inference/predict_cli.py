@@ -145,8 +145,8 @@ def _predict_chunk(predictor, paths: list[Path]) -> list[Any]:
 
 
 def read_vocabulary(args: argparse.Namespace):
-    """The :class:`vloss.predictor.Vocabulary` of ``--vocab-file`` or ``--things``/``--stuff``."""
-    from vloss.predictor import Vocabulary
+    """The :class:`vloss.inference.predictor.Vocabulary` of ``--vocab-file`` or ``--things``/``--stuff``."""
+    from vloss.inference.predictor import Vocabulary
 
     if args.vocab_file:
         return Vocabulary.from_file(args.vocab_file)
@@ -155,7 +155,7 @@ def read_vocabulary(args: argparse.Namespace):
 
 def run_predict(args: argparse.Namespace) -> int:
     """The command's body; returns the exit status."""
-    from vloss.predictor import Predictor
+    from vloss.inference.predictor import Predictor
     from vloss.progress import ProgressLine
 
     check_arguments(args)

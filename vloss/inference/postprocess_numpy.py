@@ -1,6 +1,6 @@
 """NumPy-only input preparation and post-processing for exported VLOSS models (no torch).
 
-The counterpart of :mod:`vloss.export` on the consumer side: it mirrors, in NumPy,
+The counterpart of :mod:`vloss.inference.export` on the consumer side: it mirrors, in NumPy,
 
 * the input preparation of evaluation (:func:`vloss.data.transforms.resize_for_inference`,
   the zero padding of :func:`vloss.inference.forward_padded`, and
@@ -14,7 +14,7 @@ Only NumPy is imported at module level; :func:`resize_image` imports Pillow (the
 evaluation uses). A typical consumer of an ONNX export::
 
     import onnxruntime as ort
-    from vloss import postprocess_numpy as pp
+    from vloss.inference import postprocess_numpy as pp
 
     meta = pp.load_metadata("vloss.onnx")
     small = pp.resize_image(image, size=512, max_size=672)                  # [h, w, 3] uint8
@@ -45,7 +45,7 @@ def load_metadata(path: str | Path) -> dict[str, Any]:
         path: the exported file (``model.onnx``: reads ``model.onnx.json`` beside it) or the JSON itself.
 
     Returns:
-        the metadata dict written by :mod:`vloss.export`.
+        the metadata dict written by :mod:`vloss.inference.export`.
     """
     path = Path(path)
     if path.suffix != ".json":
