@@ -173,7 +173,7 @@ def load_detection_input(annotations: str) -> DetectionInput:
 
 def plan_fingerprint(config: PseudoMaskJobConfig, annotations_sha256: str, checkpoint_sha256: str | None) -> dict:
     """Everything that determines this job's output (the output directory belongs to one such plan)."""
-    teacher = asdict(config.teacher) if config.teacher.backend != "box" else {"backend": "box"}
+    teacher = asdict(config.teacher) if config.teacher.needs_checkpoint else {"backend": config.teacher.backend}
     if config.teacher.backend == "mmdet":  # the config's content (a user file moved stays the same plan)
         teacher.update(mmdet_config=config_identity(config.teacher.mmdet_config or ""), arch=None)
     else:  # mmdet's keys do not enter the other backends' fingerprints (their outputs stay valid)
@@ -224,7 +224,7 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
     ckpt_sha = None
     if config.teacher.backend == "mmdet":
         require_mmdet()  # one line naming `make install-mmdet`, before anything is read
-    if config.teacher.backend != "box":
+    if config.teacher.needs_checkpoint:
         ckpt_loc = locate(config.checkpoint)
         if not ckpt_loc.is_file():
             raise FileNotFoundError(f"{config.checkpoint}: checkpoint file not found")
@@ -233,7 +233,7 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
         # architecture, fails here in one line naming the file (not in every actor's log)
         build_teacher(config.teacher, ckpt_loc.read_bytes(), checkpoint_name=config.checkpoint)
     run_key = {"backend": config.teacher.backend, "checkpoint_sha256": ckpt_sha,
-               "arch": config.teacher.arch if config.teacher.backend != "box" else None,
+               "arch": config.teacher.arch if config.teacher.needs_checkpoint else None,
                "min_size": config.teacher.min_size, "max_size": config.teacher.max_size,
                "mask_threshold": config.teacher.mask_threshold}
     if config.teacher.backend == "mmdet":

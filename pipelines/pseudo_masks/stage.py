@@ -23,7 +23,7 @@ class PseudoMaskStage:
 
     def __init__(self, teacher: dict, checkpoint: str | None, gpus: float = 0.0) -> None:
         config = TeacherConfig(**teacher)
-        data = locate(checkpoint).read_bytes() if checkpoint and config.backend != "box" else None
+        data = locate(checkpoint).read_bytes() if checkpoint and config.needs_checkpoint else None
         self.teacher = build_teacher(config, data, checkpoint_name=checkpoint, device=device_for(gpus))
 
     def _predict_rows(self, images: list[np.ndarray], boxes: list[np.ndarray]):

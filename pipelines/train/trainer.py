@@ -46,13 +46,12 @@ from pipelines.train.streams import OpenPass, TaskStreams
 from pipelines.train.validation import PanopticValidator, ValSplit
 from vloss.checkpoint import load_training_checkpoint, save_training_checkpoint
 from vloss.config import TrainJobConfig
-from vloss.losses import ContrastiveLoss, SetCriterion
+from vloss.losses import LOSS_TERMS, ContrastiveLoss, SetCriterion
 from vloss.model import VLOSS
 from vloss.training.accumulate import forward_backward
 from vloss.training.optim import build_lr_scheduler, build_optimizer
 from vloss.training.step import TaskForward, autocast_context
 
-LOSS_KEYS = ("loss_cls", "loss_bce", "loss_dice", "loss_con")
 BEST_DIR = "best_checkpoint"
 BEST_FILE = "best.json"
 
@@ -321,7 +320,7 @@ class Trainer:
             images_window += n_images * self.rt.world_size
             acc = sums.setdefault(task, {"n": 0})
             acc["n"] += 1
-            for k in LOSS_KEYS:
+            for k in LOSS_TERMS:  # the final layer's terms (deep-supervision copies are summed in total)
                 if k in losses:
                     acc[k] = acc.get(k, 0.0) + float(losses[k].detach())
             acc["total"] = acc.get("total", 0.0) + float(total.detach())

@@ -9,6 +9,7 @@ from vloss.losses.contrastive import (
     gather_batch,
 )
 from vloss.losses.criterion import (
+    LOSS_TERMS,
     SetCriterion,
     average_num_masks,
     dense_bce_loss,
@@ -27,6 +28,7 @@ from vloss.losses.point_sample import (
 )
 
 __all__ = [
+    "LOSS_TERMS",
     "LossConfig",
     "ContrastiveLoss",
     "clip_contrastive_loss",

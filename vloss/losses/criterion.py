@@ -159,6 +159,12 @@ def average_num_masks(num_masks: float | torch.Tensor, device: torch.device | st
 _SUFFIX = re.compile(r"_\d+$")
 
 
+# The loss terms (Eq. 6) and the LossConfig field of each one's weight: weighted_total sums them and
+# the trainer logs them from this table, so a new loss is one entry here plus the code returning it.
+LOSS_TERMS: dict[str, str] = {"loss_cls": "cls_weight", "loss_bce": "bce_weight", "loss_dice": "dice_weight",
+                              "loss_con": "con_weight"}
+
+
 def weighted_total(losses: Mapping[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
     """Eq. 6: ``lambda_cls L_cls + lambda_bce L_bce + lambda_dice L_dice + lambda_con L_con``.
 
@@ -174,8 +180,7 @@ def weighted_total(losses: Mapping[str, torch.Tensor], cfg: LossConfig) -> torch
     Raises:
         KeyError: for a key that is not a known loss term (nothing is dropped silently).
     """
-    weights = {"loss_cls": cfg.cls_weight, "loss_bce": cfg.bce_weight,
-               "loss_dice": cfg.dice_weight, "loss_con": cfg.con_weight}
+    weights = {term: getattr(cfg, field) for term, field in LOSS_TERMS.items()}
     if not losses:
         raise ValueError("weighted_total: no loss terms given")
     total = None

@@ -12,7 +12,24 @@ if TYPE_CHECKING:  # the networks are imported where a teacher is built: reading
     from vloss.teacher.mmdet_predictor import BoxConditionedMMDet
     from vloss.teacher.output import BoxFillPredictor
 
-BACKENDS = ("maskrcnn", "mmdet", "box")
+@dataclass(frozen=True)
+class TeacherBackend:
+    """What a backend of the pseudo-mask teacher needs.
+
+    Args:
+        needs_checkpoint: it runs a trained network whose weights ``--checkpoint`` gives (its
+            settings and the file's hash are then part of the job's plan).
+    """
+
+    needs_checkpoint: bool
+
+
+# the backends: one entry each (a new one is an entry here plus its branch in build_teacher)
+BACKENDS: dict[str, TeacherBackend] = {
+    "maskrcnn": TeacherBackend(needs_checkpoint=True),
+    "mmdet": TeacherBackend(needs_checkpoint=True),
+    "box": TeacherBackend(needs_checkpoint=False),
+}
 
 Teacher = Union["BoxConditionedMaskRCNN", "BoxFillPredictor", "BoxConditionedMMDet"]
 
@@ -41,6 +58,11 @@ class TeacherConfig:
     mask_threshold: float = 0.5
     mmdet_config: Optional[str] = None
     trust_config: bool = False
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        """The backend runs a trained network (``--checkpoint`` is required)."""
+        return BACKENDS[self.backend].needs_checkpoint
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

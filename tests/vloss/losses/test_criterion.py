@@ -217,3 +217,22 @@ def test_config_rejects_bad_values():
         LossConfig(contrastive="siglip")
     with pytest.raises(ValueError, match="importance_sample_ratio"):
         LossConfig(importance_sample_ratio=2.0)
+
+
+def test_the_loss_table_names_a_weight_of_the_config_for_every_term():
+    """Eq. 6's terms come from one table (LOSS_TERMS): each names its LossConfig weight, which
+    weighted_total applies; the trainer logs the same terms (issue #25 item 3)."""
+    import dataclasses
+
+    import torch
+
+    from vloss.config import LossConfig
+    from vloss.losses import LOSS_TERMS, weighted_total
+
+    cfg = LossConfig()
+    fields = {f.name for f in dataclasses.fields(LossConfig)}
+    assert set(LOSS_TERMS) == {"loss_cls", "loss_bce", "loss_dice", "loss_con"}
+    assert all(field in fields and isinstance(getattr(cfg, field), float) for field in LOSS_TERMS.values())
+    ones = {term: torch.tensor(1.0) for term in LOSS_TERMS} | {"loss_dice_0": torch.tensor(1.0)}
+    expected = cfg.cls_weight + cfg.bce_weight + 2 * cfg.dice_weight + cfg.con_weight  # Eq. 6 by hand
+    assert float(weighted_total(ones, cfg)) == pytest.approx(expected)

@@ -193,3 +193,12 @@ def test_memory_grows_with_box_areas_not_boxes_times_image(tiny_model):
     full = out.mask(7)
     r0, r1, c0, c1 = extents[7]
     assert full.shape == (h, w) and not full[:r0].any() and not full[r1:].any() and not full[:, c1:].any()
+
+
+def test_the_backend_table_says_which_backends_need_a_checkpoint():
+    from vloss.teacher.config import BACKENDS, TeacherConfig
+
+    assert set(BACKENDS) == {"maskrcnn", "mmdet", "box"}
+    assert [TeacherConfig(backend=b, mmdet_config="x").needs_checkpoint for b in BACKENDS] == [True, True, False]
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'; choose one of maskrcnn, mmdet, box"):
+        TeacherConfig(backend="nope")
