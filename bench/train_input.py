@@ -38,8 +38,8 @@ def main() -> int:
     import torch
 
     from pipelines.common.ray_env import ensure_ray
+    from pipelines.train.data_prep import prepare_shards
     from pipelines.train.datasets import pass_opener, task_shards
-    from pipelines.train.job import prepare_shards
     from pipelines.train.shards import read_vocabulary
     from vloss.config import resolve
     from vloss.losses import SetCriterion, weighted_total

@@ -124,7 +124,7 @@ def worker_range(text: str) -> tuple[int, int]:
 
 def dry_run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig, weights: list[dict], out: str) -> int:
     """Resolve sizes, batches, steps and milestones; write OUT/plan.json; train nothing."""
-    from pipelines.train.job import synthetic_world
+    from pipelines.train.data_prep import synthetic_world
     from pipelines.train.plan import dataset_sizes, format_plan, make_plan, write_plan
 
     if a.sizes:
@@ -168,7 +168,9 @@ def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> 
         return dry_run(a, job, cluster, weights, out)
     from pipelines.common.ray_env import ensure_ray, log_locations
     from pipelines.common.shared_paths import check_shared
-    from pipelines.train.job import check_cluster, checkpoint_uri, prepare_shards, run_store, run_training
+    from pipelines.train.data_prep import prepare_shards
+    from pipelines.train.job import check_cluster, run_training
+    from pipelines.train.run_dir import checkpoint_uri, run_store
 
     setup_output(out, a.verbose)
     ensure_ray()

@@ -95,7 +95,8 @@ def check_run(job: TrainJobConfig, cluster: ClusterConfig, *, out: str, data: st
     pre.problems += _data_problems(job, data, extra_image_text)
     uses_detection = "detection" in job.train.tasks_used()
     if uses_detection and not box_masks:
-        from pipelines.train.job import missing_pseudo_masks, run_store
+        from pipelines.train.data_prep import missing_pseudo_masks
+        from pipelines.train.run_dir import run_store
         from pipelines.train.sources import TrainingSources
 
         where = pseudo_masks or locate(run_store(os.path.abspath(out), cluster)).child("data", "pseudo_masks").uri

@@ -25,17 +25,12 @@ from pipelines.common.ray_env import ensure_ray
 from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate
 from pipelines.train.config import ClusterConfig
-from pipelines.train.job import (
-    TrainingProgress,
-    TrainingStoppedError,
-    check_cluster,
-    checkpoint_uri,
-    restart_attempts,
-    run_store,
-    stopped_message,
-)
+from pipelines.train.failures import TrainingStoppedError, restart_attempts, stopped_message
+from pipelines.train.job import check_cluster
 from pipelines.train.pretrain.corpus import BatchPlan, read_corpus
 from pipelines.train.pretrain.worker import build_towers, load_state, pretrain_loop_per_worker
+from pipelines.train.progress import TrainingProgress
+from pipelines.train.run_dir import checkpoint_uri, run_store
 from pipelines.train.stop import GracefulStop, stop_actor
 from vloss.config import preset
 from vloss.config_io import to_dict

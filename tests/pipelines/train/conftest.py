@@ -13,7 +13,7 @@ def train_shards(synthetic_world: Path, ray_session, tmp_path_factory) -> Path:
     then training shards from the world and those pseudo masks; built once."""
     from pipelines.pseudo_masks.config import PseudoMaskJobConfig
     from pipelines.pseudo_masks.job import run_pseudo_masks
-    from pipelines.train.job import prepare_shards
+    from pipelines.train.data_prep import prepare_shards
     from vloss.teacher.config import TeacherConfig
 
     work = tmp_path_factory.mktemp("train_data")

@@ -9,7 +9,7 @@ import traceback
 import pytest
 
 from pipelines.train.config import ClusterConfig
-from pipelines.train.job import failure_cause, stopped_message
+from pipelines.train.failures import failure_cause, stopped_message
 
 
 def _worker_group_error(exc: BaseException):
@@ -48,7 +48,8 @@ def test_a_damaged_shard_stops_training_with_one_line_naming_it(train_shards, tm
     """A flipped byte in a training shard (same size, so the start-up check passes) is refused by
     the worker that reads it, and the driver's one line names the error and the file."""
     from pipelines.train.datasets import task_shards
-    from pipelines.train.job import TrainingStoppedError, run_training
+    from pipelines.train.failures import TrainingStoppedError
+    from pipelines.train.job import run_training
     from vloss.config import resolve
 
     root = tmp_path / "shards"

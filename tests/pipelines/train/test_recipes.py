@@ -144,7 +144,7 @@ def test_an_elastic_plan_shows_every_worker_count_and_the_same_steps(capsys, tmp
 
 
 def test_data_root_without_pseudo_masks_is_an_error_naming_the_command(synthetic_world, tmp_path):
-    from pipelines.train.job import prepare_shards
+    from pipelines.train.data_prep import prepare_shards
 
     with pytest.raises(FileNotFoundError, match=r"python -m jobs\.pseudo_masks.*--box-masks"):
         prepare_shards(str(synthetic_world), str(tmp_path), None, box_masks=False)

@@ -162,7 +162,7 @@ def test_rerunning_the_pseudo_mask_job_or_moving_the_tree_keeps_the_shards(synth
 
     from pipelines.pseudo_masks.config import PseudoMaskJobConfig
     from pipelines.pseudo_masks.job import run_pseudo_masks
-    from pipelines.train.job import prepare_shards
+    from pipelines.train.data_prep import prepare_shards
     from vloss.teacher.config import TeacherConfig
 
     o365 = synthetic_world / "objects365"

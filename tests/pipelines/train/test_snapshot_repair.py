@@ -7,7 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from pipelines.train.job import SNAPSHOT_FILE, repair_snapshot
+from pipelines.train.run_dir import SNAPSHOT_FILE, repair_snapshot
 
 
 def _checkpoint(root: Path, name: str, step: int, truncated: bool = False) -> None:
