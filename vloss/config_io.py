@@ -140,14 +140,7 @@ def from_dict(data: dict[str, Any], cls: type) -> Any:
 
 def setting_keys(cfg: Any, prefix: str = "") -> list[str]:
     """Every settable dotted key of a (nested) dataclass config or class, sections expanded."""
-    out = []
-    for f in dataclasses.fields(cfg):
-        tp = _is_optional(_hints(cfg if isinstance(cfg, type) else type(cfg))[f.name])[1]
-        if dataclasses.is_dataclass(tp):
-            out += setting_keys(tp, f"{prefix}{f.name}.")
-        else:
-            out.append(prefix + f.name)
-    return out
+    return [key for key, _, _ in describe_settings(cfg, prefix)]
 
 
 def describe_settings(cfg: Any, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +127,7 @@ def with_vocabulary_file(eval_set: EvalSet, path: str | Path) -> EvalSet:
     things = iter(n for n, t in zip(vocab.names, vocab.isthing) if t)
     stuff = iter(n for n, t in zip(vocab.names, vocab.isthing) if not t)
     names = [next(things) if t else next(stuff) for t in eval_set.is_thing]
-    return EvalSet(eval_set.task, eval_set.paths, list(eval_set.category_ids), names, list(eval_set.is_thing),
-                   eval_set.images, eval_set.num_images_total, eval_set.panoptic)
+    return replace(eval_set, names=names)
 
 
 def _limit(items: list, limit: int | None) -> list:

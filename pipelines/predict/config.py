@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from pipelines.common.resources import default_cpus
+from vloss.inference.predict_cli import check_one_vocabulary
 
 
 @dataclass
@@ -67,8 +68,7 @@ class PredictJobConfig:
     shared_fs: bool = False
 
     def __post_init__(self) -> None:
-        if bool(self.vocab_file) == bool(self.things or self.stuff):
-            raise ValueError("give the classes with --things/--stuff or with --vocab-file (one of the two)")
+        check_one_vocabulary(self.vocab_file, self.things, self.stuff)
         if self.task not in ("panoptic", "instance", "semantic"):
             raise ValueError(f"task must be panoptic, instance or semantic, got {self.task!r}")
         if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:

@@ -121,12 +121,13 @@ def _data_problems(job: TrainJobConfig, data: str, extra_image_text: bool) -> li
         src = TrainingSources.from_data(data, extra_image_text=extra_image_text)
     except (FileNotFoundError, ValueError) as exc:
         return [str(exc)]
-    named = f"named in {data}" if is_sources_file(data) else "the layout of docs/DATA_LAYOUT.md"
+    from_file = is_sources_file(data)
+    named = f"named in {data}" if from_file else "the layout of docs/DATA_LAYOUT.md"
     tasks = job.train.tasks_used()
     need = [("COCO panoptic annotations", src.panoptic_json), ("COCO panoptic images", src.panoptic_images),
             ("COCO panoptic PNGs", src.panoptic_png_dir)]
     problems = []
-    if is_sources_file(data):  # a section the run's tasks need, absent from the file
+    if from_file:  # a section the run's tasks need, absent from the file
         problems += [f"{what}: {data} has no {section} section (docs/CUSTOM_DATA.md)" for what, section, absent in (
             ("panoptic training data", "panoptic", not src.panoptic_json),
             ("detection boxes", "detection", "detection" in tasks and not src.detection_json),

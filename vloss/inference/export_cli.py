@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vloss export", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    if bool(args.vocab_file) == bool(args.things or args.stuff):
-        p.error("give the classes with --things/--stuff or with --vocab-file (one of the two)")
+    from vloss.inference.predict_cli import check_one_vocabulary
+
+    try:
+        check_one_vocabulary(args.vocab_file, args.things, args.stuff)
+    except ValueError as exc:
+        p.error(str(exc))
     if min(args.size) <= 0:
         p.error(f"--size must be positive, got {args.size[0]} {args.size[1]}")
     try:

@@ -247,6 +247,16 @@ def add_vocabulary_arguments(p: argparse.ArgumentParser) -> None:
                    help="one name per line (prefix thing: or stuff:), or a JSON list of {name, isthing}")
 
 
+def check_one_vocabulary(vocab_file: str | None, things: Any, stuff: Any) -> None:
+    """The classes come from ``--things``/``--stuff`` or from ``--vocab-file``, exactly one of the two.
+
+    Raises:
+        ValueError: both or neither given.
+    """
+    if bool(vocab_file) == bool(things or stuff):
+        raise ValueError("give the classes with --things/--stuff or with --vocab-file (one of the two)")
+
+
 def name_list(text: str | None) -> list[str]:
     """The names of a comma-separated ``--things``/``--stuff`` value (empty parts dropped)."""
     return [n for n in (text or "").split(",") if n.strip()]
@@ -273,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vloss predict", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    if bool(args.vocab_file) == bool(args.things or args.stuff):
-        p.error("give the classes with --things/--stuff or with --vocab-file (one of the two)")
+    try:
+        check_one_vocabulary(args.vocab_file, args.things, args.stuff)
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         return run_predict(args)
     except (ValueError, FileNotFoundError) as exc:
