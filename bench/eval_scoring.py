@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines.common.actor_pool import ActorPoolConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = {}
         for mode in ("files", "memory", "files", "memory"):  # alternate: drift on a shared machine hits both
             cfg = EvalJobConfig(task="ade20k_panoptic", checkpoint=ckpt, out=str(tmp / f"out_{mode}"), data=data,
-                                limit=args.limit, overlays=0, num_actors=args.num_actors, gpus_per_actor=args.gpus,
+                                limit=args.limit, overlays=0,
+                                pool=ActorPoolConfig(num_actors=args.num_actors, gpus_per_actor=args.gpus),
                                 pq_workers=args.pq_workers, pq_from=mode, **thresholds)
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):

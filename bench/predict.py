@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from pipelines.common.actor_pool import ActorPoolConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 (tmp / "ray_images" / f"{k:04d}_{Path(src).name}").symlink_to(src)
             cfg = PredictJobConfig(images=str(tmp / "ray_images"), vocab_file=str(vocab_file), checkpoint=ckpt,
                                    out=str(tmp / "ray_out"), threshold=threshold, batch_size=args.batch_size,
-                                   gpus_per_actor=1.0 if args.device == "cuda" else 0.0)
+                                   pool=ActorPoolConfig(gpus_per_actor=1.0 if args.device == "cuda" else 0.0))
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 run_prediction(cfg)

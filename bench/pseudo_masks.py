@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.job import load_detection_input, run_pseudo_masks
 from vloss.data.images import read_image
@@ -208,11 +209,12 @@ def main() -> int:
         # the actors share the cores, leaving half a core for the decode tasks (two per actor by default)
         cfg = PseudoMaskJobConfig(annotations=str(ann), images=str(images_root), out=str(tmp / f"out{n}"),
                                   checkpoint=str(checkpoint), teacher=teacher, rows_per_shard=a.rows_per_shard,
-                                  num_actors=n, batch_size=a.batch_size,
-                                  cpus_per_actor=min(0.5, (cores - 0.5) / n), ray_num_cpus=cores)
+                                  batch_size=a.batch_size,
+                                  pool=ActorPoolConfig(num_actors=n, cpus_per_actor=min(0.5, (cores - 0.5) / n),
+                                                       ray_num_cpus=cores))
         t0 = time.perf_counter()
         manifest = run_pseudo_masks(cfg)
-        runs.append((n, time.perf_counter() - t0, sampler.stop(), cfg.decode_task_count))
+        runs.append((n, time.perf_counter() - t0, sampler.stop(), cfg.pool.decode_task_count))
         ray.shutdown()
         assert manifest["counts"]["masks_written"] == n_box
     _, ray_s, ray_rss, _ = runs[0]

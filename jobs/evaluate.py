@@ -27,6 +27,7 @@ import dataclasses
 import os
 import sys
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output, split_overrides
 from pipelines.common.errors import report_errors
 from pipelines.evaluate.config import EvalJobConfig
@@ -66,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalJobConfig, bool]:
         cfg = EvalJobConfig(task=a.task, checkpoint=a.checkpoint, out=a.out or os.path.join("evals", a.task),
                             data=a.data, gt_json=a.gt_json, images=a.images, gt_dir=a.gt_dir,
                             vocab_file=a.vocab_file, config=a.config,
-                            overrides=tuple(recipe), num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor)
+                            overrides=tuple(recipe),
+                            pool=ActorPoolConfig(num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor))
         apply_overrides(cfg, own, default_section=None)
     except ValueError as exc:
         settings_error(p, exc)

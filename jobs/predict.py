@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output
 from pipelines.common.errors import report_errors
 from pipelines.predict.config import PredictJobConfig
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PredictJobConfig, bool]:
     try:
         cfg = PredictJobConfig(images=a.images, vocab_file=a.vocab_file, things=tuple(name_list(a.things)),
                                stuff=tuple(name_list(a.stuff)), checkpoint=a.checkpoint, out=a.out,
-                               num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor, overwrite=a.overwrite)
+                               pool=ActorPoolConfig(num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor),
+                               overwrite=a.overwrite)
         apply_overrides(cfg, a.overrides, default_section=None)
     except ValueError as exc:
         settings_error(p, exc)

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output
 from pipelines.common.errors import report_errors
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
@@ -59,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[PseudoMaskJobConfig, argp
     try:
         config = PseudoMaskJobConfig(annotations=a.annotations, images=a.images, out=a.out, checkpoint=a.checkpoint,
                                      teacher=TeacherConfig(backend=a.backend, mmdet_config=a.mmdet_config),
-                                     num_actors=a.num_actors,
-                                     gpus_per_actor=a.gpus_per_actor, sample=a.sample, sample_seed=a.seed,
+                                     pool=ActorPoolConfig(num_actors=a.num_actors, gpus_per_actor=a.gpus_per_actor),
+                                     sample=a.sample, sample_seed=a.seed,
                                      overwrite=a.overwrite)
         apply_overrides(config, a.overrides, default_section=None)
     except ValueError as exc:

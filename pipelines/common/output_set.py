@@ -1,6 +1,7 @@
 """An output directory belongs to one plan, and a shard set is exact by its manifest.
 
-Every job that writes shards (pseudo masks, training shards) follows the same protocol:
+Every job that writes shards (pseudo masks, training shards, batch predictions) follows the same
+protocol, through :class:`pipelines.common.shard_writer.ShardSetWriter`:
 
 1. **Claim** the output (:func:`claim_output`) before its first shard: ``OUT/_fingerprint.json``
    records a fingerprint of everything that determines the output (resolved settings, the
@@ -8,8 +9,9 @@ Every job that writes shards (pseudo masks, training shards) follows the same pr
    The same fingerprint continues that generation (a re-run completes what is missing); a
    different one is refused with the list of what differs, unless the user chose ``--overwrite``,
    which starts the next generation.
-2. **Write** each shard atomically into the generation's folder (temporary name, then rename) and
-   record its row count, size and sha256 (:func:`shard_entry`).
+2. **Keep** the shards a previous run of the same plan left valid, **write** the missing ones
+   atomically into the generation's folder (temporary name, then rename) and record each one's
+   row count, size and sha256 (:func:`shard_entry`).
 3. **Switch** the manifest last (:func:`commit_manifest`): ``OUT/_manifest.json`` lists the
    generation and every shard with its rows, bytes and sha256; older generations are then
    removed. Until then readers keep reading the previous complete set.
@@ -165,12 +167,6 @@ def manifest_identity(manifest: dict[str, Any]) -> str:
 def shard_entry(name: str, data: bytes, rows: int) -> dict[str, Any]:
     """The manifest entry of a shard written from ``data`` (``name`` relative to the output)."""
     return {"name": name, "rows": int(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def entry_of_file(out: Location, name: str, rows: int) -> dict[str, Any]:
-    """The manifest entry of an existing shard file (hashes its bytes)."""
-    loc = out.child(name)
-    return {"name": name, "rows": int(rows), "bytes": loc.fs.get_file_info(loc.path).size, "sha256": loc.sha256()}
 
 
 def commit_manifest(out: str | Location, manifest_name: str, manifest: dict[str, Any], generation: str) -> None:

@@ -15,7 +15,6 @@ local Ray) an over-request is an immediate error naming both; on a cluster joine
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
 
 from pipelines.common.errors import JobError
 
@@ -76,69 +75,3 @@ def check_fits(needs: dict[str, float], what: str, wait_s: float | None = None, 
             raise ResourceError(f"{what} needs {asked} at once, but the cluster has {exists}{waited}; "
                                 f"ask for fewer actors/workers or GPUs, or add nodes")
         time.sleep(poll_s)
-
-
-def check_actor_pool_fits(cfg: Any, job: str, actors: str) -> None:
-    """:func:`check_fits` for a Ray Data job of one decode task feeding a pool of model actors.
-
-    Args:
-        cfg: the job's config, with ``num_actors``, ``actor_cpus``, ``gpus_per_actor``,
-            ``cpus_per_decode_task`` and ``resource_wait_s``.
-        job: the job in words (``"the pseudo-mask job"``).
-        actors: what one actor is (``"teacher"``, ``"predictor"``).
-    """
-    gpus = f" x {cfg.gpus_per_actor:g} GPU" if cfg.gpus_per_actor else ""
-    check_fits({"CPU": cfg.num_actors * cfg.actor_cpus + cfg.cpus_per_decode_task,
-                "GPU": cfg.num_actors * cfg.gpus_per_actor},
-               f"{job} ({cfg.num_actors} {actors} actors x {cfg.actor_cpus:g} CPU{gpus} + a "
-               f"{cfg.cpus_per_decode_task:g}-CPU decode task)", cfg.resource_wait_s)
-
-
-# how long an actor pool may take to start when the job sets no resource_wait_s: room for the
-# actors' own start-up (imports, weights) on top of the placement
-ACTOR_START_S_LOCAL = 120.0
-ACTOR_START_S_JOINED = 600.0
-
-
-def actor_start_wait_s(resource_wait_s: float | None) -> float:
-    """Seconds an actor pool may take to start: ``resource_wait_s`` when set above 0, else 120 s on
-    the embedded Ray and 600 s on a joined cluster."""
-    from pipelines.common.ray_env import started_locally
-
-    if resource_wait_s:
-        return float(resource_wait_s)
-    return ACTOR_START_S_LOCAL if started_locally() else ACTOR_START_S_JOINED
-
-
-def iter_pool_results(ds: Any, cfg: Any, job: str, actors: str) -> Iterator[dict]:
-    """``ds.iter_batches`` (NumPy, as produced) of an actor-pool dataset whose actors must start in time.
-
-    :func:`check_actor_pool_fits` compares the job with the cluster's totals; a cluster whose CPUs
-    are held by another job passes that check, and Ray Data would then wait for the actors
-    forever. Here Ray Data's own ``wait_for_min_actors_s`` (set on the dataset's context, which
-    the dataset copied when it was built) bounds that wait to :func:`actor_start_wait_s`, and its
-    timeout becomes one :class:`ResourceError` naming the free and total resources.
-
-    Args:
-        ds: the dataset ending in the actor pool.
-        cfg: the job's config (``num_actors``, ``actor_cpus``, ``gpus_per_actor``, ``resource_wait_s``).
-        job: the job in words; actors: what one actor is.
-    """
-    import ray
-    from ray.exceptions import GetTimeoutError
-
-    wait = actor_start_wait_s(cfg.resource_wait_s)
-    ds.context.wait_for_min_actors_s = int(max(1, round(wait)))
-    try:
-        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
-    except GetTimeoutError as exc:
-        if "starting actors" not in str(exc):
-            raise
-        free, total = ray.available_resources(), ray.cluster_resources()
-        gpus = f" and {cfg.gpus_per_actor:g} GPU" if cfg.gpus_per_actor else ""
-        raise ResourceError(
-            f"{job}: its {cfg.num_actors} {actors} actor(s) ({cfg.actor_cpus:g} CPU{gpus} each) did not start "
-            f"within {wait:g} s; the cluster has {free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs"
-            + (f" and {free.get('GPU', 0):g} of {total.get('GPU', 0):g} GPUs" if cfg.gpus_per_actor else "")
-            + " free (another job holds them?); retry when it ends, ask for fewer actors, or wait longer with "
-              "the job's resource_wait_s setting") from None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from pipelines.common.resources import default_cpus
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.evaluate.tasks import get_task
 
 
@@ -29,10 +29,6 @@ class EvalJobConfig:
         topk: detections per image for instance tasks (default: the task's protocol, LVIS 300, COCO 100).
         object_mask_threshold, overlap_threshold: panoptic inference thresholds.
         overlays: number of overlay images to draw.
-        num_actors: predictor actors.
-        gpus_per_actor: GPUs per predictor actor; an actor holding a GPU predicts on CUDA.
-        cpus_per_actor: CPUs each predictor actor reserves (None: 4 with a GPU, else 0.5).
-        cpus_per_decode_task: CPUs each decode task reserves.
         batch_size: images per predictor call.
         pq_workers: threads of the PQ scorer (None: min(4, cpus)).
         pq_crowd_rule: ``official`` (the COCO panoptic API's crowd rule, what published numbers
@@ -41,14 +37,7 @@ class EvalJobConfig:
             ids the actors return (no predicted PNG is decoded again); ``files``: the written
             PNGs + JSON are scored afterwards with :func:`vloss.eval.pq.pq_compute`. Both give
             the same numbers (tested); ``memory`` saves the decode and overlaps the scoring.
-        ray_num_cpus: CPUs of an embedded local Ray (ignored inside a Ray job).
-        resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
-            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray). It also bounds the
-            actor pool's start (unset or 0: 120 s locally, 600 s on a joined cluster), so a cluster whose
-            CPUs another job holds fails in one line instead of waiting forever.
-        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
-            without it a cluster of several nodes refuses local paths its tasks would use
-            (:mod:`pipelines.common.shared_paths`).
+        pool: the predictor actors' resources (:class:`pipelines.common.actor_pool.ActorPoolConfig`).
     """
 
     task: str
@@ -68,17 +57,11 @@ class EvalJobConfig:
     object_mask_threshold: float = 0.8
     overlap_threshold: float = 0.8
     overlays: int = 4
-    num_actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: float | None = None
-    cpus_per_decode_task: float = 0.25
     batch_size: int = 2
     pq_workers: int | None = None
     pq_crowd_rule: str = "official"
     pq_from: str = "memory"
-    ray_num_cpus: int | None = None
-    resource_wait_s: float | None = None
-    shared_fs: bool = False
+    pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
 
     def __post_init__(self) -> None:
         get_task(self.task)  # unknown names fail here, listing the known ones
@@ -90,10 +73,5 @@ class EvalJobConfig:
             raise ValueError(f"pq_crowd_rule must be official or all, got {self.pq_crowd_rule!r}")
         if self.pq_from not in ("memory", "files"):
             raise ValueError(f"pq_from must be memory or files, got {self.pq_from!r}")
-        if self.num_actors <= 0 or self.batch_size <= 0 or self.overlays < 0:
-            raise ValueError("num_actors and batch_size must be positive, overlays >= 0")
-
-    @property
-    def actor_cpus(self) -> float:
-        """CPUs each predictor actor reserves (the explicit setting, else the default for its GPUs)."""
-        return self.cpus_per_actor if self.cpus_per_actor is not None else default_cpus(self.gpus_per_actor)
+        if self.batch_size <= 0 or self.overlays < 0:
+            raise ValueError("batch_size must be positive, overlays >= 0")

@@ -40,13 +40,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pipelines.common.actor_pool import run_actor_pool
 from pipelines.common.cli import LOG_FOLDER, write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.inference_decode import decode_eval_images
 from pipelines.common.ray_env import ensure_ray, log_locations
 from pipelines.common.remote import fetch, is_remote, mirror_path, publish, to_uri
-from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
-from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import locate
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.data import (
@@ -87,27 +86,20 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
     ``stream``, each panoptic prediction is also scored as it arrives (failed images as empty)."""
     import ray
 
-    ensure_ray(cfg.ray_num_cpus)
-    check_actor_pool_fits(cfg, "the evaluation job", "predictor")
-    check_shared({"--images": eval_set.images[0].path if eval_set.images else None}, "the evaluation job",
-                 cfg.shared_fs, "--set shared_fs=true")
+    ensure_ray(cfg.pool.ray_num_cpus)  # before ray.put
     items = [{"index": im.index, "path": im.path, "height": im.height, "width": im.width} for im in eval_set.images]
-    weights_ref = ray.put(ckpt.state_dict)
-    topk = cfg.topk or task.topk or 100
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
-    ds = ds.map_batches(decode_eval_images, fn_kwargs={"size": size, "max_size": max_size},
-                        batch_size=cfg.batch_size, num_cpus=cfg.cpus_per_decode_task)
-    ds = ds.map_batches(
-        EvalPredictor,
-        fn_constructor_kwargs={"model_config": asdict(ckpt.model_config), "weights": [weights_ref],
-                               "source": str(ckpt.path), "names": eval_set.names,
-                               "category_ids": eval_set.category_ids, "is_thing": eval_set.is_thing,
-                               "templates": templates, "panoptic": eval_set.panoptic, "topk": topk,
-                               "object_mask_threshold": cfg.object_mask_threshold,
-                               "overlap_threshold": cfg.overlap_threshold, "gpus": cfg.gpus_per_actor,
-                               "return_ids": stream is not None},
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), batch_size=cfg.batch_size,
-        num_cpus=cfg.actor_cpus, num_gpus=cfg.gpus_per_actor)
+    batches = run_actor_pool(
+        items, decode=decode_eval_images, decode_kwargs={"size": size, "max_size": max_size},
+        stage=EvalPredictor,
+        stage_kwargs={"model_config": asdict(ckpt.model_config), "weights": [ray.put(ckpt.state_dict)],
+                      "source": str(ckpt.path), "names": eval_set.names,
+                      "category_ids": eval_set.category_ids, "is_thing": eval_set.is_thing,
+                      "templates": templates, "panoptic": eval_set.panoptic, "topk": cfg.topk or task.topk or 100,
+                      "object_mask_threshold": cfg.object_mask_threshold,
+                      "overlap_threshold": cfg.overlap_threshold, "gpus": cfg.pool.gpus_per_actor,
+                      "return_ids": stream is not None},
+        pool=cfg.pool, batch_size=cfg.batch_size, job="the evaluation job", actors="predictor",
+        paths={"--images": eval_set.images[0].path if eval_set.images else None})
 
     got = _Collected()
     # overlays show the first images that were predicted: keep the payloads of the first few
@@ -118,7 +110,7 @@ def _run_inference(cfg: EvalJobConfig, task: EvalTask, eval_set: EvalSet, ckpt: 
         if results_file is not None:
             results_file.write("[")
         line = ProgressLine("evaluate", len(items), unit="img")
-        for batch in iter_pool_results(ds, cfg, "the evaluation job", "predictor"):
+        for batch in batches:
             line.update(len(batch["index"]), postfix=f"{len(got.failed)} failed" if got.failed else "")
             for k in range(len(batch["index"])):
                 idx = int(batch["index"][k])

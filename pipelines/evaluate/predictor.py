@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.common.actor_pool import ActorStage, resolve_weights
 from pipelines.common.resources import device_for
 from pipelines.evaluate.data import vocabulary_sha256
 from vloss.config import ModelConfig, TrainJobConfig
@@ -33,8 +34,11 @@ def encode_png(seg_ids: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class EvalPredictor:
+class EvalPredictor(ActorStage):
     """Ray Data actor stage: the network and the class embeddings, built once per actor.
+
+    Output columns: ``png`` (panoptic PNG bytes), ``payload`` (JSON: panoptic segments, or instance
+    detections), ``ids`` (with ``return_ids``) and ``vocab_sha256`` (what this actor embedded).
 
     Args:
         model_config: ``ModelConfig`` as a dict.
@@ -53,18 +57,17 @@ class EvalPredictor:
             column ``ids``) for scoring in memory (:mod:`pipelines.evaluate.streaming_pq`).
     """
 
+    passthrough = ("index",)
+    what = "inference"
+
     def __init__(self, model_config: dict, weights: Any, source: str, names: list[str], category_ids: list[int],
                  is_thing: list[bool], templates: list[str], panoptic: bool, topk: int = 100,
                  object_mask_threshold: float = 0.8, overlap_threshold: float = 0.8, gpus: float = 0.0,
                  return_ids: bool = False) -> None:
-        if isinstance(weights, list) and len(weights) == 1:  # a Ray object reference, put once by the driver
-            import ray
-
-            weights = ray.get(weights[0])
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         job = TrainJobConfig(model=from_dict(model_config, ModelConfig))
         self.predictor = Predictor.from_state(
-            job, weights, device_for(gpus), source=source, task="panoptic" if panoptic else "instance",
+            job, resolve_weights(weights), device_for(gpus), source=source, task="panoptic" if panoptic else "instance",
             threshold=float(object_mask_threshold) if panoptic else 0.0,
             overlap_threshold=float(overlap_threshold), topk=int(topk))
         # the dataset's order is the label order (no things-first reordering)
@@ -74,17 +77,22 @@ class EvalPredictor:
         self.panoptic = panoptic
         self.return_ids = bool(return_ids and panoptic)
         self.vocab_sha256 = vocabulary_sha256(list(names), tuple(templates))
+        self.outputs = {"png": b"", "payload": "", "ids": b"", "vocab_sha256": self.vocab_sha256}
 
     @property
     def class_embeds(self) -> torch.Tensor:
         """``[C, Dt]`` embeddings of the evaluation set's classes."""
         return self.predictor.class_embeddings
 
-    def _predict(self, images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
-        """Run the network on resized images; post-process each at its original ``sizes``."""
-        return [self._encode(p) for p in self.predictor.predict_resized(images, sizes)]
+    def prepare(self, batch: dict[str, np.ndarray], i: int) -> tuple[np.ndarray, tuple[int, int]]:
+        image = np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["rh"][i]), int(batch["rw"][i]), 3)
+        return image, (int(batch["height"][i]), int(batch["width"][i]))
 
-    def _encode(self, pred: Prediction) -> dict[str, Any]:
+    def run(self, inputs: list[tuple[np.ndarray, tuple[int, int]]]) -> list[Prediction]:
+        """The network on resized images, each post-processed at its original size."""
+        return self.predictor.predict_resized([x[0] for x in inputs], [x[1] for x in inputs])
+
+    def encode(self, pred: Prediction, batch: dict[str, np.ndarray] | None = None, i: int = 0) -> dict[str, Any]:
         if self.panoptic:
             info = [{"id": s.id, "category_id": self.category_ids[s.label], "isthing": int(s.isthing), "iscrowd": 0,
                      "area": s.area, "bbox": s.bbox, "score": round(s.score, 6)} for s in pred.segments]
@@ -94,30 +102,3 @@ class EvalPredictor:
         dets = [{"category_id": self.category_ids[s.label], "segmentation": encode_rle(pred.masks[k]),
                  "score": s.score} for k, s in enumerate(pred.segments)]
         return {"png": b"", "payload": json.dumps(dets), "ids": b""}
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["index"])
-        errors = [str(e) for e in batch["error"]]
-        pngs, payloads, ids = [b""] * n, [""] * n, [b""] * n
-        todo = [i for i in range(n) if not errors[i]]
-        images = [np.frombuffer(batch["pixels"][i], dtype=np.uint8).reshape(int(batch["rh"][i]), int(batch["rw"][i]), 3)
-                  for i in todo]
-        sizes = [(int(batch["height"][i]), int(batch["width"][i])) for i in todo]
-        if todo:
-            try:
-                outs = self._predict(images, sizes)
-            except Exception:  # isolate the image that fails instead of losing the batch
-                outs = []
-                for im, sz in zip(images, sizes):
-                    try:
-                        outs.append(self._predict([im], [sz])[0])
-                    except Exception as exc:
-                        outs.append({"error": f"inference failed: {type(exc).__name__}: {exc}"})
-            for i, o in zip(todo, outs):
-                if "error" in o:
-                    errors[i] = o["error"]
-                else:
-                    pngs[i], payloads[i], ids[i] = o["png"], o["payload"], o["ids"]
-        return {"index": batch["index"], "error": np.array(errors, dtype=object),
-                "png": np.array(pngs, dtype=object), "payload": np.array(payloads, dtype=object),
-                "ids": np.array(ids, dtype=object), "vocab_sha256": np.array([self.vocab_sha256] * n, dtype=object)}

@@ -29,16 +29,14 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.common import output_lock
+from pipelines.common.actor_pool import run_actor_pool
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
 from pipelines.common.inference_decode import decode_eval_images
-from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry, verified_shards
-from pipelines.common.ray_env import ensure_ray
+from pipelines.common.output_set import verified_shards
 from pipelines.common.remote import fetch
-from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
+from pipelines.common.shard_writer import ShardSetWriter
 from pipelines.common.shards import shard_name
-from pipelines.common.shared_paths import check_shared
 from pipelines.common.storage import Location, locate
 from pipelines.predict.config import PredictJobConfig
 from pipelines.predict.inputs import list_images, listing_sha256
@@ -70,26 +68,25 @@ def _plan(paths: list[str], rows: int) -> list[list[int]]:
     return [list(range(k, min(k + rows, len(paths)))) for k in range(0, len(paths), rows)]
 
 
-def _existing(gen: Location, name: str, indices: list[int]) -> dict | None:
-    """A kept shard's footer (it holds exactly ``indices`` and no failures), else None."""
-    loc = gen.child(name)
-    if not loc.is_file():
-        return None
+def _check(loc: Location, indices: list[int]) -> tuple[dict, int]:
+    """The content check of a kept shard: its footer names exactly ``indices`` and no failures."""
     try:
         meta = json.loads(pq.read_schema(io.BytesIO(loc.read_bytes())).metadata[META_KEY])
-    except Exception:  # truncated / foreign file: rebuild
-        return None
-    return meta if meta.get("indices") == indices and not meta.get("failed") else None
+    except Exception as exc:  # truncated / foreign file: rebuild
+        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    if meta.get("indices") != indices:
+        raise ValueError("images differ from the plan")
+    if meta.get("failed"):
+        raise ValueError("retrying its failed images")
+    return meta, len(indices)
 
 
-def _write(gen: Location, name: str, index: int, rows: list[dict], indices: list[int], failed: list[dict]
-           ) -> tuple[bytes, dict]:
+def _shard_bytes(index: int, rows: list[dict], indices: list[int], failed: list[dict]) -> tuple[bytes, dict]:
     meta = {"shard_index": index, "indices": indices, "failed": sorted(failed, key=lambda f: f["index"])}
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["index"]), schema=SCHEMA)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    gen.child(name).write_bytes_atomic(buf.getvalue())
     return buf.getvalue(), meta
 
 
@@ -101,13 +98,6 @@ def run_prediction(cfg: PredictJobConfig, on_commit: Callable[[str], None] | Non
         OutputConflictError: the output holds another plan's shards.
         PredictJobError: every image failed.
     """
-    try:
-        return _run_prediction_locked(cfg, on_commit)
-    finally:
-        output_lock.release(locate(cfg.out))  # the next job may write it
-
-
-def _run_prediction_locked(cfg: PredictJobConfig, on_commit: Callable[[str], None] | None = None) -> dict[str, Any]:
     t0 = time.time()
     paths = list_images(cfg.images)
     paths = paths[:cfg.limit] if cfg.limit else paths
@@ -124,39 +114,34 @@ def _run_prediction_locked(cfg: PredictJobConfig, on_commit: Callable[[str], Non
     fingerprint = {"format": 1, "checkpoint_sha256": ckpt_sha, "vocabulary": asdict(vocab),
                    "settings": _settings(cfg) | {"batch_size": None}, "overlays": cfg.overlays,
                    "rows_per_shard": cfg.rows_per_shard, "images_sha256": listing_sha256(paths)}
-    claim = claim_output(out, fingerprint, overwrite=cfg.overwrite, what="predictions", command_hint="--overwrite")
-    gen = out.child(claim.generation)
-    gen.makedirs()
-    write_resolved_config(out, {"job": cfg, "checkpoint": to_dict(ckpt.job)}, name="_config.json")
+    with ShardSetWriter(out, fingerprint, what="predictions", overwrite=cfg.overwrite) as shards:
+        write_resolved_config(out, {"job": cfg, "checkpoint": to_dict(ckpt.job)}, name="_config.json")
+        plan = _plan(paths, cfg.rows_per_shard)
+        footers, todo = {}, []
+        for s, indices in enumerate(plan):
+            meta = shards.kept(shard_name(s), lambda loc, indices=indices: _check(loc, indices))
+            if meta is None:
+                todo.append(s)
+            else:
+                footers[s] = meta
+        if todo:
+            footers.update(_run_ray(cfg, paths, plan, todo, ckpt, vocab, shards, on_commit))
+        shards.remove_strays()
+        return _finish(cfg, paths, plan, todo, footers, shards, vocab, ckpt_sha, t0)
 
-    plan = _plan(paths, cfg.rows_per_shard)
-    entries, footers, todo = {}, {}, []
-    for s, indices in enumerate(plan):
-        name = shard_name(s)
-        meta = _existing(gen, name, indices)
-        if meta is None:
-            todo.append(s)
-        else:
-            footers[s] = meta
-            entries[s] = entry_of_file(out, f"{claim.generation}/{name}", len(indices))
-    for n in gen.list_names():
-        if n not in {shard_name(s) for s in range(len(plan))} and not n.startswith("."):
-            gen.child(n).delete()
-    if todo:
-        for s, (data, meta) in _run_ray(cfg, paths, plan, todo, ckpt, vocab, out, gen, on_commit).items():
-            footers[s] = meta
-            entries[s] = shard_entry(f"{claim.generation}/{shard_name(s)}", data, len(meta["indices"])
-                                     - len(meta["failed"]))
+
+def _finish(cfg: PredictJobConfig, paths: list[str], plan: list[list[int]], todo: list[int], footers: dict[int, dict],
+            shards: ShardSetWriter, vocab: Vocabulary, ckpt_sha: str, t0: float) -> dict[str, Any]:
+    """The manifest of a run whose shards are all written; commits the set."""
     failed = [f for s in sorted(footers) for f in footers[s]["failed"]]
     manifest = {
         "task": cfg.task, "images": cfg.images, "checkpoint": cfg.checkpoint, "checkpoint_sha256": ckpt_sha,
         "vocabulary": asdict(vocab),
         "counts": {"images": len(paths), "predicted": len(paths) - len(failed), "failed": len(failed),
                    "shards": len(plan), "shards_written": len(todo), "shards_kept": len(plan) - len(todo)},
-        "shards": [{**entries[s], "failed": len(footers[s]["failed"])} for s in sorted(entries)],
+        "shards": [{**shards.entries[shard_name(s)], "failed": len(footers[s]["failed"])} for s in range(len(plan))],
         "errors": failed, "seconds": round(time.time() - t0, 3)}
-    commit_manifest(out, MANIFEST_NAME, manifest, claim.generation)
-    manifest["generation"] = claim.generation
+    manifest = shards.commit(MANIFEST_NAME, manifest)
     if paths and len(failed) == len(paths):
         raise PredictJobError(f"every one of the {len(paths)} images failed (first: {failed[0]['image']}: "
                               f"{failed[0]['reason']})")
@@ -169,57 +154,54 @@ def _checkpoint_sha(path) -> str:
     return locate(str(path / STATE_FILE if path.is_dir() else path)).sha256()
 
 
-def _run_ray(cfg, paths, plan, todo, ckpt, vocab, out: Location, gen: Location, on_commit
-             ) -> dict[int, tuple[bytes, dict]]:
+def _run_ray(cfg, paths, plan, todo, ckpt, vocab, shards: ShardSetWriter, on_commit) -> dict[int, dict]:
+    """Predict the images of the shards ``todo``; write each shard the moment its images are in.
+
+    Returns:
+        shard index -> its footer metadata.
+    """
     import ray
 
-    ensure_ray(cfg.ray_num_cpus)
-    check_actor_pool_fits(cfg, "the prediction job", "predictor")
-    check_shared({"--images": paths[0] if paths else None}, "the prediction job", cfg.shared_fs,
-                 "--set shared_fs=true")
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
+    from pipelines.common.ray_env import ensure_ray
+
+    ensure_ray(cfg.pool.ray_num_cpus)  # before ray.put
     size = cfg.size or ckpt.job.input.dense_size
-    items = [{"index": i, "path": paths[i], "height": 0, "width": 0, "shard": s} for s in todo for i in plan[s]]
+    items = [{"index": i, "path": paths[i], "height": 0, "width": 0} for s in todo for i in plan[s]]
+    shard_of = {i: s for s in todo for i in plan[s]}
     pending = {s: {"rows": [], "failed": []} for s in todo}
-    done: dict[int, tuple[bytes, dict]] = {}
-    try:
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
-        ds = ds.map_batches(decode_eval_images, fn_kwargs={"size": size, "max_size": 4 * size,
+    done: dict[int, dict] = {}
+    line = ProgressLine("predict", len(items), unit="img")
+    batches = run_actor_pool(
+        items, decode=decode_eval_images, decode_kwargs={"size": size, "max_size": 4 * size,
                                                           "keep_original": cfg.overlays},
-                            batch_size=cfg.batch_size, num_cpus=cfg.cpus_per_decode_task)
-        ds = ds.map_batches(PredictStage, fn_constructor_kwargs={
-            "job": to_dict(ckpt.job), "weights": [ray.put(ckpt.state_dict)], "vocabulary": asdict(vocab),
-            "settings": _settings(cfg), "gpus": cfg.gpus_per_actor},
-            compute=ray.data.ActorPoolStrategy(size=cfg.num_actors), batch_size=cfg.batch_size,
-            num_cpus=cfg.actor_cpus, num_gpus=cfg.gpus_per_actor)
-        line = ProgressLine("predict", len(items), unit="img")
-        shard_of = {it["index"]: it["shard"] for it in items}
-        for batch in iter_pool_results(ds, cfg, "the prediction job", "predictor"):
-            line.update(len(batch["index"]))
-            for k in range(len(batch["index"])):
-                i = int(batch["index"][k])
-                s = shard_of[i]
-                if batch["error"][k]:
-                    pending[s]["failed"].append({"index": i, "image": paths[i], "reason": str(batch["error"][k])})
-                else:
-                    segs = json.loads(batch["segments"][k])
-                    for seg in segs:
-                        seg["segmentation"] = seg["segmentation"].encode("ascii")
-                    pending[s]["rows"].append({"index": i, "image": paths[i], "height": int(batch["height"][k]),
-                                               "width": int(batch["width"][k]), "segments": segs})
-                    if cfg.overlays and batch["overlay"][k]:
-                        stem = posixpath.splitext(posixpath.basename(paths[i]))[0]
-                        out.child("overlays", f"{i:06d}_{stem}.png").write_bytes_atomic(bytes(batch["overlay"][k]))
-                p = pending[s]
-                if len(p["rows"]) + len(p["failed"]) == len(plan[s]):
-                    done[s] = _write(gen, shard_name(s), s, p["rows"], plan[s], p["failed"])
-                    if on_commit is not None:
-                        on_commit(shard_name(s))
-        line.close()
-    finally:
-        ctx.execution_options.preserve_order = previous
+        stage=PredictStage, stage_kwargs={"job": to_dict(ckpt.job), "weights": [ray.put(ckpt.state_dict)],
+                                          "vocabulary": asdict(vocab), "settings": _settings(cfg),
+                                          "gpus": cfg.pool.gpus_per_actor},
+        pool=cfg.pool, batch_size=cfg.batch_size, job="the prediction job", actors="predictor",
+        paths={"--images": paths[0] if paths else None}, preserve_order=True)
+    for batch in batches:
+        line.update(len(batch["index"]))
+        for k in range(len(batch["index"])):
+            i = int(batch["index"][k])
+            s = shard_of[i]
+            if batch["error"][k]:
+                pending[s]["failed"].append({"index": i, "image": paths[i], "reason": str(batch["error"][k])})
+            else:
+                segs = json.loads(batch["segments"][k])
+                for seg in segs:
+                    seg["segmentation"] = seg["segmentation"].encode("ascii")
+                pending[s]["rows"].append({"index": i, "image": paths[i], "height": int(batch["height"][k]),
+                                           "width": int(batch["width"][k]), "segments": segs})
+                if cfg.overlays and batch["overlay"][k]:
+                    stem = posixpath.splitext(posixpath.basename(paths[i]))[0]
+                    shards.out.child("overlays", f"{i:06d}_{stem}.png").write_bytes_atomic(bytes(batch["overlay"][k]))
+            p = pending[s]
+            if len(p["rows"]) + len(p["failed"]) == len(plan[s]):
+                data, done[s] = _shard_bytes(s, p["rows"], plan[s], p["failed"])
+                shards.write(shard_name(s), data, len(p["rows"]))
+                if on_commit is not None:
+                    on_commit(shard_name(s))
+    line.close()
     return done
 
 

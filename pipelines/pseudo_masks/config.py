@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipelines.common.resources import default_cpus
+from pipelines.common.actor_pool import ActorPoolConfig
 from vloss.teacher.config import TeacherConfig
 
 
@@ -28,23 +28,8 @@ class PseudoMaskJobConfig:
         strict: abort on the first image that cannot be read or decoded.
         overwrite: replace an output directory that holds another plan's shards (a new generation,
             switched in when complete) instead of refusing.
-        num_actors: teacher actors in the pool.
-        gpus_per_actor: GPUs per teacher actor (0 on CPU machines); an actor with a GPU runs
-            the teacher on CUDA.
-        cpus_per_actor: logical CPUs each teacher actor reserves (None: 4 with a GPU, else 0.5).
-        cpus_per_decode_task: logical CPUs each decode task reserves.
-        decode_tasks: decode tasks in flight at once (each worker is reused); None: two per teacher
-            actor, so the decode keeps up as the pool grows (one task reads and decodes about 40 full-size
-            Objects365 JPEGs/s on one core, about one GPU teacher's rate).
         batch_size: images per teacher call.
-        ray_num_cpus: CPUs of the embedded local Ray (only when not inside a Ray job / cluster).
-        resource_wait_s: seconds to wait for a joined cluster's autoscaler to provide the actors'
-            resources before failing (None: 300 on a joined cluster, 0 on the embedded Ray). It also bounds the
-            actor pool's start (unset or 0: 120 s locally, 600 s on a joined cluster), so a cluster whose
-            CPUs another job holds fails in one line instead of waiting forever.
-        shared_fs: local paths lie on a mount every node of the cluster shares at the same path;
-            without it a cluster of several nodes refuses local paths its tasks would use
-            (:mod:`pipelines.common.shared_paths`).
+        pool: the teacher actors' resources (:class:`pipelines.common.actor_pool.ActorPoolConfig`).
     """
 
     annotations: str
@@ -58,15 +43,8 @@ class PseudoMaskJobConfig:
     limit: Optional[int] = None
     strict: bool = False
     overwrite: bool = False
-    num_actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: Optional[float] = None
-    cpus_per_decode_task: float = 0.25
-    decode_tasks: Optional[int] = None
     batch_size: int = 4
-    ray_num_cpus: int = 2
-    resource_wait_s: Optional[float] = None
-    shared_fs: bool = False
+    pool: ActorPoolConfig = field(default_factory=ActorPoolConfig)
 
     def __post_init__(self) -> None:
         if self.teacher.backend in ("maskrcnn", "mmdet") and not self.checkpoint:
@@ -75,17 +53,5 @@ class PseudoMaskJobConfig:
             raise ValueError(f"limit must be positive, got {self.limit}")
         if self.sample is not None and self.sample <= 0:
             raise ValueError(f"sample must be positive, got {self.sample}")
-        if self.num_actors <= 0 or self.batch_size <= 0 or self.rows_per_shard <= 0:
-            raise ValueError("num_actors, batch_size and rows_per_shard must be positive")
-        if self.decode_tasks is not None and self.decode_tasks <= 0:
-            raise ValueError(f"decode_tasks must be positive, got {self.decode_tasks}")
-
-    @property
-    def decode_task_count(self) -> int:
-        """Decode tasks in flight: the explicit setting, else two per teacher actor."""
-        return self.decode_tasks if self.decode_tasks is not None else 2 * self.num_actors
-
-    @property
-    def actor_cpus(self) -> float:
-        """CPUs each teacher actor reserves (the explicit setting, else the default for its GPUs)."""
-        return self.cpus_per_actor if self.cpus_per_actor is not None else default_cpus(self.gpus_per_actor)
+        if self.batch_size <= 0 or self.rows_per_shard <= 0:
+            raise ValueError("batch_size and rows_per_shard must be positive")

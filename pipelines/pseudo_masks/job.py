@@ -34,10 +34,9 @@ import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable
 
-from pipelines.common import output_lock
+from pipelines.common.actor_pool import run_actor_pool
 from pipelines.common.cli import write_resolved_config
 from pipelines.common.errors import JobError
-from pipelines.common.output_set import claim_output, commit_manifest, entry_of_file, shard_entry
 from pipelines.common.pseudo_mask_format import (
     CONFIG_NAME,
     ERRORS_NAME,
@@ -45,13 +44,11 @@ from pipelines.common.pseudo_mask_format import (
     MANIFEST_NAME,
     pseudo_mask_shards,
 )
-from pipelines.common.ray_env import ensure_ray
-from pipelines.common.resources import check_actor_pool_fits, iter_pool_results
-from pipelines.common.shared_paths import check_shared
-from pipelines.common.storage import Location, locate, read_json
+from pipelines.common.shard_writer import ShardSetWriter
+from pipelines.common.storage import locate, read_json
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.decode import decode_images
-from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, plan_shards, validate_shard, write_shard
+from pipelines.pseudo_masks.shards import ShardResult, ShardSpec, check_shard, plan_shards, shard_bytes
 from pipelines.pseudo_masks.stage import PseudoMaskStage
 from vloss.progress import ProgressLine
 from vloss.teacher.boxes import DetectionInput, ImageBoxes, parse_detection_input
@@ -89,60 +86,42 @@ def _row_from_result(row: dict) -> dict:
                           for i in insts]}
 
 
-def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], gen: Location, generation: str,
-             on_commit: Callable[[str, int], None] | None = None) -> dict[int, tuple[dict, dict]]:
-    """Process the images of ``specs`` and commit each shard into ``gen`` when complete.
+def _run_ray(config: PseudoMaskJobConfig, specs: list[ShardSpec], shards: ShardSetWriter,
+             on_commit: Callable[[str, int], None] | None = None) -> dict[int, dict]:
+    """Process the images of ``specs`` and write each shard the moment its images are in.
 
     Returns:
-        shard index -> (its footer metadata, its manifest entry).
+        shard index -> its footer metadata.
     """
-    import ray
-
-    ensure_ray(config.ray_num_cpus)
-    check_actor_pool_fits(config, "the pseudo-mask job", "teacher")
-    check_shared({"--images": config.images, "--checkpoint": config.checkpoint}, "the pseudo-mask job",
-                 config.shared_fs, "--set shared_fs=true")
-    ctx = ray.data.DataContext.get_current()
-    previous_order = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True
     pending = {s.index: ShardResult(s) for s in specs}
-    footers: dict[int, tuple[dict, dict]] = {}
-    try:
-        items = _image_items(specs)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, min(-(-len(items) // config.batch_size), 200)))
-        ds = ds.map_batches(decode_images, fn_kwargs={"images_root": config.images},
-                            compute=ray.data.TaskPoolStrategy(size=config.decode_task_count),
-                            batch_size=config.batch_size, num_cpus=config.cpus_per_decode_task)
-        ds = ds.map_batches(PseudoMaskStage,
-                            fn_constructor_kwargs={"teacher": asdict(config.teacher),
-                                                   "checkpoint": config.checkpoint,
-                                                   "gpus": config.gpus_per_actor},
-                            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-                            batch_size=config.batch_size, num_cpus=config.actor_cpus,
-                            num_gpus=config.gpus_per_actor)
-        line = ProgressLine("pseudo-masks", len(items), unit="img")
-        for batch in iter_pool_results(ds, config, "the pseudo-mask job", "teacher"):
-            line.update(len(batch["image_id"]), postfix=f"{len(footers)}/{len(specs)} shards")
-            for k in range(len(batch["image_id"])):
-                row = {name: col[k] for name, col in batch.items()}
-                shard = pending[int(row["shard"])]
-                if row["error"]:
-                    if config.strict:
-                        raise PseudoMaskJobError(f"image id {int(row['image_id'])} failed (--strict): {row['error']}")
-                    shard.failed.append({"image_id": int(row["image_id"]), "file_name": str(row["file_name"]),
-                                         "reason": str(row["error"])})
-                else:
-                    shard.rows.append(_row_from_result(row))
-                if shard.done == len(shard.spec.images):
-                    data = write_shard(gen, shard)
-                    footers[shard.spec.index] = (shard.metadata(),
-                                                 shard_entry(f"{generation}/{shard.spec.name}", data, len(shard.rows)))
-                    if on_commit is not None:
-                        on_commit(shard.spec.name, len(shard.spec.images))
-                    del pending[shard.spec.index]
-        line.close(postfix=f"{len(footers)}/{len(specs)} shards")
-    finally:
-        ctx.execution_options.preserve_order = previous_order
+    footers: dict[int, dict] = {}
+    items = _image_items(specs)
+    line = ProgressLine("pseudo-masks", len(items), unit="img")
+    batches = run_actor_pool(
+        items, decode=decode_images, decode_kwargs={"images_root": config.images}, stage=PseudoMaskStage,
+        stage_kwargs={"teacher": asdict(config.teacher), "checkpoint": config.checkpoint,
+                      "gpus": config.pool.gpus_per_actor},
+        pool=config.pool, batch_size=config.batch_size, job="the pseudo-mask job", actors="teacher",
+        paths={"--images": config.images, "--checkpoint": config.checkpoint}, preserve_order=True, max_blocks=200)
+    for batch in batches:
+        line.update(len(batch["image_id"]), postfix=f"{len(footers)}/{len(specs)} shards")
+        for k in range(len(batch["image_id"])):
+            row = {name: col[k] for name, col in batch.items()}
+            shard = pending[int(row["shard"])]
+            if row["error"]:
+                if config.strict:
+                    raise PseudoMaskJobError(f"image id {int(row['image_id'])} failed (--strict): {row['error']}")
+                shard.failed.append({"image_id": int(row["image_id"]), "file_name": str(row["file_name"]),
+                                     "reason": str(row["error"])})
+            else:
+                shard.rows.append(_row_from_result(row))
+            if shard.done == len(shard.spec.images):
+                shards.write(shard.spec.name, shard_bytes(shard), len(shard.rows))
+                footers[shard.spec.index] = shard.metadata()
+                if on_commit is not None:
+                    on_commit(shard.spec.name, len(shard.spec.images))
+                del pending[shard.spec.index]
+    line.close(postfix=f"{len(footers)}/{len(specs)} shards")
     if pending:
         raise PseudoMaskJobError(f"shards {sorted(pending)} did not receive all their images")
     return footers
@@ -204,14 +183,6 @@ def run_pseudo_masks(config: PseudoMaskJobConfig,
         OutputConflictError: the output holds another plan's shards.
         PseudoMaskJobError: every image failed (or the first failure with ``strict``).
     """
-    try:
-        return _run_pseudo_masks_locked(config, on_commit)
-    finally:
-        output_lock.release(locate(config.out))  # the next job may write it
-
-
-def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
-                             on_commit: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     t0 = time.time()
     ann_loc = locate(config.annotations)
     det = load_detection_input(config.annotations)
@@ -242,36 +213,27 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
 
     out = locate(config.out)
     ann_sha = ann_loc.sha256()
-    claim = claim_output(out, plan_fingerprint(config, ann_sha, ckpt_sha), overwrite=config.overwrite,
-                         what="pseudo masks", command_hint="--overwrite")
-    gen = out.child(claim.generation)
-    gen.makedirs()
-    write_resolved_config(out, {"job": config}, name=CONFIG_NAME)
-    footers: dict[int, dict] = {}
-    entries: dict[int, dict] = {}
-    todo: list[ShardSpec] = []
-    recompute_reasons = {}
-    for spec in specs:
-        meta, reason = validate_shard(gen, spec)
-        if meta is not None and meta["failed"]:
-            meta, reason = None, "retrying its failed images"
-        if meta is not None:
-            footers[spec.index] = meta
-            entries[spec.index] = entry_of_file(out, f"{claim.generation}/{spec.name}", meta["num_rows"])
-        else:
-            todo.append(spec)
-            if reason != "missing":
-                recompute_reasons[spec.name] = reason
-    planned = {s.name for s in specs}
-    stale = [n for n in gen.list_names() if n not in planned and not n.startswith(".")]
-    for name in stale:  # files the manifest will not list would make the set unreadable
-        gen.child(name).delete()
+    with ShardSetWriter(out, plan_fingerprint(config, ann_sha, ckpt_sha), what="pseudo masks",
+                        overwrite=config.overwrite) as shards:
+        write_resolved_config(out, {"job": config}, name=CONFIG_NAME)
+        footers: dict[int, dict] = {}
+        todo: list[ShardSpec] = []
+        for spec in specs:
+            meta = shards.kept(spec.name, lambda loc, spec=spec: check_shard(loc, spec))
+            if meta is not None:
+                footers[spec.index] = meta
+            else:
+                todo.append(spec)
+        if todo:
+            footers.update(_run_ray(config, todo, shards, on_commit))
+        stale = shards.remove_strays()  # files the manifest will not list would make the set unreadable
+        return _finish(config, det, images, sampled_ids, specs, todo, footers, shards, stale, ann_sha, ckpt_sha, t0)
 
-    if todo:
-        done = _run_ray(config, todo, gen, claim.generation, on_commit)
-        for index, (meta, entry) in done.items():
-            footers[index], entries[index] = meta, entry
 
+def _finish(config: PseudoMaskJobConfig, det: DetectionInput, images: list[ImageBoxes], sampled_ids: list[int] | None,
+            specs: list[ShardSpec], todo: list[ShardSpec], footers: dict[int, dict], shards: ShardSetWriter,
+            stale: list[str], ann_sha: str, ckpt_sha: str | None, t0: float) -> dict[str, Any]:
+    """The manifest and ``_errors.jsonl`` of a run whose shards are all written; commits the set."""
     failed = [f for i in sorted(footers) for f in footers[i]["failed"]]
     manifest = {
         "inputs": {"annotations": config.annotations, "annotations_sha256": ann_sha,
@@ -301,16 +263,16 @@ def _run_pseudo_masks_locked(config: PseudoMaskJobConfig,
             "shards_kept": len(specs) - len(todo),
             "stale_shards_removed": len(stale),
         },
-        "recomputed_shards": recompute_reasons,
-        "shards": [{**entries[i], "masks": footers[i]["num_masks"], "failed": len(footers[i]["failed"])}
-                   for i in sorted(footers)],
+        "recomputed_shards": dict(shards.rebuilt),
+        "shards": [{**shards.entries[spec.name], "masks": footers[spec.index]["num_masks"],
+                    "failed": len(footers[spec.index]["failed"])} for spec in specs],
         "errors": failed,
         "categories": det.categories,
         "seconds": round(time.time() - t0, 3),
     }
+    out = shards.out
     out.child(ERRORS_NAME).write_bytes_atomic("".join(json.dumps(f) + "\n" for f in failed).encode())
-    commit_manifest(out, MANIFEST_NAME, manifest, claim.generation)
-    manifest["generation"] = claim.generation
+    manifest = shards.commit(MANIFEST_NAME, manifest)
     if images and len(failed) == len(images):
         raise PseudoMaskJobError(f"every one of the {len(images)} images failed (first: image "
                                  f"{failed[0]['image_id']}: {failed[0]['reason']}); see {out.child(ERRORS_NAME).uri}")

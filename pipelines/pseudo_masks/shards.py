@@ -5,7 +5,8 @@ Each shard's Parquet footer carries ``vloss.pseudo_masks`` metadata: its index, 
 assigned to it, the images that failed (with reasons) and a fingerprint of its inputs (run
 settings + the boxes of its images). A shard is *valid* when the file reads completely, the
 fingerprint matches, and its rows plus its failures are exactly the assigned image ids with
-each given box once. Valid shards are skipped on re-runs.
+each given box once (:func:`check_shard`, after the shard writer's checksum rule). Valid shards
+are skipped on re-runs.
 """
 
 from __future__ import annotations
@@ -117,68 +118,40 @@ def shard_table(result: ShardResult) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: json.dumps(result.metadata()).encode()})
 
 
-def write_shard(out: Location, result: ShardResult) -> bytes:
-    """Serialise and commit a shard atomically (temp name in the same dir, then rename); returns its bytes."""
+def shard_bytes(result: ShardResult) -> bytes:
+    """The shard serialised (zstd Parquet); written by :class:`pipelines.common.shard_writer.ShardSetWriter`."""
     buf = io.BytesIO()
     pq.write_table(shard_table(result), buf, compression="zstd")
-    data = buf.getvalue()
-    # the shard's checksum, recorded as it is written: a re-run keeps the shard only if its bytes
-    # still hash to it (a rewritten shard with a valid footer, a flipped bit anywhere). Written
-    # first, so that a shard on disk always has its checksum (a kill in between leaves no shard).
-    out.child(checksum_name(result.spec.name)).write_bytes_atomic(hashlib.sha256(data).hexdigest().encode())
-    out.child(result.spec.name).write_bytes_atomic(data)
-    return data
+    return buf.getvalue()
 
 
-def checksum_name(name: str) -> str:
-    """The hidden file beside a shard holding the sha256 it had when it was written."""
-    return f".{name}.sha256"
-
-
-
-
-def validate_shard(out: Location, spec: ShardSpec) -> tuple[dict | None, str]:
-    """Check an existing shard file against its plan.
+def check_shard(loc: Location, spec: ShardSpec) -> tuple[dict, int]:
+    """The content check of an existing shard against its plan (the writer checked its bytes' sha256).
 
     Returns:
-        ``(metadata, "ok")`` when the shard can be kept, else ``(None, reason)``.
+        its footer metadata and row count.
+
+    Raises:
+        ValueError: it must be rebuilt (the message says why); shards with failed images are retried.
     """
-    loc = out.child(spec.name)
-    if not loc.is_file():
-        return None, "missing"
-    recorded = out.child(checksum_name(spec.name))
-    try:
-        want = recorded.read_bytes().decode().strip() if recorded.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        want = None
-    if want is None:
-        return None, "no checksum recorded when it was written"
-    if loc.sha256() != want:
-        return None, "changed since it was written (sha256 differs)"
     try:
         table, meta = read_shard(loc)
         if not isinstance(meta, dict):
             raise ValueError("footer metadata is not an object")
     except Exception as exc:  # truncated / corrupted Parquet, bad footer JSON
-        return None, f"unreadable ({type(exc).__name__}: {exc})"
+        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
     if meta.get("fingerprint") != spec.fingerprint or meta.get("image_ids") != spec.image_ids:
-        return None, "inputs or settings changed"
+        raise ValueError("inputs or settings changed")
     if not table.schema.remove_metadata().equals(SCHEMA):
-        return None, "schema differs"
+        raise ValueError("schema differs")
     row_ids = table.column("image_id").to_pylist()
     failed_ids = [f["image_id"] for f in meta.get("failed", [])]
     if sorted(row_ids + failed_ids) != spec.image_ids or len(set(row_ids)) != len(row_ids):
-        return None, "image ids differ from the plan"
+        raise ValueError("image ids differ from the plan")
     expected = {im.image_id: sorted(b.ann_id for b in im.instances) for im in spec.images}
     for iid, insts in zip(row_ids, table.column("instances").to_pylist()):
         if sorted(i["id"] for i in insts) != expected[iid]:
-            return None, f"image {iid} does not hold each of its boxes exactly once"
-    return meta, "ok"
-
-
-
-
-
-
-
-
+            raise ValueError(f"image {iid} does not hold each of its boxes exactly once")
+    if failed_ids:
+        raise ValueError("retrying its failed images")
+    return meta, int(meta["num_rows"])

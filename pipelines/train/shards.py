@@ -34,7 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.common.output_set import entry_of_file, shard_entry, verified_shards
+from pipelines.common.output_set import shard_entry, verified_shards
+from pipelines.common.shard_writer import ShardSetWriter, write_shard_file
 from pipelines.common.shards import shard_name
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
@@ -215,43 +216,37 @@ def build_rows(images: list[SourceImage], task: str, dataset: str) -> pa.Table:
 
 
 def _write_one_shard(item: dict) -> dict:
-    """Ray Data map function: build and atomically write one shard; returns its manifest entry."""
+    """Ray Data map function: build and atomically write one shard; returns its manifest entry (+ ``key``)."""
     images: list[SourceImage] = item["images"]
-    out: Location = item["out"]
     table = build_rows(images, item["task"], item["dataset"])
     buf = io.BytesIO()
     # fixed row groups: the unit a training pass reads and shuffles (pipelines.train.pass_plan); page
     # checksums: a damaged or altered page is refused where it is read, without hashing whole shards
     pq.write_table(table, buf, row_group_size=ROW_GROUP_ROWS, write_page_checksum=True)
     data = buf.getvalue()
-    out.write_bytes_atomic(data)
-    return shard_entry(item["name"], data, table.num_rows)
+    write_shard_file(item["out"], data)
+    return {**shard_entry(item["name"], data, table.num_rows), "key": item["key"]}
 
 
-def _existing_entry(root: Location, name: str, image_ids: list[int]) -> dict | None:
-    """The entry of an already-written shard if it holds exactly ``image_ids`` (a re-run's kept shard)."""
-    loc = root.child(name)
-    if not loc.is_file():
-        return None
-    try:
-        with loc.fs.open_input_file(loc.path) as f:
-            ids = pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
-    except Exception:  # truncated / corrupt: rebuild it
-        return None
-    return entry_of_file(root, name, len(ids)) if ids == image_ids else None
+def _check_ids(loc: Location, image_ids: list[int]) -> tuple[bool, int]:
+    """The content check of a kept shard: it holds exactly ``image_ids``, in order."""
+    with loc.fs.open_input_file(loc.path) as f:
+        ids = pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+    if ids != image_ids:
+        raise ValueError("images differ from the plan")
+    return True, len(ids)
 
 
-def write_task_shards(images: Iterable[SourceImage], root: str | Location, generation: str, task: str,
-                      dataset: str, vocab: TaskVocabulary | None, rows_per_shard: int = 256) -> dict[str, Any]:
-    """Write one task's shards under ``root/generation/task`` with Ray Data (one task per shard).
+def write_task_shards(images: Iterable[SourceImage], shards: ShardSetWriter, task: str, dataset: str,
+                      vocab: TaskVocabulary | None, rows_per_shard: int = 256) -> dict[str, Any]:
+    """Write one task's shards under ``<generation>/task`` with Ray Data (one task per shard).
 
-    Shards already there that hold exactly their planned images are kept (a re-run of the same
-    plan completes what is missing); everything else is rebuilt.
+    Shards already there that pass the writer's rule and hold exactly their planned images are
+    kept (a re-run of the same plan completes what is missing); everything else is rebuilt.
 
     Args:
         images: the source images (sorted by id here, so names are deterministic).
-        root: shard root (path or URI).
-        generation: the claimed generation folder (:func:`pipelines.common.output_set.claim_output`).
+        shards: the writer of the claimed shard root.
         task: one of ``TASKS``.
         dataset: source dataset name stored in every row.
         vocab: the task's vocabulary (None for captions).
@@ -266,36 +261,31 @@ def write_task_shards(images: Iterable[SourceImage], root: str | Location, gener
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     if rows_per_shard < 1:
         raise ValueError("rows_per_shard must be >= 1")
-    root = locate(root)
-    out_dir = root.child(generation, task)
+    out_dir = shards.folder.child(task)
     out_dir.makedirs()
     ordered = sorted(images, key=lambda im: im.image_id)
-    items, entries = [], {}
+    items, names = [], []
     for k in range(0, len(ordered), rows_per_shard):
         chunk = ordered[k:k + rows_per_shard]
-        name = f"{generation}/{task}/{shard_name(k // rows_per_shard)}"
-        kept = _existing_entry(root, name, [im.image_id for im in chunk])
-        if kept is not None:
-            entries[name] = kept
-        else:
-            items.append({"images": chunk, "out": root.child(name), "name": name, "task": task, "dataset": dataset})
-    planned = {f"{generation}/{task}/{shard_name(i)}" for i in range(-(-len(ordered) // rows_per_shard))}
-    for n in out_dir.list_names():  # files of no planned shard would make the set unreadable
-        if f"{generation}/{task}/{n}" not in planned and n != VOCAB_NAME:
-            out_dir.child(n).delete()
-            print(f"[train] removed {out_dir.child(n).uri}: not a shard of this set", flush=True)
+        name = f"{task}/{shard_name(k // rows_per_shard)}"
+        names.append(name)
+        ids = [im.image_id for im in chunk]
+        if not shards.kept(name, lambda loc, ids=ids: _check_ids(loc, ids)):
+            items.append({"images": chunk, "out": shards.folder.child(name), "name": shards.entry_name(name),
+                          "key": name, "task": task, "dataset": dataset})
     if vocab is not None:
         write_json_atomic(out_dir.child(VOCAB_NAME), vocab.to_json())
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         line = ProgressLine(f"shards:{task}", len(items), unit="shard")
         for row in ds.map(_write_one_shard, num_cpus=0.5).iter_rows():
-            entries[row["name"]] = row
+            row = dict(row)
+            shards.add(row.pop("key"), row)
             line.update(1)
         line.close()
     return {"counts": {"images": len(ordered), "instances": int(sum(len(im.instances) for im in ordered)),
-                       "shards": len(planned), "kept": len(planned) - len(items), "written": len(items)},
-            "entries": [entries[n] for n in sorted(entries)]}
+                       "shards": len(names), "kept": len(names) - len(items), "written": len(items)},
+            "entries": [shards.entries[n] for n in names]}
 
 
 def shard_set(root: str | Location, check_sha: bool = False) -> tuple[dict, list[Location]]:

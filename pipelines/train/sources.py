@@ -19,16 +19,10 @@ from typing import Any, Iterator
 
 import pyarrow.fs as pafs
 
-from pipelines.common import output_lock
-from pipelines.common.output_set import (
-    ShardSetError,
-    claim_output,
-    commit_manifest,
-    manifest_identity,
-    remove_strays,
-)
+from pipelines.common.output_set import ShardSetError, manifest_identity
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MANIFEST
 from pipelines.common.pseudo_mask_format import iter_records
+from pipelines.common.shard_writer import ShardSetWriter
 from pipelines.common.storage import locate, read_json
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
 from pipelines.train.shards import MANIFEST_NAME, VOCAB_NAME, SourceImage, TaskVocabulary, shard_set, write_task_shards
@@ -271,57 +265,46 @@ def build_training_shards(sources: TrainingSources, out: str, rows_per_shard: in
     Raises:
         OutputConflictError: ``out`` holds shards of another plan.
     """
-    try:
-        return _build_training_shards_locked(sources, out, rows_per_shard, overwrite)
-    finally:
-        output_lock.release(locate(out))  # the next job may write it
-
-
-def _build_training_shards_locked(sources: TrainingSources, out: str, rows_per_shard: int = 256,
-                                  overwrite: bool = False) -> dict[str, Any]:
-    claim = claim_output(out, shards_fingerprint(sources, rows_per_shard), overwrite=overwrite,
-                         what="training shards", command_hint="--overwrite")
-    if claim.resumed:
-        try:
-            manifest, _ = shard_set(out)
-            if manifest["generation"] == claim.generation:
-                return manifest
-        except ShardSetError:
-            pass  # incomplete or damaged: complete it below
-    gen = claim.generation
-    manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard,
-                                "row_group_rows": ROW_GROUP_ROWS, "tasks": {}}
-    entries: list[dict] = []
-    if sources.panoptic_json:
-        imgs, vocab = panoptic_sources(sources.panoptic_json, sources.panoptic_images, sources.panoptic_png_dir)
-        res = write_task_shards(imgs, out, gen, "panoptic", "coco_panoptic", vocab, rows_per_shard)
-        manifest["tasks"]["panoptic"] = res["counts"]
-        entries += res["entries"]
-    if sources.detection_json:
-        if not sources.pseudo_masks and not sources.box_masks:
-            raise ValueError("detection shards need the pseudo-mask output (python -m jobs.pseudo_masks makes it), "
-                             "or box_masks=True to train on filled boxes")
-        imgs, vocab, skips = detection_sources(sources.detection_json, sources.detection_images,
-                                               None if sources.box_masks else sources.pseudo_masks,
-                                               box_masks=sources.box_masks)
-        res = write_task_shards(imgs, out, gen, "detection", "objects365", vocab, rows_per_shard)
-        manifest["tasks"]["detection"] = {**res["counts"], "skipped": skips}
-        entries += res["entries"]
-    if sources.captions:
-        per_source = caption_sources(sources.captions)
-        # one captions task; ids stay unique by offsetting each source into its own id range
-        merged: list[SourceImage] = []
-        for k, (name, imgs) in enumerate(per_source):
-            for im in imgs:
-                im.image_id = k * 10 ** 12 + im.image_id
-            merged.extend(imgs)
-        res = write_task_shards(merged, out, gen, "captions", "+".join(n for n, _ in per_source), None,
-                                rows_per_shard)
-        manifest["tasks"]["captions"] = {**res["counts"], "per_source": {n: len(i) for n, i in per_source}}
-        entries += res["entries"]
-    manifest["shards"] = entries
-    for name in remove_strays(out, gen, {e["name"] for e in entries}, keep=(VOCAB_NAME,)):
-        print(f"[train] removed {locate(out).child(name).uri}: not a shard of this set", flush=True)
-    commit_manifest(out, MANIFEST_NAME, manifest, gen)
-    manifest["generation"] = gen
-    return manifest
+    with ShardSetWriter(out, shards_fingerprint(sources, rows_per_shard), what="training shards",
+                        overwrite=overwrite, keep=(VOCAB_NAME,)) as shards:
+        if shards.claim.resumed:
+            try:
+                manifest, _ = shard_set(out)
+                if manifest["generation"] == shards.generation:
+                    return manifest
+            except ShardSetError:
+                pass  # incomplete or damaged: complete it below
+        manifest: dict[str, Any] = {"sources": asdict(sources), "rows_per_shard": rows_per_shard,
+                                    "row_group_rows": ROW_GROUP_ROWS, "tasks": {}}
+        entries: list[dict] = []
+        if sources.panoptic_json:
+            imgs, vocab = panoptic_sources(sources.panoptic_json, sources.panoptic_images, sources.panoptic_png_dir)
+            res = write_task_shards(imgs, shards, "panoptic", "coco_panoptic", vocab, rows_per_shard)
+            manifest["tasks"]["panoptic"] = res["counts"]
+            entries += res["entries"]
+        if sources.detection_json:
+            if not sources.pseudo_masks and not sources.box_masks:
+                raise ValueError("detection shards need the pseudo-mask output (python -m jobs.pseudo_masks makes "
+                                 "it), or box_masks=True to train on filled boxes")
+            imgs, vocab, skips = detection_sources(sources.detection_json, sources.detection_images,
+                                                   None if sources.box_masks else sources.pseudo_masks,
+                                                   box_masks=sources.box_masks)
+            res = write_task_shards(imgs, shards, "detection", "objects365", vocab, rows_per_shard)
+            manifest["tasks"]["detection"] = {**res["counts"], "skipped": skips}
+            entries += res["entries"]
+        if sources.captions:
+            per_source = caption_sources(sources.captions)
+            # one captions task; ids stay unique by offsetting each source into its own id range
+            merged: list[SourceImage] = []
+            for k, (name, imgs) in enumerate(per_source):
+                for im in imgs:
+                    im.image_id = k * 10 ** 12 + im.image_id
+                merged.extend(imgs)
+            res = write_task_shards(merged, shards, "captions", "+".join(n for n, _ in per_source), None,
+                                    rows_per_shard)
+            manifest["tasks"]["captions"] = {**res["counts"], "per_source": {n: len(i) for n, i in per_source}}
+            entries += res["entries"]
+        manifest["shards"] = entries
+        for name in shards.remove_strays():
+            print(f"[train] removed {shards.out.child(name).uri}: not a shard of this set", flush=True)
+        return shards.commit(MANIFEST_NAME, manifest)

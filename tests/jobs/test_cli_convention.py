@@ -52,12 +52,14 @@ def test_help_settings_lists_every_key_with_type_and_default(capsys):
 
 
 def test_pseudo_mask_settings_are_the_config_fields(capsys):
+    from pipelines.common.actor_pool import ActorPoolConfig
     from pipelines.pseudo_masks.config import PseudoMaskJobConfig
     from vloss.teacher.config import TeacherConfig
 
     listed = [line.split()[0] for line in _settings("pseudo_masks", capsys)[1:]]
-    own = [f.name for f in dataclasses.fields(PseudoMaskJobConfig) if f.name != "teacher"]
-    assert sorted(listed) == sorted(own + [f"teacher.{f.name}" for f in dataclasses.fields(TeacherConfig)])
+    own = [f.name for f in dataclasses.fields(PseudoMaskJobConfig) if f.name not in ("teacher", "pool")]
+    assert sorted(listed) == sorted(own + [f"teacher.{f.name}" for f in dataclasses.fields(TeacherConfig)]
+                                    + [f"pool.{f.name}" for f in dataclasses.fields(ActorPoolConfig)])
     assert "annotations" in listed
 
 

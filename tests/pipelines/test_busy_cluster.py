@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.resources import ResourceError
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.job import run_pseudo_masks
@@ -33,7 +34,8 @@ def test_an_actor_pool_job_on_busy_cpus_fails_in_bounded_time(ray_session, synth
             time.sleep(0.2)
         assert ray.available_resources().get("CPU", 0) == 0
         cfg = PseudoMaskJobConfig(annotations=str(synthetic_source.annotations), images=str(synthetic_source.images),
-                                  out=str(tmp_path / "out"), teacher=TeacherConfig(backend="box"), resource_wait_s=3)
+                                  out=str(tmp_path / "out"), teacher=TeacherConfig(backend="box"),
+                                  pool=ActorPoolConfig(resource_wait_s=3))
         t0 = time.time()
         with pytest.raises(ResourceError, match=r"did not start within 3 s; the cluster has 0 of 2 CPUs"):
             run_pseudo_masks(cfg)

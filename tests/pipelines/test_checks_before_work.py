@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.resources import ResourceError, check_fits
 from pipelines.evaluate.config import EvalJobConfig
 from pipelines.evaluate.job import run_evaluation
@@ -52,12 +53,12 @@ def test_over_requests_fail_at_once_on_a_fixed_cluster(ray_session, synthetic_so
     from jobs.train import main as train_main
 
     cases = [
-        (lambda: run_pseudo_masks(_box_job(synthetic_source, tmp_path / "a", num_actors=4)),
+        (lambda: run_pseudo_masks(_box_job(synthetic_source, tmp_path / "a", pool=ActorPoolConfig(num_actors=4))),
          "4 teacher actors x 0.5 CPU.*needs 2.25 CPU.*cluster has 2 CPU"),
-        (lambda: run_pseudo_masks(_box_job(synthetic_source, tmp_path / "b", gpus_per_actor=1)),
+        (lambda: run_pseudo_masks(_box_job(synthetic_source, tmp_path / "b", pool=ActorPoolConfig(gpus_per_actor=1))),
          "x 1 GPU.*needs 4.25 CPU, 1 GPU at once, but the cluster has 2 CPU, 0 GPU"),
         (lambda: run_evaluation(EvalJobConfig(task="lvis", checkpoint=str(tiny_weights_file), out=str(tmp_path / "c"),
-                                              data=str(synthetic_world), num_actors=4)),
+                                              data=str(synthetic_world), pool=ActorPoolConfig(num_actors=4))),
          "4 predictor actors x 0.5 CPU.*needs 2.25 CPU"),
     ]
     for run, message in cases:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from pipelines.common import ray_env
 from pipelines.common.storage import locate, read_json
-from pipelines.pseudo_masks import job as pm_job
 from pipelines.pseudo_masks.config import PseudoMaskJobConfig
 from pipelines.pseudo_masks.job import run_pseudo_masks
 from tests.fixtures_teacher import load_json
@@ -101,7 +101,7 @@ def test_validation_happens_before_any_ray_work(tmp_path, monkeypatch):
     def no_ray(*_a, **_k):
         raise AssertionError("Ray was started before the input was validated")
 
-    monkeypatch.setattr(pm_job, "ensure_ray", no_ray)
+    monkeypatch.setattr(ray_env, "ensure_ray", no_ray)  # the actor-pool driver starts Ray through it
     cfg = PseudoMaskJobConfig(annotations=str(path), images=str(tmp_path), out=str(tmp_path / "out"),
                               teacher=TeacherConfig(backend="box"))
     with pytest.raises(DataFormatError, match=r"bad.json \[annotation id 101\] field 'bbox'"):

@@ -14,6 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from pipelines.common.actor_pool import ActorPoolConfig
 from pipelines.common.output_set import OutputConflictError, ShardSetError
 from pipelines.common.pseudo_mask_format import export_coco, iter_records, read_shard, record_to_target
 from pipelines.common.storage import locate
@@ -404,13 +405,15 @@ def test_decode_tasks_grow_with_the_actor_pool_and_the_output_does_not_change(ra
     """Issue #24 item 5: two decode tasks per teacher actor unless set; a pool of 2 actors (4 decode
     tasks) writes the same shards, row for row, as a pool of 1 (2 decode tasks)."""
     ann, images = synthetic_source.annotations, synthetic_source.images
-    assert _box_config(ann, images, tmp_path / "x", num_actors=3).decode_task_count == 6
-    assert _box_config(ann, images, tmp_path / "x", num_actors=3, decode_tasks=1).decode_task_count == 1
+    assert _box_config(ann, images, tmp_path / "x", pool=ActorPoolConfig(num_actors=3)).pool.decode_task_count == 6
+    assert _box_config(ann, images, tmp_path / "x",
+                       pool=ActorPoolConfig(num_actors=3, decode_tasks=1)).pool.decode_task_count == 1
     with pytest.raises(ValueError, match="decode_tasks must be positive"):
-        _box_config(ann, images, tmp_path / "x", decode_tasks=0)
+        _box_config(ann, images, tmp_path / "x", pool=ActorPoolConfig(decode_tasks=0))
     outs = {}
     for n in (1, 2):
-        cfg = _box_config(ann, images, tmp_path / f"out{n}", rows_per_shard=3, num_actors=n, cpus_per_actor=0.25,
+        cfg = _box_config(ann, images, tmp_path / f"out{n}", rows_per_shard=3,
+                          pool=ActorPoolConfig(num_actors=n, cpus_per_actor=0.25),
                           limit=9)
         run_pseudo_masks(cfg)
         outs[n] = list(iter_records(tmp_path / f"out{n}", decode_masks=False))
