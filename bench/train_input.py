@@ -50,7 +50,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     ensure_ray(2)
     work = a.work or tempfile.mkdtemp(prefix="vloss-bench-")
-    shards = prepare_shards(None, work, rows_per_shard=32)
+    shards = prepare_shards(None, work, rows_per_shard=32, box_masks=True)
     job = resolve("tiny", [f"input.dense_size={a.size}", f"train.dense_batch_size={a.batch}"])
     names = read_vocabulary(shards, "panoptic").names
 

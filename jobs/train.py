@@ -26,20 +26,21 @@ config goes to ``OUT/config.json``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, setup_output, split_overrides
+from pipelines.common.cli import add_set_argument, add_verbose_argument, settings_error, split_overrides
 from pipelines.common.errors import report_errors
 from pipelines.common.resources import default_cpus
 from pipelines.train.config import ClusterConfig
-from vloss.config import TrainJobConfig, resolve
+from pipelines.train.launch import TrainLaunch, launch_training, resolve_job
+from vloss.config import TrainJobConfig
 from vloss.config_io import apply_overrides
-from vloss.recipes import RECIPES, build_recipe, recipe_table
+from vloss.recipes import RECIPES, recipe_table
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainJobConfig | None, ClusterConfig]:
-    """Flags, the resolved recipe (None with --list-recipes) and the cluster section."""
+def parse_args(argv: list[str] | None = None
+               ) -> tuple[argparse.Namespace, TrainJobConfig | None, ClusterConfig, TrainLaunch]:
+    """Flags, the resolved recipe (None with --list-recipes), the cluster section and the launch."""
     p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default=None, choices=list(RECIPES), metavar="NAME",
@@ -83,31 +84,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
     routed, recipe_overrides = split_overrides(a.overrides, ["cluster"])
     cluster = ClusterConfig(workers=a.workers[1], min_workers=a.workers[0], gpus_per_worker=a.gpus_per_worker,
                             cpus_per_worker=default_cpus(a.gpus_per_worker), storage_path=a.storage_path)
+    launch = TrainLaunch(out=a.out, data=a.data, shards=a.shards, pseudo_masks=a.pseudo_masks,
+                         extra_image_text=a.extra_image_text, box_masks=a.box_masks, from_scratch=a.from_scratch,
+                         resume=a.resume, overwrite=a.overwrite, dry_run=a.dry_run, sizes=a.sizes,
+                         img_per_s=a.img_per_s, verbose=a.verbose)
     if a.list_recipes:
-        return a, None, cluster
+        return a, None, cluster, launch
     try:
-        if a.recipe:
-            job = build_recipe(a.recipe, a.config, recipe_overrides)
-            preset = a.config or RECIPES[a.recipe].network
-        else:
-            preset = a.config or ("tiny" if a.data is None and a.shards is None else "paper")
-            job = resolve(preset, recipe_overrides)
-        a.preset_line = (f"[train] {'recipe ' + a.recipe + ', ' if a.recipe else ''}network preset {preset} ("
-                         + ("--config" if a.config else "the recipe's network" if a.recipe else
-                            "no --data: the synthetic world" if preset == "tiny" else "--data/--shards given")
-                         + "; --config tiny|paper|baseline chooses)")
+        job, a.preset_line = resolve_job(a.recipe, a.config, recipe_overrides, launch)
         apply_overrides(cluster, routed["cluster"], default_section=None, prefix="cluster.")
     except ValueError as exc:
         settings_error(p, exc)
-    if a.from_scratch:
-        job.train.require_pretrained = False  # recorded in the resolved config
-    if job.train.max_steps and preset == "tiny" and a.data is None and a.shards is None:
-        # a short trial on the synthetic world: two steps per dense sub-epoch, so that a
-        # handful of steps visits detection, captions and panoptic
-        trial_rows = 2 * job.train.dense_batch_size
-        job.train.detection_images = job.train.detection_images or trial_rows
-        job.train.panoptic_images = job.train.panoptic_images or trial_rows
-    return a, job, cluster
+    return a, job, cluster, launch
 
 
 def worker_range(text: str) -> tuple[int, int]:
@@ -122,82 +110,13 @@ def worker_range(text: str) -> tuple[int, int]:
     return pair
 
 
-def dry_run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig, weights: list[dict], out: str) -> int:
-    """Resolve sizes, batches, steps and milestones; write OUT/plan.json; train nothing."""
-    from pipelines.train.data_prep import synthetic_world
-    from pipelines.train.plan import dataset_sizes, format_plan, make_plan, write_plan
-
-    if a.sizes:
-        sizes, source = dataset_sizes(job, sizes=a.sizes), f"--sizes {a.sizes}"
-    elif a.shards:
-        sizes, source = dataset_sizes(job, shard_root=a.shards), a.shards
-    else:
-        root = a.data or synthetic_world(out, job.seed)
-        sizes, source = dataset_sizes(job, data_root=root, pseudo_masks=a.pseudo_masks,
-                                      extra_image_text=a.extra_image_text), root
-        source += " (captions: COCO Captions" + (" + image_text/)" if a.extra_image_text else ")")
-    plan = make_plan(job, cluster, sizes, weights, a.img_per_s, source)
-    path = write_plan(plan, out)
-    print(format_plan(plan))
-    print(f"[plan] written to {path}; nothing was trained")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    a, job, cluster = parse_args(argv)
+    a, job, cluster, launch = parse_args(argv)
     if job is None:
         print(recipe_table())
         return 0
-    return report_errors("python -m jobs.train", lambda: _run(a, job, cluster), a.verbose)
-
-
-def _run(a: argparse.Namespace, job: TrainJobConfig, cluster: ClusterConfig) -> int:
-    from pipelines.common.storage import locate
-    from pipelines.train.preflight import check_run
-
-    resume_from = None if a.resume in ("auto", "none") else a.resume
-    out = os.path.abspath(a.out)
     print(a.preset_line, flush=True)
-    # every check of the launch, before Ray and before anything is written; all failures in one message
-    pre = check_run(job, cluster, out=out, data=a.data, shards=a.shards, pseudo_masks=a.pseudo_masks,
-                    box_masks=a.box_masks, from_scratch=a.from_scratch, resume_from=resume_from,
-                    extra_image_text=a.extra_image_text, sizes_only=bool(a.dry_run and a.sizes))
-    pre.raise_if_failed()
-    weights = pre.weights
-    if a.dry_run:
-        return dry_run(a, job, cluster, weights, out)
-    from pipelines.common.ray_env import ensure_ray, log_locations
-    from pipelines.common.shared_paths import check_shared
-    from pipelines.train.data_prep import prepare_shards
-    from pipelines.train.job import check_cluster, run_training
-    from pipelines.train.run_dir import checkpoint_uri, run_store
-
-    setup_output(out, a.verbose)
-    ensure_ray()
-    check_cluster(cluster)  # before any shard is built
-    # shards the job builds go where every node reads them: the run's storage
-    work = run_store(out, cluster)
-    check_shared({"--data": a.data, "--pseudo-masks": a.pseudo_masks, "--shards": a.shards,
-                  "the run's storage (--storage-path; the run directory without it)": work},
-                 "the training job", cluster.shared_fs, "--set cluster.shared_fs=true")
-    if a.shards:
-        shard_root = a.shards
-    elif a.data is None:  # the synthetic-world trial: filled boxes unless pseudo masks are given
-        shard_root = prepare_shards(None, work, a.pseudo_masks, cluster.rows_per_shard, job.seed,
-                                    box_masks=True if a.box_masks or a.pseudo_masks is None else None,
-                                    tasks=job.train.tasks_used(), overwrite=a.overwrite,
-                                    extra_image_text=a.extra_image_text)
-    else:
-        shard_root = prepare_shards(a.data, locate(work).child("data").uri, a.pseudo_masks, cluster.rows_per_shard,
-                                    job.seed, box_masks=a.box_masks, tasks=job.train.tasks_used(),
-                                    overwrite=a.overwrite, extra_image_text=a.extra_image_text)
-    result = run_training(job, shard_root, out, cluster, resume_from=resume_from, overwrite=a.overwrite,
-                          resume="none" if a.resume == "none" else "auto")
-    print(f"[train] run directory: {out}")
-    if result is not None:
-        print(f"[train] last checkpoint: {checkpoint_uri(result.checkpoint)}")
-    print(f"[train] {log_locations()}")
-    return 0
+    return report_errors("python -m jobs.train", lambda: launch_training(job, cluster, launch), a.verbose)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def synthetic_world(work_dir: str, seed: int = 0) -> str:
 
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
-                   rows_per_shard: int = 256, seed: int = 0, box_masks: bool | None = None,
+                   rows_per_shard: int = 256, seed: int = 0, box_masks: bool = False,
                    tasks: tuple[str, ...] = ("panoptic", "detection", "captions"), overwrite: bool = False,
                    extra_image_text: bool = False) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
@@ -55,8 +55,8 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
         pseudo_masks: the pseudo-mask output for the detection boxes.
         rows_per_shard: images per shard.
         seed: seed of a generated world.
-        box_masks: train detection on filled boxes; None means "when no pseudo-mask output
-            exists" (the behaviour of the synthetic-world trial).
+        box_masks: train detection on filled boxes instead of pseudo masks (a launch decides it:
+            :attr:`pipelines.train.launch.TrainLaunch.box_masks_for_run`).
         tasks: the tasks the run trains (``TrainConfig.tasks_used()``); sources of other tasks are
             not read (a COCO-only recipe needs no pseudo masks).
         overwrite: replace a shard root built for another plan instead of refusing.
@@ -73,12 +73,9 @@ def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | Non
     if "detection" not in tasks:
         sources.detection_json = sources.detection_images = None
         return _build(sources, shard_root, rows_per_shard, overwrite)
-    explicit = pseudo_masks is not None
-    if not explicit:
+    if pseudo_masks is None:
         pseudo_masks = os.path.join(work_dir, "pseudo_masks")
     has_pseudo = locate(pseudo_masks).child(PSEUDO_MASK_MANIFEST).exists()
-    if box_masks is None:
-        box_masks = not has_pseudo and not explicit
     if not box_masks and not has_pseudo:
         raise FileNotFoundError(missing_pseudo_masks(pseudo_masks, sources.detection_json, sources.detection_images))
     if box_masks:

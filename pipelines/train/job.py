@@ -48,8 +48,6 @@ def build_schedule_config(job: TrainJobConfig, shard_root: str) -> ScheduleConfi
     return schedule_config(job, dataset_sizes(job, shard_root=shard_root))
 
 
-
-
 def val_split(job: TrainJobConfig, shard_root: str) -> ValSplit | None:
     """The panoptic val split recorded in the shard manifest (None when validation is off).
 
@@ -78,27 +76,29 @@ def check_cluster(cluster: ClusterConfig) -> None:
                f"{cluster.transform_cpus:g}-CPU input task)", cluster.resource_wait_s)
 
 
+STORE_NAME = "the run's storage (--storage-path; the run directory without it)"
 
 
+def start_cluster(cluster: ClusterConfig, run_dir: str, paths: dict[str, str | None]) -> str:
+    """Start (or join) Ray and check the cluster once for a run: the workers fit, and every local path
+    in ``paths`` (plus the run's storage) is one each node can reach. Returns the run's storage.
 
-
-
-
-
-
-
-
-
-
-
-
-
+    Raises:
+        ResourceError: the workers and an input task do not fit.
+        NotSharedError: a local path on a cluster of several nodes without ``cluster.shared_fs``.
+    """
+    ensure_ray()
+    check_cluster(cluster)
+    store = run_store(os.path.abspath(run_dir), cluster)
+    check_shared({**paths, STORE_NAME: store}, "the training job", cluster.shared_fs, "--set cluster.shared_fs=true")
+    return store
 
 
 def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
                  resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
                  storage_filesystem: Any = None, step_hooks: tuple[Callable[..., None], ...] = ()) -> Any:
-    """Fit VLOSS with Ray Train; returns the ``ray.train.Result`` (None: the run was already complete).
+    """Check the cluster (:func:`start_cluster`), then :func:`fit`; returns the ``ray.train.Result``
+    (None: the run was already complete).
 
     Args:
         job: the resolved recipe.
@@ -117,26 +117,30 @@ def run_training(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Cl
             ``hook(global_step, rank, world_size, store)`` (the fault drills install one that kills a
             worker); pickled to the workers with the loop's config, never part of the run's config.
     """
+    start_cluster(cluster, run_dir, {"training shards": shard_root, "--resume": resume_from})
+    return fit(job, shard_root, run_dir, cluster, resume_from, overwrite, resume, storage_filesystem, step_hooks)
+
+
+def fit(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig, resume_from: str | None = None,
+        overwrite: bool = False, resume: str = "auto", storage_filesystem: Any = None,
+        step_hooks: tuple[Callable[..., None], ...] = ()) -> Any:
+    """:func:`run_training` on a cluster :func:`start_cluster` checked (with ``shard_root`` among its
+    paths, or under the run's storage); the arguments are :func:`run_training`'s."""
     try:
-        return _run_training_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume,
-                                    storage_filesystem, step_hooks)
+        return _fit_locked(job, shard_root, run_dir, cluster, resume_from, overwrite, resume, storage_filesystem,
+                           step_hooks)
     finally:
         output_lock.release(locate(run_dir))  # the next job may write it
 
 
-def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
-                         resume_from: str | None = None, overwrite: bool = False, resume: str = "auto",
-                         storage_filesystem: Any = None, step_hooks: tuple[Callable[..., None], ...] = ()) -> Any:
+def _fit_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,
+                resume_from: str | None, overwrite: bool, resume: str, storage_filesystem: Any,
+                step_hooks: tuple[Callable[..., None], ...]) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ensure_ray()
-    check_cluster(cluster)
     run_dir = os.path.abspath(run_dir)
     store = run_store(run_dir, cluster)
-    check_shared({"training shards": shard_root, "the run's storage (--storage-path; the run directory without it)":
-                  store, "--resume": resume_from}, "the training job", cluster.shared_fs,
-                 "--set cluster.shared_fs=true")
     continuing = claim_run(job, shard_root, run_dir, cluster, resume_from, overwrite, resume)
     sched_cfg = build_schedule_config(job, shard_root)
     sched_cfg.validate()
@@ -216,13 +220,3 @@ def _run_training_locked(job: TrainJobConfig, shard_root: str, run_dir: str, clu
         raise StoppedBySignal(f"stopped by SIGTERM after step {summary['steps_done']} of {target}; its checkpoint "
                               f"{summary['checkpoint']} is kept: re-run the same command to continue from it")
     return result
-
-
-
-
-
-
-
-
-
-

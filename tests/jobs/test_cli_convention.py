@@ -83,8 +83,9 @@ def test_every_job_logs_to_one_folder_name():
     from pipelines.common.cli import LOG_FOLDER, local_log_dir
 
     assert local_log_dir("/x/out") == f"/x/out/{LOG_FOLDER}" == "/x/out/_logs"
+    drivers = {"train": "pipelines/train/launch.py"}  # a thin entry point: its driver sets the output up
     for job in JOBS:
-        text = (ROOT / "jobs" / f"{job}.py").read_text()
+        text = (ROOT / drivers.get(job, f"jobs/{job}.py")).read_text()
         assert "setup_output(" in text and "name=" not in text.split("setup_output(", 1)[1].split(")", 1)[0], job
 
 
