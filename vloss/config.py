@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from vloss.checks import at_least, divides, fraction, non_negative, positive
 from vloss.config_io import apply_overrides
 from vloss.data.class_names import NameCleaning
+from vloss.training.tasks import training_task
 
 ENCODER_KINDS = ("fpn_style", "fpn", "deform")
 
@@ -411,7 +412,7 @@ class TrainConfig:
 
     def batch_size(self, task: str) -> int:
         """Global batch of ``task`` (all workers): dense tasks share one size, captions have their own."""
-        return self.caption_batch_size if task == "captions" else self.dense_batch_size
+        return getattr(self, training_task(task).batch_key)
 
     def rank_batch_sizes(self, task: str, workers: int) -> list[int]:
         """Per-worker batches of ``task`` on ``workers`` workers, rank by rank.
@@ -424,12 +425,12 @@ class TrainConfig:
             ValueError: fewer images in the global batch than workers (names both numbers).
         """
         total = self.batch_size(task)
-        key = "caption_batch_size" if task == "captions" else "dense_batch_size"
+        key = training_task(task).batch_key
         if workers < 1 or total < workers:
             raise ValueError(f"train.{key}={total} (the global {task} batch) is smaller than the {workers} "
                              f"workers; use fewer workers or set train.{key}")
         q, r = divmod(total, workers)
-        if task == "captions":
+        if not training_task(task).dense:
             return [q] * workers
         return [q + (i < r) for i in range(workers)]
 
@@ -445,7 +446,7 @@ class TrainConfig:
     def accumulation_steps(self, task: str, workers: int, rank: int = 0) -> int:
         """Forward-backward passes of one step on rank ``rank`` (micro-batches; 1 for captions)."""
         b = self.worker_batch_size(task, workers, rank)
-        if task == "captions" or self.micro_batch <= 0:
+        if not training_task(task).dense or self.micro_batch <= 0:
             return 1
         return -(-b // self.micro_batch)
 

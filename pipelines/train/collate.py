@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from vloss.data.transforms import normalize_images, unpack_masks
+from vloss.training.tasks import TRAINING_TASKS
 
 
 def pin(batch: dict[str, Any]) -> dict[str, Any]:
@@ -65,5 +66,5 @@ def collate_fns(pin_memory: bool = False) -> dict[str, Any]:
             out = caption_collate(batch)
             return pin(out) if pin_memory else out
 
-    dense = DenseCollate()
-    return {"panoptic": dense, "detection": dense, "captions": CaptionCollate()}
+    dense, captions = DenseCollate(), CaptionCollate()
+    return {name: dense if task.dense else captions for name, task in TRAINING_TASKS.items()}

@@ -11,6 +11,7 @@ import tempfile
 from pipelines.common.pseudo_mask_format import MANIFEST_NAME as PSEUDO_MASK_MANIFEST
 from pipelines.common.remote import is_remote, publish
 from pipelines.common.storage import locate
+from vloss.training.tasks import TASKS
 
 
 def synthetic_world(work_dir: str, seed: int = 0) -> str:
@@ -43,7 +44,7 @@ def synthetic_world(work_dir: str, seed: int = 0) -> str:
 
 def prepare_shards(data_root: str | None, work_dir: str, pseudo_masks: str | None = None,
                    rows_per_shard: int = 256, seed: int = 0, box_masks: bool = False,
-                   tasks: tuple[str, ...] = ("panoptic", "detection", "captions"), overwrite: bool = False,
+                   tasks: tuple[str, ...] = TASKS, overwrite: bool = False,
                    extra_image_text: bool = False) -> str:
     """Training shards for ``data_root`` (generated synthetic world when None); returns their root.
 

@@ -19,6 +19,7 @@ from pipelines.common.storage import locate
 from pipelines.train.pass_plan import ROW_GROUP_ROWS, WINDOW_UNITS, Window, data_seed, rank_windows
 from pipelines.train.transforms import CaptionTransform, DenseTransform
 from vloss.config import InputConfig
+from vloss.training.tasks import training_task
 
 
 @dataclass
@@ -144,7 +145,7 @@ def pass_dataset(shards: TaskShards, cfg: InputConfig, *, seed: int, pass_index:
     items = [{"reads": [list(x) for x in w.reads], "rows": [list(x) for x in w.rows]} for w in windows]
     if not items:
         return ray.data.from_items([]).limit(0)
-    if shards.task == "captions":
+    if not training_task(shards.task).dense:
         fn = CaptionTransform(cfg.caption_size, seed, pass_index)
     else:
         fn = DenseTransform(cfg.dense_size, cfg.lsj_min_scale, cfg.lsj_max_scale, seed, shards.task, pass_index)

@@ -41,6 +41,7 @@ from pipelines.train.validation import ValSplit
 from pipelines.train.worker import train_loop_per_worker
 from vloss.config import TrainJobConfig
 from vloss.config_io import to_dict
+from vloss.training.tasks import training_task
 
 
 def build_schedule_config(job: TrainJobConfig, shard_root: str) -> ScheduleConfig:
@@ -159,7 +160,7 @@ def _fit_locked(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: Clu
     if cached:
         print(f"[train] shards of {', '.join(cached)} cached in Ray's object store (each at most "
               f"cluster.cache_shards_mb={cluster.cache_shards_mb:g} MB); passes re-run only the transforms", flush=True)
-    vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if t != "captions"}
+    vocabularies = {t: read_vocabulary(shard_root, t).names for t in tasks if training_task(t).dense}
     os.makedirs(run_dir, exist_ok=True)
     job_dict = to_dict(job)
     with open(os.path.join(run_dir, "config.json"), "w") as f:

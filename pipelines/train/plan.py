@@ -23,6 +23,7 @@ from pipelines.train.schedule import ScheduleConfig, StepSchedule, TaskData
 from vloss.config import TrainJobConfig
 from vloss.config_io import to_dict
 from vloss.training.optim import lr_milestones
+from vloss.training.tasks import TASKS, training_task
 
 PAPER_SIZES = {"panoptic": 118_287, "detection": 660_000, "captions": 118_287}
 
@@ -121,7 +122,7 @@ def dataset_sizes(job: TrainJobConfig, *, shard_root: str | None = None, data_ro
     if shard_root is not None:
         from pipelines.train.shards import count_rows
 
-        return {t: count_rows(shard_root, t) for t in ("panoptic", "detection", "captions")}
+        return {t: count_rows(shard_root, t) for t in TASKS}
     if data_root is None:
         raise ValueError("dataset_sizes needs shards, a data root or sizes='paper'")
     from pipelines.train.sources import TrainingSources
@@ -162,11 +163,11 @@ def batch_plan(job: TrainJobConfig, task: str, workers: int, steps_per_pass: int
     """
     t = job.train
     split = t.rank_batch_sizes(task, workers)
-    micro = split[0] if task == "captions" or t.micro_batch <= 0 else min(t.micro_batch, split[0])
+    micro = split[0] if not training_task(task).dense or t.micro_batch <= 0 else min(t.micro_batch, split[0])
     return {"global": t.batch_size(task), "per_step": sum(split), "per_worker": split[0], "split": split,
             "micro_batch": micro,
             "accumulation_steps": [t.accumulation_steps(task, workers, r) for r in range(workers)],
-            "input_size": job.input.caption_size if task == "captions" else job.input.dense_size,
+            "input_size": getattr(job.input, training_task(task).size_key),
             "steps_per_pass": steps_per_pass}
 
 
@@ -244,7 +245,7 @@ def data_mix(job: TrainJobConfig, schedule: StepSchedule, rows: dict[str, int], 
     out: dict[str, Any] = {}
     cost = {}
     for t in rows:
-        size = job.input.caption_size if t == "captions" else job.input.dense_size
+        size = getattr(job.input, training_task(t).size_key)
         per_epoch = [schedule.counts(e).get(t, 0) for e in range(epochs)]
         images = [n * job.train.step_batch_size(t, workers) for n in per_epoch]
         total = sum(images)

@@ -16,6 +16,7 @@ from pipelines.train.shards import MANIFEST_NAME, read_vocabulary
 from pipelines.train.trainer import BEST_DIR, BEST_FILE
 from vloss.config import TrainJobConfig
 from vloss.config_io import to_dict
+from vloss.training.tasks import training_task
 
 # settings that say how long to run and how often to log or keep checkpoints, not what is trained:
 # changing them continues the same run
@@ -55,7 +56,7 @@ def run_fingerprint(job: TrainJobConfig, cluster: ClusterConfig, shard_root: str
     return {"recipe": recipe, "gpu": cluster.gpus_per_worker > 0,
             "shards": manifest_identity(read_json(locate(shard_root).child(MANIFEST_NAME))),
             "vocabularies": {t: read_vocabulary(shard_root, t).to_json() for t in job.train.tasks_used()
-                             if t != "captions"}}
+                             if training_task(t).dense}}
 
 
 def claim_run(job: TrainJobConfig, shard_root: str, run_dir: str, cluster: ClusterConfig,

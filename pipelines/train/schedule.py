@@ -62,7 +62,8 @@ from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from typing import Any, Iterator, NamedTuple
 
-TASKS: tuple[str, ...] = ("panoptic", "detection", "captions")
+from vloss.training.tasks import TASKS
+
 MODES: tuple[str, ...] = ("stt", "mix", "pretrain", "panoptic")
 # Bump when the plan a config produces changes: old checkpoints then refuse to resume.
 # 2: steps counted from the global batch, independent of the workers (elastic runs).

@@ -40,8 +40,8 @@ from pipelines.common.shards import shard_name
 from pipelines.common.storage import Location, locate, read_json, write_json_atomic
 from pipelines.train.pass_plan import ROW_GROUP_ROWS
 from vloss.progress import ProgressLine
+from vloss.training.tasks import TASKS
 
-TASKS = ("panoptic", "detection", "captions")
 INSTANCE_TYPE = pa.struct([
     ("id", pa.int64()),
     ("category_id", pa.int64()),

@@ -34,6 +34,7 @@ import torch
 from vloss.config import LossConfig
 from vloss.losses import ContrastiveLoss, SetCriterion, weighted_total
 from vloss.training.step import compute_losses
+from vloss.training.tasks import training_task
 
 
 def micro_batch_sizes(batch: int, micro: int) -> list[int]:
@@ -104,13 +105,13 @@ def forward_backward(forward: Callable[..., dict[str, Any]], task: str, batch: d
         FloatingPointError: a micro-batch's loss is not finite (before its backward).
     """
     n = int(batch["images"].shape[0])
-    dense = task != "captions"
+    dense = training_task(task).dense
     sizes = micro_batch_sizes(n, micro) if dense else [n]
     device = batch["images"].device
     gens = image_generators(run_seed, global_step, first_image, n, device) if dense else None
     norms = None
     if dense:
-        positive_only = task == "detection" and loss_cfg.positive_only_detection
+        positive_only = training_task(task).partial_labels and loss_cfg.positive_only_detection
         norms = criterion.normalizers(batch["targets"], num_queries, positive_only, device=device)
     no_sync = getattr(forward, "no_sync", None)
     sums: dict[str, torch.Tensor] = {}

@@ -22,8 +22,7 @@ from torch import nn
 from vloss.config import LossConfig
 from vloss.losses import ContrastiveLoss, SetCriterion
 from vloss.model import VLOSS
-
-TASKS = ("panoptic", "detection", "captions")
+from vloss.training.tasks import training_task
 
 
 class TaskForward(nn.Module):
@@ -52,7 +51,7 @@ class TaskForward(nn.Module):
         """Run ``task`` on a batch.
 
         Args:
-            task: one of :data:`TASKS`.
+            task: one of :data:`vloss.training.tasks.TASKS`.
             images: ``[B, 3, H, W]`` normalised images.
             captions: ``B`` strings (captions task only).
 
@@ -62,7 +61,7 @@ class TaskForward(nn.Module):
             ``{"img": [B, Dt] (or [B, 1+Q, Dt] for FILIP), "text": [B, Dt] (or tokens),
             "scale": logit scale[, "text_mask"]}``.
         """
-        if task == "captions":
+        if not training_task(task).dense:
             out = self.model(images)
             if self.contrastive == "filip":
                 # image tokens: the global image embedding and the object queries  [B, 1+Q, Dt]
@@ -92,7 +91,7 @@ def compute_losses(task: str, outputs: dict[str, Any], batch: dict[str, Any], lo
     """The unweighted loss terms of one task's step.
 
     Args:
-        task: one of :data:`TASKS`.
+        task: one of :data:`vloss.training.tasks.TASKS`.
         outputs: what :class:`TaskForward` returned for the batch.
         batch: ``{"targets": [{"labels": [M], "masks": [M, H, W]}, ...]}`` for dense tasks.
         loss_cfg: the loss settings (positive-only detection, contrastive kind).
@@ -106,16 +105,15 @@ def compute_losses(task: str, outputs: dict[str, Any], batch: dict[str, Any], lo
         ``{"loss_cls", "loss_bce", "loss_dice", ...}`` (dense) or ``{"loss_con"}`` (captions);
         combine with :func:`vloss.losses.weighted_total` (Eq. 6).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    if task == "captions":
+    kind = training_task(task)
+    if not kind.dense:
         if contrastive is None:
             raise ValueError("the captions task needs the contrastive loss")
         scale = outputs["scale"].float()
         if loss_cfg.contrastive == "filip":
             return contrastive(outputs["img"].float(), outputs["text"].float(), scale, None, outputs["text_mask"])
         return contrastive(outputs["img"].float(), outputs["text"].float(), scale)
-    positive_only = task == "detection" and loss_cfg.positive_only_detection
+    positive_only = kind.partial_labels and loss_cfg.positive_only_detection
     kwargs: dict[str, Any] = {"generator": generator} if generator is not None else {}
     if normalizers is not None:
         kwargs["num_masks"], kwargs["cls_norm"] = normalizers
