@@ -19,7 +19,8 @@ from typing import Callable, Optional
 from vloss.checks import at_least, divides, fraction, non_negative, positive
 from vloss.config_io import apply_overrides
 from vloss.data.class_names import NameCleaning
-from vloss.training.tasks import training_task
+from vloss.training.schedule_modes import schedule_mode
+from vloss.training.tasks import TASKS, training_task
 
 ENCODER_KINDS = ("fpn_style", "fpn", "deform")
 
@@ -407,8 +408,8 @@ class TrainConfig:
     def tasks_used(self) -> tuple[str, ...]:
         """The training tasks this run draws from (panoptic always; detection unless the schedule is
         panoptic-only; captions when caption_ratio > 0)."""
-        return ("panoptic",) + (("detection",) if self.schedule != "panoptic" else ()) \
-            + (("captions",) if self.caption_ratio > 0 else ())
+        dense = schedule_mode(self.schedule).dense_tasks()
+        return tuple(t for t in TASKS if t in dense or (not training_task(t).dense and self.caption_ratio > 0))
 
     def batch_size(self, task: str) -> int:
         """Global batch of ``task`` (all workers): dense tasks share one size, captions have their own."""

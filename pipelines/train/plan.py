@@ -149,9 +149,7 @@ def schedule_config(job: TrainJobConfig, sizes: dict[str, int]) -> ScheduleConfi
 
     return ScheduleConfig(
         mode=t.schedule, epochs=t.epochs, seed=job.seed, caption_ratio=t.caption_ratio,
-        pretrain_epochs=t.pretrain_epochs, panoptic=data("panoptic"),
-        detection=data("detection") if t.schedule != "panoptic" else None,
-        captions=data("captions") if t.caption_ratio > 0 else None)
+        pretrain_epochs=t.pretrain_epochs, **{task: data(task) for task in t.tasks_used()})
 
 
 def batch_plan(job: TrainJobConfig, task: str, workers: int, steps_per_pass: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ process), no ray import, no numpy. The plan can be rebuilt after a restart from 
 Tasks: "panoptic" (COCO panoptic), "detection" (Objects365 boxes + pseudo masks) and
 "captions" (image-text pairs).
 
-Modes:
+Modes (one table, :data:`vloss.training.schedule_modes.SCHEDULE_MODES`):
 - "stt" (paper Sec. 3.4, Fig. 3 right): each epoch is a warmup sub-epoch (all detection
   batches, captions interleaved) followed by a cooldown sub-epoch (all panoptic batches,
   captions interleaved).
@@ -62,9 +62,9 @@ from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from typing import Any, Iterator, NamedTuple
 
+from vloss.training.schedule_modes import MODES, schedule_mode
 from vloss.training.tasks import TASKS
 
-MODES: tuple[str, ...] = ("stt", "mix", "pretrain", "panoptic")
 # Bump when the plan a config produces changes: old checkpoints then refuse to resume.
 # 2: steps counted from the global batch, independent of the workers (elastic runs).
 SCHEDULE_ALGORITHM_VERSION = 2
@@ -133,16 +133,14 @@ class ScheduleConfig:
 
     def tasks_used(self) -> tuple[str, ...]:
         """The tasks this config's plan draws from, in `TASKS` order."""
-        used = ["panoptic"]
-        if self.mode != "panoptic":
-            used.append("detection")
+        used = list(schedule_mode(self.mode).dense_tasks())
         if self.caption_ratio > 0:
             used.append("captions")
         return tuple(t for t in TASKS if t in used)
 
     def resolved_pretrain_epochs(self) -> int:
         """Detection epochs of "pretrain" mode (0 in every other mode)."""
-        if self.mode != "pretrain":
+        if not schedule_mode(self.mode).staged:
             return 0
         return self.epochs // 2 if self.pretrain_epochs is None else self.pretrain_epochs
 
@@ -160,10 +158,10 @@ class ScheduleConfig:
                 or not (0 <= self.caption_ratio < float("inf")):
             raise ValueError(f"schedule: caption_ratio must be a finite number >= 0, "
                              f"got {self.caption_ratio!r}")
-        if self.mode == "pretrain":
+        if schedule_mode(self.mode).staged:
             p = self.resolved_pretrain_epochs()
             if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p < self.epochs:
-                raise ValueError(f"schedule: pretrain mode needs 1 <= pretrain_epochs < epochs "
+                raise ValueError(f"schedule: {self.mode} mode needs 1 <= pretrain_epochs < epochs "
                                  f"(= {self.epochs}), got pretrain_epochs={p!r}")
         for task in self.tasks_used():
             data = getattr(self, task)
@@ -200,7 +198,7 @@ class ScheduleConfig:
         for task in TASKS:
             if task not in self.tasks_used():
                 plan_defining[task] = None
-        if self.mode != "pretrain":
+        if not schedule_mode(self.mode).staged:
             plan_defining["pretrain_epochs"] = None
         payload = json.dumps({"algorithm": SCHEDULE_ALGORITHM_VERSION, "config": plan_defining},
                              sort_keys=True, separators=(",", ":"))
@@ -272,6 +270,7 @@ class StepSchedule:
         config = copy.deepcopy(config)
         config.validate()
         self.config = config
+        self._mode = schedule_mode(config.mode)
         self.fingerprint = config.fingerprint()
         self._ratio = Fraction(config.caption_ratio).limit_denominator(_RATIO_MAX_DENOMINATOR)
         # steps of one pass over each used dataset
@@ -292,15 +291,12 @@ class StepSchedule:
         return (n_dense * self._ratio.numerator) // self._ratio.denominator
 
     def _epoch_counts(self, epoch: int) -> dict[str, int]:
-        cfg, steps = self.config, self.pass_lengths
-        if cfg.mode in ("stt", "mix"):
-            dense = {"detection": steps["detection"], "panoptic": steps["panoptic"]}
-        elif cfg.mode == "pretrain" and epoch < cfg.resolved_pretrain_epochs():
-            dense = {"detection": steps["detection"]}
-        else:
-            dense = {"panoptic": steps["panoptic"]}
+        dense = {task: self.pass_lengths[task] for _, task in self._layout(epoch)}
         captions = sum(self._captions_for(n) for n in dense.values())
         return {**dense, **({"captions": captions} if captions else {})}
+
+    def _layout(self, epoch: int) -> tuple[tuple[str, str], ...]:
+        return self._mode.layout(epoch, self.config.resolved_pretrain_epochs())
 
     def counts(self, epoch: int) -> dict[str, int]:
         """Number of steps of each task in `epoch` (tasks with no step are left out)."""
@@ -321,7 +317,7 @@ class StepSchedule:
     def stage_lengths(self) -> list[int]:
         """Steps of each training stage: "pretrain" mode has two (detection pretraining, then the
         panoptic fine-tune, each with its own LR schedule), every other mode one."""
-        if self.config.mode != "pretrain":
+        if not self._mode.staged:
             return [self.total_steps]
         split = self._offsets[self.config.resolved_pretrain_epochs()]
         return [split, self.total_steps - split]
@@ -341,23 +337,19 @@ class StepSchedule:
 
     # ---- the plan -----------------------------------------------------------------------
     def _build(self, epoch: int) -> _EpochPlan:
-        cfg = self.config
-        if cfg.mode == "stt":
-            warm = _interleave("detection", self.pass_lengths["detection"], self._ratio)
-            cool = _interleave("panoptic", self.pass_lengths["panoptic"], self._ratio)
-            tasks = warm + cool
-            subs = (SubEpoch("warmup", 0, len(warm)), SubEpoch("cooldown", len(warm), len(tasks)))
-        elif cfg.mode == "mix":
-            canonical = [t for t in ("detection", "panoptic", "captions")
+        layout = self._layout(epoch)
+        if self._mode.shuffled:  # the segments' steps, in one seeded order
+            canonical = [t for t in [task for _, task in layout] + ["captions"]
                          for _ in range(self._counts[epoch].get(t, 0))]
-            tasks = _seeded_shuffle(canonical, cfg.seed, epoch)
-            subs = (SubEpoch("mixed", 0, len(tasks)),)
-        elif cfg.mode == "pretrain" and epoch < cfg.resolved_pretrain_epochs():
-            tasks = _interleave("detection", self.pass_lengths["detection"], self._ratio)
-            subs = (SubEpoch("pretrain", 0, len(tasks)),)
+            tasks = _seeded_shuffle(canonical, self.config.seed, epoch)
+            subs: tuple[SubEpoch, ...] = (SubEpoch(self._mode.shuffled_name, 0, len(tasks)),)
         else:
-            tasks = _interleave("panoptic", self.pass_lengths["panoptic"], self._ratio)
-            subs = (SubEpoch("finetune" if cfg.mode == "pretrain" else "panoptic", 0, len(tasks)),)
+            tasks, parts = [], []
+            for name, task in layout:
+                segment = _interleave(task, self.pass_lengths[task], self._ratio)
+                parts.append(SubEpoch(name, len(tasks), len(tasks) + len(segment)))
+                tasks += segment
+            subs = tuple(parts)
         seen = dict.fromkeys(TASKS, 0)
         local = []
         for t in tasks:
@@ -369,14 +361,12 @@ class StepSchedule:
 
     def _plan(self, epoch: int) -> _EpochPlan:
         self._check_epoch(epoch)
-        # stt and panoptic epochs are all alike, pretrain has two kinds: share one plan object
+        # unshuffled epochs of one layout are all alike (a staged mode has two): one plan object each
         cfg = self.config
-        if cfg.mode in ("stt", "panoptic"):
-            key = 0
-        elif cfg.mode == "pretrain":
-            key = 0 if epoch < cfg.resolved_pretrain_epochs() else cfg.epochs - 1
-        else:
+        if self._mode.shuffled:
             key = epoch
+        else:
+            key = 0 if epoch < cfg.resolved_pretrain_epochs() or not self._mode.staged else cfg.epochs - 1
         plan = self._cache.get(key)
         if plan is None:
             if len(self._cache) >= self._CACHE_EPOCHS:
