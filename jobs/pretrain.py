@@ -22,7 +22,6 @@ Re-running the same command continues from the latest checkpoint; a finished run
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -75,41 +74,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Pretr
     return a, pre, cluster
 
 
-def class_names(a: argparse.Namespace) -> list[str]:
-    """The class names of the label objective the flags name (see ``--classes``)."""
-    if a.classes:
-        with open(a.classes) as f:
-            text = f.read()
-        try:
-            names = json.loads(text)
-        except ValueError:
-            names = [line.strip() for line in text.splitlines() if line.strip()]
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"{a.classes}: expected a JSON list of class names or one name per line")
-        return names
-    if a.data:
-        from vloss.data.synthetic import load_world
-
-        vocab = load_world(a.data)["vocabularies"]  # every dataset's class list: the world's whole vocabulary
-        return sorted({name for entry in vocab.values() for key in ("things", "stuff") for name in entry.get(key, [])})
-    return []
-
-
-def corpus_paths(a: argparse.Namespace) -> tuple[str, str]:
-    """``(captions json, image folder)`` of the corpus the flags name."""
-    if a.captions:
-        return os.path.abspath(a.captions), os.path.abspath(a.images)
-    from vloss.data.synthetic import load_world
-
-    world = load_world(a.data)
-    entry = world["paths"].get("pretrain_corpus")
-    if entry is None or not entry["captions"].is_file():
-        raise FileNotFoundError(f"{a.data} has no pretrain_corpus split (a world from generator version "
-                                f"{world.get('generator_version')}); regenerate it with python -m "
-                                f"vloss.data.synthetic --out {a.data} --overwrite")
-    return str(entry["captions"]), str(entry["images"])
-
-
 def main(argv: list[str] | None = None) -> int:
     a, pre, cluster = parse_args(argv)
     return report_errors("python -m jobs.pretrain", lambda: _run(a, pre, cluster), a.verbose)
@@ -117,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(a: argparse.Namespace, pre: PretrainConfig, cluster: ClusterConfig) -> int:
     from pipelines.common.ray_env import log_locations
+    from pipelines.train.pretrain.inputs import class_names, corpus_paths
     from pipelines.train.pretrain.job import run_pretraining
 
-    captions, images = corpus_paths(a)
+    captions, images = corpus_paths(a.captions, a.images, a.data)
     out = os.path.abspath(a.out)
     os.makedirs(out, exist_ok=True)
     setup_output(out, a.verbose)
-    record = run_pretraining(pre, captions, images, out, cluster, overwrite=a.overwrite, classes=class_names(a))
+    record = run_pretraining(pre, captions, images, out, cluster, overwrite=a.overwrite,
+                             classes=class_names(a.classes, a.data))
     write_resolved_config(out, {"pretrain": pre, "cluster": cluster})
     print(f"[pretrain] pass them to training: {' '.join(record['use'])}")
     print(f"[pretrain] {log_locations()}")

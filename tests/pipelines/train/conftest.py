@@ -35,16 +35,14 @@ TOWER_SETTINGS = {"image_size": 64, "epochs": 3}
 def pretrained_towers(synthetic_world: Path, ray_session, tmp_path_factory) -> dict[str, str]:
     """``{"backbone", "text"}``: tower files pretrained by the real job on the world's corpus, as
     ``make demo`` makes them (the paper starts VLOSS from pretrained towers, Sec. 4.1)."""
-    import argparse
-
-    from jobs.pretrain import class_names
     from pipelines.train.config import ClusterConfig
+    from pipelines.train.pretrain.inputs import class_names
     from pipelines.train.pretrain.job import run_pretraining
     from vloss.pretrain.config import PretrainConfig
 
     out = tmp_path_factory.mktemp("towers")
     corpus = synthetic_world / "pretrain_corpus"
-    classes = class_names(argparse.Namespace(classes=None, data=str(synthetic_world)))
+    classes = class_names(None, str(synthetic_world))
     run_pretraining(PretrainConfig(**TOWER_SETTINGS), str(corpus / "annotations" / "captions.json"),
                     str(corpus / "images"), str(out), ClusterConfig(workers=2), classes=classes)
     return {"backbone": str(out / "backbone.bin"), "text": str(out / "text.bin")}

@@ -59,12 +59,10 @@ def test_augmentation_is_drawn_from_the_seed():
 
 
 def test_the_world_corpus_names_every_class_in_words_only(synthetic_world):
-    import argparse
-
-    from jobs.pretrain import class_names
+    from pipelines.train.pretrain.inputs import class_names
 
     world = json.loads((synthetic_world / "world.json").read_text())
-    classes = class_names(argparse.Namespace(classes=None, data=str(synthetic_world)))
+    classes = class_names(None, str(synthetic_world))
     corpus = read_corpus(synthetic_world / "pretrain_corpus/annotations/captions.json",
                          synthetic_world / "pretrain_corpus/images", classes)
     # the label objective's classes: every class of every dataset of the world, each named by some image
