@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from pipelines.evaluate.tasks import EVAL_TASKS as TASK_TABLE
+
 # The demo's training recipe for the tiny network on the demo world, chosen by measured runs on 2 CPU
 # cores (issue #11): the paper's STT recipe with the tiny preset's LR, from the towers pretrained in
 # stage 3 (issue #22); 36 epochs of the small world (972 optimizer steps) is what fits the
@@ -23,8 +25,9 @@ DEMO_TRAIN = ["train.epochs=36", "train.eval_every=3", "train.checkpoint_sub_epo
 DEMO_WORLD = "small"
 # the tower pretraining of the demo (jobs/pretrain.py settings), measured on the demo world: see README
 DEMO_PRETRAIN = ["pretrain.image_size=64", "pretrain.epochs=12"]
+# the evaluation tasks the synthetic world has a split for, from the evaluation task table
+EVAL_TASKS = tuple(name for name, task in TASK_TABLE.items() if task.layout.world_key)
 # the targets the demo is held to (fractions), on the default world and seed
-EVAL_TASKS = ("coco_panoptic", "ade20k_panoptic", "lvis")
 TARGETS = {"coco_panoptic.pq": 0.40, "ade20k_panoptic.pq": 0.25, "ade20k_panoptic.pq_th": 0.15,
            "ade20k_panoptic.pq_st": 0.15, "ade20k_panoptic.unseen.pq": 0.05, "lvis.unseen.AP": 0.15,
            "lvis.AP": 0.30}  # issue #22
